@@ -1,0 +1,6 @@
+"""napari dock widgets. Thin: they gather parameters, call the core off the UI thread, show results."""
+
+from .blend_browser import BlendBrowserWidget
+from .detection import DetectionWidget
+
+__all__ = ["BlendBrowserWidget", "DetectionWidget"]

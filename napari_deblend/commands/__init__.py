@@ -1,0 +1,1 @@
+"""Sub-commands of the ``napari-deblend`` command line (one module each)."""

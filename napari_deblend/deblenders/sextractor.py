@@ -1,0 +1,101 @@
+"""``sextractor``: the classical baseline inside the deblender interface.
+
+sep detects and multi-threshold-deblends the stamp (DES sxdes settings by
+default) against the known background noise (no ``sep.Background`` on a small
+stamp: it would eat galaxy light). Each component is the image times its
+segment, so every pixel belongs to one object, as in SExtractor; ``FLUX_AUTO``
+(masked Kron photometry) is reported in ``info["flux_auto"]``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..detection import get_detection_preset, kron_photometry
+from .base import Deblender, DeblendResult
+
+
+class SExtractorDeblender(Deblender):
+    """SExtractor-style segmentation deblending with sep (the baseline every model is compared with)."""
+
+    name: ClassVar[str] = "sextractor"
+    description: ClassVar[str] = "SExtractor baseline: sep multi-threshold deblending (DES sxdes settings), pixels split by segment"
+    min_stamp_size: ClassVar[int] = 8
+    version: ClassVar[str] = "sep-sxdes"
+
+    def __init__(self, device: str = "auto", preset=None, detection_preset: str = "des") -> None:
+        super().__init__(device="cpu", preset=preset)
+        self.detection = get_detection_preset(detection_preset)
+
+    def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
+        """Deblend each stamp with sep; positions, if given, only order the output (nearest first)."""
+        stamps = self.check_stamps(stamps)
+        sigmas = self.noise_levels(stamps, noise)
+        return [self._one(stamp, float(sigma)) for stamp, sigma in zip(stamps, sigmas)]
+
+    def _one(self, stamp: np.ndarray, sigma: float) -> DeblendResult:
+        import sep
+
+        # detect on the band sum (co-add); noise of the sum of C bands of equal sigma
+        image = np.ascontiguousarray(stamp.sum(axis=0), dtype=np.float32)
+        c = stamp.shape[0]
+        p = self.detection
+        try:
+            objects, seg = sep.extract(
+                image,
+                p.thresh,
+                err=sigma * np.sqrt(c),
+                minarea=p.minarea,
+                filter_kernel=p.filter_kernel,
+                deblend_nthresh=p.deblend_nthresh,
+                deblend_cont=p.deblend_cont,
+                clean=p.clean,
+                clean_param=p.clean_param,
+                segmentation_map=True,
+            )
+        except Exception:  # sep gives up on pathological stamps: report nothing found
+            objects, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(image.shape, np.int32)
+        seg = np.ascontiguousarray(seg, dtype=np.int32)
+        n = len(objects)
+        ids = np.arange(1, n + 1, dtype=np.int32)
+        if n:
+            flux, fluxerr, kron, _ = kron_photometry(
+                image, objects["x"], objects["y"], objects["a"], objects["b"], objects["theta"],
+                ids, seg, sigma * np.sqrt(c),
+            )
+            order = np.argsort(-flux)
+        else:
+            flux = fluxerr = kron = np.zeros(0)
+            order = np.zeros(0, dtype=int)
+        components = np.stack([stamp * (seg == ids[i]) for i in order]) if n else np.zeros((0, *stamp.shape))
+        masks = np.stack([seg == ids[i] for i in order]) if n else np.zeros((0, *image.shape), bool)
+        positions = np.stack([objects["y"][order], objects["x"][order]], axis=1) if n else np.zeros((0, 2))
+        info = {
+            "flux_auto": flux[order],
+            "fluxerr_auto": fluxerr[order],
+            "kron_radius": kron[order],
+            "flux_iso": np.asarray(objects["flux"])[order] if n else np.zeros(0),
+            "x2": np.asarray(objects["x2"])[order] if n else np.zeros(0),
+            "y2": np.asarray(objects["y2"])[order] if n else np.zeros(0),
+            "xy": np.asarray(objects["xy"])[order] if n else np.zeros(0),
+            "segmentation": _relabel(seg, ids[order]),
+        }
+        return DeblendResult(
+            blend=stamp,
+            components=components,
+            positions=positions,
+            masks=masks,
+            model=f"{self.name} ({self.detection.name})",
+            device="cpu",
+            noise=sigma,
+            info=info,
+        )
+
+
+def _relabel(seg: np.ndarray, ordered_ids: np.ndarray) -> np.ndarray:
+    """Segmentation relabelled so that component k (0-based, brightest first) has label k + 1."""
+    lut = np.zeros(int(seg.max()) + 1 if seg.size else 1, dtype=np.int32)
+    lut[ordered_ids] = np.arange(1, len(ordered_ids) + 1)
+    return lut[seg]

@@ -1,0 +1,96 @@
+"""The public ``deblend`` function: a Field + Blend, or a bare stamp, through any registered deblender."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .blends import Blend, cut_stamp
+from .deblenders.base import DeblendError, DeblendResult, get_deblender
+from .field import Field
+
+DEFAULT_STAMP = 48
+STAMP_MARGIN = 6
+
+
+def stamp_side(blend: Blend, minimum: int = DEFAULT_STAMP) -> int:
+    """Side of the square stamp cut for a blend: its bounding box plus a margin, at least ``minimum``, even."""
+    side = max(minimum, blend.size + 2 * STAMP_MARGIN)
+    return side + side % 2
+
+
+def field_noise(field: Field, preset_sigma: float) -> float:
+    """Background sigma of a field's band sum (the preset's if the field has none measured)."""
+    noise = np.asarray(field.noise, float)
+    if noise.size and np.all(np.isfinite(noise) & (noise > 0)):
+        return float(np.sqrt(np.sum(noise**2)) / np.sqrt(len(noise))) if len(noise) > 1 else float(noise[0])
+    return float(preset_sigma)
+
+
+def deblend(
+    data: Field | np.ndarray,
+    blend: Blend | None = None,
+    *,
+    model: str = "peeling",
+    device: str = "auto",
+    preset: Any = None,
+    positions: np.ndarray | None = None,
+    noise: float | None = None,
+    stamp_size: int | None = None,
+    background: np.ndarray | None = None,
+) -> DeblendResult:
+    """Deblend one blend of a field, or a bare stamp.
+
+    Parameters
+    ----------
+    data : Field or numpy.ndarray
+        A Field (with ``blend``), or a stamp ``(H, W)`` / ``(C, H, W)`` in electrons, sky-subtracted.
+    blend : Blend, optional
+        The blend to cut from the field (required with a Field).
+    model : str
+        Deblender name (see :func:`~napari_deblend.available_deblenders`).
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``.
+    preset : str, optional
+        Survey preset (noise and calibration defaults); default: the field's, else ``lsst-i``.
+    positions : numpy.ndarray, optional
+        ``(K, 2)`` source positions ``(y, x)`` in stamp pixels; deblenders that
+        don't need them find the sources themselves.
+    noise : float, optional
+        Background sigma; default: the field's measured noise, else the preset's.
+    stamp_size : int, optional
+        Side of the stamp cut around the blend (default: :func:`stamp_side`).
+    background : numpy.ndarray, optional
+        ``(C, H, W)`` field background to subtract before cutting (from detection).
+
+    Returns
+    -------
+    DeblendResult
+        With ``origin`` (the stamp's place in the field), ``blend_id`` and
+        ``info["padded"]`` set when the stamp runs over the field's edge.
+    """
+    if isinstance(data, Field):
+        if blend is None:
+            raise DeblendError("deblend(field, blend): a Blend is needed to cut a stamp from a Field")
+        preset = preset if preset is not None else data.preset
+        deblender = get_deblender(model, device=device, preset=preset)
+        image = data.data if background is None else data.data - background
+        side = stamp_size or stamp_side(blend, deblender.stamp_size or DEFAULT_STAMP)
+        stamp = cut_stamp(image, blend, size=side, mask=data.mask)
+        pixels = np.where(stamp.mask, 0.0, stamp.data).astype(np.float32)
+        sigma = noise if noise is not None else field_noise(data, deblender.preset.background_sigma)
+        given = stamp.positions if positions is None else positions
+        result = deblender.deblend_batch(pixels[None], positions=[given], noise=sigma)[0]
+        result.origin = stamp.origin
+        result.blend_id = blend.id
+        result.info["padded"] = stamp.padded
+        result.info["catalog_positions"] = stamp.positions
+        return result
+    stamp = np.asarray(data)
+    if stamp.ndim == 2:
+        stamp = stamp[None]
+    if stamp.ndim != 3:
+        raise DeblendError(f"stamp has shape {np.shape(data)}: expected (H, W) or (C, H, W)")
+    deblender = get_deblender(model, device=device, preset=preset)
+    return deblender.deblend_batch(stamp[None], positions=None if positions is None else [positions], noise=noise)[0]

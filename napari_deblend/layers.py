@@ -1,0 +1,130 @@
+"""Build napari layer data (``(data, kwargs, layer_type)`` tuples) from core results, without Qt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .blends import Blend, kron_axes
+from .detection import DetectionResult
+
+#: Shapes layers slow down past a few thousand shapes; draw at most this many ellipses.
+MAX_ELLIPSES = 2000
+
+HOVER_COLUMNS = ("id", "blend_id", "flux_auto", "mag_auto", "a", "b", "theta", "flags")
+
+
+def ellipse_corners(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Bounding-box corners ``(N, 4, 2)`` in ``(y, x)`` of rotated ellipses, as napari's Shapes expects."""
+    ct, st = np.cos(theta), np.sin(theta)
+    corners = []
+    for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+        cx = x + su * a * ct - sv * b * st
+        cy = y + su * a * st + sv * b * ct
+        corners.append(np.stack([cy, cx], axis=-1))
+    return np.stack(corners, axis=1)
+
+
+def detections_features(result: DetectionResult) -> pd.DataFrame:
+    """Per-detection features shown on hover: id, blend, flux, magnitude, shape, flags."""
+    cat = result.catalog
+    frame = {col: np.asarray(cat[col]) for col in HOVER_COLUMNS if col in cat.colnames}
+    if "theta" in frame:
+        frame["theta"] = np.degrees(frame["theta"]).round(1)
+    for col in ("flux_auto", "a", "b"):
+        if col in frame:
+            frame[col] = np.asarray(frame[col], float).round(2 if col != "flux_auto" else 0)
+    if "mag_auto" in frame:
+        frame["mag_auto"] = np.asarray(frame["mag_auto"], float).round(3)
+    return pd.DataFrame(frame)
+
+
+def detection_layers(result: DetectionResult, name: str, blends: list[Blend] | None = None) -> list[tuple]:
+    """Layer data for a detection: background-subtracted image, segmentation, points, blend ellipses.
+
+    Parameters
+    ----------
+    result : DetectionResult
+        From :func:`~napari_deblend.detection.run_detection`.
+    name : str
+        Prefix of the layer names (usually the field's file name).
+    blends : list of Blend, optional
+        Blends whose members get Kron ellipses (at most :data:`MAX_ELLIPSES`).
+
+    Returns
+    -------
+    list of tuple
+        ``(data, kwargs, layer_type)`` tuples, bottom layer first.
+    """
+    from ._reader import display_limits
+
+    cat = result.catalog
+    lo, hi, gamma = display_limits(result.detection_image, result.detection_rms)
+    layers: list[tuple] = [
+        (
+            result.detection_image,
+            {
+                "name": f"{name} background-subtracted",
+                "colormap": "gray",
+                "contrast_limits": (lo, hi),
+                "gamma": gamma,
+                "visible": False,
+            },
+            "image",
+        ),
+        (result.segmentation, {"name": f"{name} segmentation", "opacity": 0.35, "visible": False}, "labels"),
+    ]
+    points = np.stack([np.asarray(cat["y"], float), np.asarray(cat["x"], float)], axis=1).reshape(-1, 2)
+    in_blend = np.asarray(cat["blend_id"]) > 0 if "blend_id" in cat.colnames else np.zeros(len(cat), bool)
+    layers.append(
+        (
+            points,
+            {
+                "name": f"{name} detections",
+                "features": detections_features(result),
+                "size": 5,
+                "symbol": "cross",
+                "face_color": np.where(in_blend[:, None], [[1.0, 0.3, 0.3, 1.0]], [[0.2, 1.0, 0.4, 1.0]]).reshape(-1, 4),
+                "border_width": 0,
+            },
+            "points",
+        )
+    )
+    if blends:
+        layers.append(blend_ellipses_layer(result, blends, name))
+    return layers
+
+
+def blend_ellipses_layer(result: DetectionResult, blends: list[Blend], name: str) -> tuple:
+    """Shapes layer data of the Kron ellipses of blend members, coloured by blend."""
+    cat = result.catalog
+    rows = np.flatnonzero(np.asarray(cat["blend_id"]) > 0)[:MAX_ELLIPSES]
+    ka, kb = kron_axes(cat)
+    corners = ellipse_corners(
+        np.asarray(cat["x"], float)[rows],
+        np.asarray(cat["y"], float)[rows],
+        ka[rows],
+        kb[rows],
+        np.asarray(cat["theta"], float)[rows],
+    )
+    blend_ids = np.asarray(cat["blend_id"])[rows]
+    return (
+        list(corners),
+        {
+            "name": f"{name} blends",
+            "shape_type": "ellipse",
+            "edge_color": "orange",
+            "face_color": "transparent",
+            "edge_width": 1.0,
+            "features": pd.DataFrame({"blend_id": blend_ids, "id": np.asarray(cat["id"])[rows]}),
+            "opacity": 0.8,
+        },
+        "shapes",
+    )
+
+
+def selection_rectangle(blend: Blend) -> np.ndarray:
+    """Corners ``(4, 2)`` ``(y, x)`` of a rectangle around a blend's bounding box."""
+    ymin, ymax, xmin, xmax = blend.bbox
+    y0, y1, x0, x1 = ymin - 0.5, ymax - 0.5, xmin - 0.5, xmax - 0.5
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)

@@ -1,0 +1,1 @@
+"""Training and evaluation of neural deblenders: datasets, training loops, metrics and plots."""

@@ -1,0 +1,250 @@
+"""Tests of napari_deblend.training.evaluate and the ``evaluate`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from napari_deblend.deblenders.base import Deblender, DeblendError, DeblendResult
+from napari_deblend.errors import DeblendInputError
+from napari_deblend.training.evaluate import (
+    EVAL_SEED,
+    FIGURES,
+    TestSet,
+    evaluate_model,
+    evaluate_models,
+    flux_stats,
+    make_test_set,
+    markdown_tables,
+    near_equal_mask,
+    summarize_model,
+    update_model_card,
+)
+
+NOISE = 446.0
+
+
+def _gaussian(y, x, flux, sigma, size=48):
+    yy, xx = np.indices((size, size), dtype=float)
+    return flux / (2 * np.pi * sigma**2) * np.exp(-0.5 * ((yy - y) ** 2 + (xx - x) ** 2) / sigma**2)
+
+
+def hand_test_set(n=6, seed=0):
+    """2-galaxy blends of round Gaussians 10 px apart, fluxes 1e6 and 3e5."""
+    rng = np.random.default_rng(seed)
+    comps = np.zeros((n, 2, 1, 48, 48), np.float32)
+    positions = np.zeros((n, 2, 2))
+    for i in range(n):
+        centre = 23.5 + rng.uniform(-1, 1, 2)
+        positions[i] = [centre, centre + [0.0, 10.0]]
+        for r, flux in enumerate((1e6, 3e5)):
+            comps[i, r, 0] = _gaussian(*positions[i, r], flux, 2.0)
+    images = comps.sum(1) + rng.normal(0, NOISE, (n, 1, 48, 48)).astype(np.float32)
+    return TestSet(images, comps, np.full(n, 2), positions, NOISE, 2, seed, "lsst-i")
+
+
+class ScaledTruthDeblender(Deblender):
+    """Returns the truth of each stamp, in order, times ``scale`` (an oracle for exact numbers)."""
+
+    name = "scaled-truth"
+    description = "test oracle"
+
+    def __init__(self, test, scale=1.1, quality="High"):
+        super().__init__(device="cpu")
+        self.test, self.scale, self.quality, self.next = test, scale, quality, 0
+
+    def deblend_batch(self, stamps, positions=None, noise=None):
+        out = []
+        for stamp in self.check_stamps(stamps):
+            truth = self.test.truth(self.next)
+            self.next += 1
+            out.append(DeblendResult(blend=stamp, components=truth.components * self.scale,
+                                     positions=truth.positions, quality=self.quality, model=self.name, noise=NOISE))
+        return out
+
+
+class NothingDeblender(Deblender):
+    """Finds nothing: every galaxy is missed."""
+
+    name = "nothing"
+    description = "test deblender that finds nothing"
+
+    def deblend_batch(self, stamps, positions=None, noise=None):
+        stamps = self.check_stamps(stamps)
+        return [DeblendResult(blend=s, components=np.zeros((0, *s.shape)), positions=np.zeros((0, 2)),
+                              model=self.name, noise=NOISE) for s in stamps]
+
+
+# ---- exact numbers on hand-made sets ---------------------------------------------------------------
+
+
+def test_oracle_gives_exact_bias_zero_scatter_and_quality_bins():
+    test = hand_test_set()
+    table, facts = evaluate_model(ScaledTruthDeblender(test, scale=1.1), test, batch_size=4)
+    assert len(table) == 12 and table["matched"].all()
+    assert np.allclose(table["dflux_frac"], 0.1, atol=1e-5)
+    s = summarize_model(table)
+    assert s["ranks"]["0"]["recovered"] == 1.0 and s["ranks"]["1"]["recovered"] == 1.0
+    assert s["ranks"]["0"]["bias"] == pytest.approx(0.1, abs=1e-5)
+    assert s["ranks"]["0"]["scatter"] == pytest.approx(0.0, abs=1e-5)
+    assert s["spurious_per_stamp"] == 0.0
+    assert s["quality"]["High"]["fraction"] == 1.0 and s["quality"]["Low"]["fraction"] == 0.0
+    # PSNR of truth*1.1 vs truth: MSE = 0.01 mean(truth^2), range = max(truth) - min(truth)
+    truth = test.components[0, 0]
+    expected = 10 * math.log10((truth.max() - truth.min()) ** 2 / np.mean((0.1 * truth.astype(float)) ** 2))
+    assert table["psnr"][0] == pytest.approx(expected, rel=1e-4)
+    assert 0.9 < s["ssim"]["mean"] <= 1.0
+    assert facts["seconds_per_stamp"] >= 0
+
+
+def test_missed_galaxies_count_as_minus_one():
+    test = hand_test_set()
+    table, _ = evaluate_model(NothingDeblender(device="cpu"), test)
+    assert not table["matched"].any()
+    assert (table["dflux_frac"] == -1).all()
+    s = summarize_model(table)
+    assert s["ranks"]["0"]["recovered"] == 0.0
+    assert s["ranks"]["0"]["bias"] == -1.0 and s["ranks"]["0"]["scatter"] == 0.0
+    assert s["quality"] == ""
+
+
+def test_flux_stats_definitions():
+    values = np.array([-1.0, 0.0, 0.1, 0.2, 0.3])
+    s = flux_stats(values)
+    p16, p84 = np.percentile(values, [16, 84])
+    assert s["bias"] == pytest.approx(0.1) and s["scatter"] == pytest.approx((p84 - p16) / 2)
+    assert math.isnan(flux_stats(np.array([]))["bias"])
+
+
+def test_near_equal_pairs_mask():
+    t = Table({"n_galaxies": [2, 2, 2, 2, 3, 3, 3], "stamp": [0, 0, 1, 1, 0, 0, 0], "rank": [0, 1, 0, 1, 0, 1, 2],
+               "true_flux": [100.0, 90.0, 100.0, 50.0, 100.0, 99.0, 98.0]})
+    assert near_equal_mask(t).tolist() == [True, True, False, False, False, False, False]
+
+
+# ---- the whole evaluation on the simulator ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sextractor_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    summary = evaluate_models(["sextractor"], n=20, blends=(2, 3), out_dir=out, cache_dir=out / "cache")
+    return out, summary
+
+
+def test_evaluate_models_writes_every_file(sextractor_run):
+    out, summary = sextractor_run
+    for name in ("components.ecsv", "summary.json", "report.md", *FIGURES.values()):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "summary.json").read_text())["models"]["sextractor"]["2"]["n_stamps"] == 20
+    report = (out / "report.md").read_text()
+    assert "| metric | sextractor |" in report and "Near-equal flux pairs" in report
+    assert "flux_recovered_vs_true.png" in report
+
+
+def test_evaluate_models_numbers_are_consistent(sextractor_run):
+    out, summary = sextractor_run
+    table = Table.read(out / "components.ecsv")
+    assert len(table) == 20 * 2 + 20 * 3
+    assert set(table["model"]) == {"sextractor"}
+    assert (table["dflux_frac"][~table["matched"]] == -1).all()
+    for k in (2, 3):
+        block = summary["models"]["sextractor"][str(k)]
+        assert block["quality"] == ""
+        assert block["spurious_per_stamp"] >= 0
+        for r in range(k):
+            stats = block["ranks"][str(r)]
+            assert 0.0 <= stats["recovered"] <= 1.0
+            rows = table[(table["n_galaxies"] == k) & (table["rank"] == r)]
+            assert stats["recovered"] == pytest.approx(float(np.mean(rows["matched"])))
+            assert stats["bias"] == pytest.approx(float(np.median(rows["dflux_frac"])))
+    # the brightest galaxy of a 2-galaxy blend is almost always found
+    assert summary["models"]["sextractor"]["2"]["ranks"]["0"]["recovered"] >= 0.8
+    # SExtractor's flux is FLUX_AUTO and the truth flux is the sum of the noiseless component
+    first = table[table["matched"]][0]
+    assert first["rec_flux"] != first["true_flux"]
+
+
+def test_test_set_is_cached_and_prefix_stable(sextractor_run, tmp_path):
+    out, _ = sextractor_run
+    cached = make_test_set(20, 2, cache_dir=out / "cache")
+    assert cached.seed == EVAL_SEED and cached.n_galaxies == 2
+    fresh = make_test_set(5, 2, cache_dir=tmp_path)  # simulated again, 5 stamps
+    assert np.array_equal(fresh.images, cached.images[:5])
+    smaller = make_test_set(10, 2, cache_dir=out / "cache")  # served from the 20-stamp file
+    assert np.array_equal(smaller.components, cached.components[:10])
+    assert np.isfinite(cached.positions[:, :2]).all() and np.isnan(cached.positions[:, 2:]).all()
+
+
+def test_update_model_card(sextractor_run, tmp_path):
+    _, summary = sextractor_run
+    card = tmp_path / "model.json"
+    card.write_text(json.dumps({"name": "sextractor", "metrics": {"old": 1}}))
+    update_model_card(card, summary, "sextractor")
+    data = json.loads(card.read_text())
+    assert data["name"] == "sextractor"
+    metrics = data["metrics"]["by_blend_multiplicity"]["2"]["ranks"]["0"]
+    assert metrics["recovered"] == summary["models"]["sextractor"]["2"]["ranks"]["0"]["recovered"]
+    assert data["metrics"]["settings"]["seed"] == EVAL_SEED
+    with pytest.raises(DeblendInputError, match="not in the evaluation summary"):
+        update_model_card(card, summary, "peeling")
+
+
+def test_markdown_tables_side_by_side(sextractor_run):
+    _, summary = sextractor_run
+    text = markdown_tables(summary)
+    assert "### 2-galaxy blends" in text and "### 3-galaxy blends" in text
+    assert "| recovered, third |" in text and "| spurious per stamp |" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n": 0}, "positive"), ({"blends": (4,)}, "among 1, 2, 3"), ({"models": []}, "at least one")],
+)
+def test_evaluate_models_rejects_bad_input(tmp_path, kwargs, match):
+    args = {"models": ["sextractor"], "n": 5, "blends": (2,), "out_dir": tmp_path, **kwargs}
+    with pytest.raises(DeblendInputError, match=match):
+        evaluate_models(**args)
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+
+def _parser():
+    from napari_deblend.commands import evaluate
+
+    parser = argparse.ArgumentParser(prog="napari-deblend")
+    sub = parser.add_subparsers(dest="command")
+    evaluate.register(sub)
+    return parser
+
+
+def test_command_runs_and_prints_the_table(tmp_path, capsys):
+    args = _parser().parse_args(
+        ["evaluate", "--models", "sextractor", "--n", "4", "--blends", "2", "--out", str(tmp_path), "--no-figures",
+         "--update-model-cards"]
+    )
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "| metric | sextractor |" in captured.out and "recovered, brightest" in captured.out
+    assert "sextractor: no model card" in captured.err
+    assert (tmp_path / "summary.json").exists() and not (tmp_path / FIGURES["flux"]).exists()
+
+
+@pytest.mark.parametrize(
+    "argv, error, match",
+    [
+        (["--models", "nosuchmodel"], DeblendError, "unknown deblender 'nosuchmodel': expected one of .*sextractor"),
+        (["--n", "0"], DeblendInputError, "--n 0: expected a positive"),
+        (["--blends", "2", "4"], DeblendInputError, "--blends 2 4: expected galaxies per blend among 1 2 3"),
+    ],
+)
+def test_command_bad_input(tmp_path, argv, error, match):
+    args = _parser().parse_args(["evaluate", "--out", str(tmp_path), "--models", "sextractor", *argv])
+    with pytest.raises(error, match=match):
+        args.func(args)
