@@ -35,7 +35,7 @@ FORMATS = {
     "fits": "float32 big-endian, uncompressed",
     "int16": "int16 with BSCALE/BZERO, uncompressed",
     "fz": "float32, tile-compressed GZIP_2 lossless (.fits.fz)",
-    "gz": "float32, gzipped file (.fits.gz)",
+    "gz": "float32, gzipped file (.fits.gz; decompressed to a temporary file first)",
 }
 
 

@@ -21,7 +21,11 @@ import bz2
 import gzip
 import math
 import re
+import shutil
+import sys
+import tempfile
 import warnings
+import zlib
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -424,6 +428,9 @@ def _open_fits(path: str, stack: ExitStack) -> fits.HDUList:
         raise FieldReadError(
             f"cannot read {_where(path)}: not a FITS file ({shown}; a FITS file starts with 'SIMPLE  =')"
         )
+    source = path
+    if _stream_compression(path):
+        source = _decompressed_copy(path, stack)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="File may have been truncated")
@@ -431,11 +438,44 @@ def _open_fits(path: str, stack: ExitStack) -> fits.HDUList:
             # output array: one copy, whatever the format. A memory map would give the same
             # single copy but its pages would add the file size to the peak RSS
             # (benchmarks/bench_read.py: 2.2x instead of 1.3x the data size).
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            hdul = fits.open(source, memmap=False, lazy_load_hdus=False)
     except Exception as exc:
-        raise FieldReadError(f"cannot read {_where(path)}: corrupt FITS file ({exc})") from None
+        raise FieldReadError(f"cannot read {_where(path)}: corrupt FITS file ({_short(exc)})") from None
     stack.callback(hdul.close)
     return hdul
+
+
+def _stream_compression(path: str) -> str | None:
+    """``"gzip"`` or ``"bzip2"`` for a file compressed as a whole, else None."""
+    with open(path, "rb") as raw:
+        head = raw.read(3)
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head == b"BZh":
+        return "bzip2"
+    return None
+
+
+def _decompressed_copy(path: str, stack: ExitStack) -> str:
+    """Decompress a gzip/bzip2 file, in blocks, into a temporary file; return its name.
+
+    astropy reads such files through a stream that decompresses again from the
+    start whenever it seeks backwards (once to find the HDUs, then once per
+    read); one sequential decompression to disk is faster and lets the pixels
+    be read in chunks like any plain file.
+    """
+    opener = gzip.open if _stream_compression(path) == "gzip" else bz2.open
+    # Removed when the stack closes, after the HDU list opened on it (LIFO).
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="napari_deblend_"))
+    copy = str(Path(folder) / "decompressed.fits")
+    try:
+        with opener(path, "rb") as stream, open(copy, "wb") as out:
+            shutil.copyfileobj(stream, out, length=16 << 20)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FieldReadError(
+            f"cannot read {_where(path)}: corrupt or truncated compressed file ({_short(exc)})"
+        ) from None
+    return copy
 
 
 def _as_list(value: Any) -> list:
@@ -645,7 +685,11 @@ def _short(exc: BaseException) -> str:
 
 
 def _warn(message: str) -> None:
-    warnings.warn(message, FieldReadWarning, stacklevel=4)
+    """Issue a FieldReadWarning attributed to the first caller outside this module."""
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, FieldReadWarning, stacklevel=level)
 
 
 def _wcs_difference(a: _Band, b: _Band) -> str | None:
@@ -797,7 +841,11 @@ def _rows_per_chunk(hdu: Any, width: int) -> int:
 
 
 def _copy_plane(source: _Band, out: np.ndarray, mask: np.ndarray) -> bool:
-    """Copy one band in row chunks (scaled by BSCALE/BZERO); True if any valid pixel is non-zero."""
+    """Copy one band in row chunks (scaled by BSCALE/BZERO); True if any valid pixel is non-zero.
+
+    Each chunk is read from the file on its own, so that only the output and
+    one chunk are in memory.
+    """
     section = source.image_hdu.section
     height = out.shape[0]
     step = _rows_per_chunk(source.image_hdu, out.shape[1])

@@ -128,3 +128,107 @@ def selection_rectangle(blend: Blend) -> np.ndarray:
     ymin, ymax, xmin, xmax = blend.bbox
     y0, y1, x0, x1 = ymin - 0.5, ymax - 0.5, xmin - 0.5, xmax - 0.5
     return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+
+
+def result_layer_name(blend_id: int, model: str, part: str) -> str:
+    """``blend 12 · peeling · component 1`` and the like."""
+    return f"blend {blend_id} · {model} · {part}"
+
+
+def deblend_result_layers(result, model: str, noise: float | None = None) -> list[tuple]:
+    """Layer data placing a :class:`~napari_deblend.deblenders.DeblendResult` where it belongs in the field.
+
+    One image layer per component (band sum, additive blending), the residual
+    with a diverging colormap centred on zero, the masks as a Labels layer
+    (component k has label k + 1), and the component positions as Points, all
+    translated to the stamp's origin.
+
+    Parameters
+    ----------
+    result : DeblendResult
+        The result to show.
+    model : str
+        Model name used in the layer names.
+    noise : float, optional
+        Background sigma for the contrast limits (default: ``result.noise``).
+    """
+    from ._reader import display_limits
+
+    sigma = float(noise if noise is not None else result.noise)
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = float(np.std(result.residual)) or 1.0
+    translate = tuple(float(v) for v in result.origin)
+    blend_id = result.blend_id
+    lo, hi, gamma = display_limits(result.blend.sum(axis=0), sigma)
+    layers = []
+    colormaps = ("magenta", "green", "cyan", "yellow", "red", "blue", "bop orange", "bop purple", "gray")
+    for k, component in enumerate(result.components):
+        layers.append(
+            (
+                component.sum(axis=0),
+                {
+                    "name": result_layer_name(blend_id, model, f"component {k + 1}"),
+                    "translate": translate,
+                    "colormap": colormaps[k % len(colormaps)],
+                    "blending": "additive",
+                    "contrast_limits": (0.0, max(hi, 1e-6)),
+                    "gamma": gamma,
+                    "metadata": {"napari_deblend_result": {"blend_id": blend_id, "model": model, "component": k}},
+                },
+                "image",
+            )
+        )
+    limit = 5.0 * sigma
+    layers.append(
+        (
+            result.residual.sum(axis=0),
+            {
+                "name": result_layer_name(blend_id, model, "residual"),
+                "translate": translate,
+                "colormap": "RdBu_r" if _has_colormap("RdBu_r") else "PiYG",
+                "contrast_limits": (-limit, limit),
+                "visible": False,
+                "metadata": {"napari_deblend_result": {"blend_id": blend_id, "model": model, "component": None}},
+            },
+            "image",
+        )
+    )
+    labels = np.zeros(result.blend.shape[-2:], dtype=np.int32)
+    for k, mask in enumerate(result.masks):
+        labels[mask & (labels == 0)] = k + 1
+    layers.append(
+        (
+            labels,
+            {"name": result_layer_name(blend_id, model, "masks"), "translate": translate, "opacity": 0.4,
+             "visible": False},
+            "labels",
+        )
+    )
+    positions = result.positions + np.asarray(result.origin, float)
+    layers.append(
+        (
+            positions,
+            {
+                "name": result_layer_name(blend_id, model, "positions"),
+                "features": pd.DataFrame({"component": np.arange(1, len(positions) + 1),
+                                          "flux": np.round(result.fluxes.sum(axis=1), 1)}),
+                "text": {"string": "{component}", "color": "white", "size": 9, "translation": [-3, 3]},
+                "symbol": "x",
+                "size": 3,
+                "face_color": "white",
+                "border_width": 0,
+            },
+            "points",
+        )
+    )
+    return layers
+
+
+def _has_colormap(name: str) -> bool:
+    try:
+        from napari.utils.colormaps import ensure_colormap
+
+        ensure_colormap(name)
+        return True
+    except Exception:
+        return False

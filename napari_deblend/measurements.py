@@ -434,7 +434,7 @@ def _sextractor_result(result: Any, sextractor: Any, preset: Any) -> Any:
 def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp: float, exposure: float) -> None:
     k = len(result.components)
     table["model"] = [str(result.model)] * k
-    table["component"] = np.arange(k)
+    table["component"] = np.arange(1, k + 1)  # 1-based, as in the layer names and figures
     table["x"] = np.asarray(result.positions[:, 1], float) * u.pix
     table["y"] = np.asarray(result.positions[:, 0], float) * u.pix
     table["flux"] = meas["flux"] * u.electron

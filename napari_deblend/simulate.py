@@ -19,10 +19,13 @@ Two engines draw the same profiles:
     once from GalSim's own ``kValue``, the exponential analytic), sheared,
     multiplied by the PSF, the pixel ``sinc`` and a phase for the position, are
     inverse-FFT'd in batches with numpy/scipy, on a periodic grid chosen per
-    galaxy so that at most 0.1 % of its light wraps onto the stamp.
-    This is GalSim's own ``method="auto"`` FFT drawing without the per-object
-    Python overhead: about 7 times faster, and equal to it within ~1e-5 of
-    the peak pixel (see ``tests/test_simulate.py``).
+    galaxy so that only ~0.1 % of its light (the far PSF wings) can wrap onto
+    the stamp.  This is GalSim's own ``method="auto"`` FFT drawing without the
+    per-object Python overhead: 4-8 times faster.  Against a high-accuracy
+    GalSim rendering (folding threshold 1e-4) on two-galaxy 48 x 48 blends it
+    is off by at most 2e-5 of the peak pixel and 0.06 % in flux (median
+    0.02 %); GalSim's default ``drawImage`` by 4e-6 and 0.007 %.  The tests
+    hold it to GalSim within 1e-4 of the peak and 0.2 % in flux.
 ``"galsim"``
     ``galsim.Convolve(galaxy, Kolmogorov).drawImage`` galaxy by galaxy: the
     reference.
@@ -48,18 +51,21 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
-from astropy import units as u
-from astropy.io import fits
-from astropy.table import Table, vstack
-from astropy.wcs import WCS
-from scipy.special import gammainc
+from scipy.special import betaincinv, gammainc, ndtri
 
 from .errors import DeblendInputError
-from .field import Field
 from .presets import SurveyPreset, get_preset
+
+if TYPE_CHECKING:  # astropy and GalSim are imported where used: worker processes need neither
+    from astropy.io import fits
+    from astropy.table import Table
+    from astropy.wcs import WCS
+
+    from .field import Field
 
 __all__ = [
     "BlendSet",
@@ -100,6 +106,7 @@ HLR_LIMITS = (0.12, 2.5)
 GAUSSIAN_POISSON_LIMIT = 1.0e4
 """Expected counts above which Poisson noise is drawn from its Gaussian limit."""
 
+_N_UNIFORMS = 8  # uniform deviates defining one galaxy
 _EXP_B = 1.6783469900166605  # exponential: half-light radius / scale radius
 _DEVAUC_U_MAX = 100.0  # table of the bulge's Fourier profile, in units of 1 / hlr
 _DEVAUC_U_STEP = 0.004
@@ -199,9 +206,15 @@ def sample_magnitudes(n: int, mag_range: tuple[float, float], rng: np.random.Gen
     numpy.ndarray
         ``(n,)`` magnitudes.
     """
+    return _magnitudes_from_uniform(rng.random(n), mag_range, slope)
+
+
+def _magnitudes_from_uniform(uniform: np.ndarray, mag_range: tuple[float, float],
+                             slope: float = COUNT_SLOPE) -> np.ndarray:
+    """Inverse CDF of the number counts ``10^(slope m)`` on ``mag_range``."""
     lo, hi = mag_range
     span = 10.0 ** (slope * (hi - lo)) - 1.0
-    return lo + np.log10(1.0 + rng.random(n) * span) / slope
+    return lo + np.log10(1.0 + uniform * span) / slope
 
 
 def sample_galaxies(n: int, preset: str | SurveyPreset = "lsst-i",
@@ -239,21 +252,31 @@ def sample_galaxies(n: int, preset: str | SurveyPreset = "lsst-i",
     """
     p = get_preset(preset)
     rng = np.random.default_rng(rng)
-    return _derive_parameters(_draw_randoms(n, rng, _check_mag_range(mag_range, p)), p)
+    uniforms = rng.random((n, _N_UNIFORMS))
+    return _derive_parameters(_galaxies_from_uniforms(uniforms, _check_mag_range(mag_range, p)), p)
 
 
-def _draw_randoms(n: int, rng: np.random.Generator, mag_range: tuple[float, float]) -> dict[str, np.ndarray]:
-    """The random draws defining ``n`` galaxies (cheap; everything else derives from them)."""
-    mag = sample_magnitudes(n, mag_range, rng)
-    bulge_fraction = _sample_bulge_fraction(n, rng)
-    hlr = _sample_hlr(mag, bulge_fraction, rng)
-    q_disk, q_bulge = _sample_axis_ratios(n, bulge_fraction, rng)
+def _galaxies_from_uniforms(uniforms: np.ndarray, mag_range: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Galaxy properties from ``(n, _N_UNIFORMS)`` uniform deviates, by inverse CDFs.
+
+    One draw per galaxy lets stamps be seeded one by one at little cost while the
+    transformations run vectorized over many stamps.
+    """
+    u_mag, u_kind, u_bulge, u_size, u_incl, u_round, u_angle, u_ratio = uniforms.T
+    mag = _magnitudes_from_uniform(u_mag, mag_range)
+    bulge_fraction = np.where(u_kind < 0.35, 0.0,
+                              np.where(u_kind < 0.85, betaincinv(1.5, 5.0, u_bulge), 0.6 + 0.4 * u_bulge))
+    bulge_fraction = np.where(u_kind >= 0.95, 1.0, bulge_fraction)
+    median = HLR_AT_MAG20 * 10.0 ** (-HLR_MAG_SLOPE * (mag - 20.0)) * np.where(bulge_fraction >= 0.6, 0.75, 1.0)
+    hlr = np.clip(median * np.exp(HLR_SCATTER * ndtri(u_size)), *HLR_LIMITS)
+    q_disk = np.sqrt(u_incl**2 + DISK_THICKNESS**2 * (1.0 - u_incl**2))  # cos(inclination) uniform
+    q_bulge = np.where(bulge_fraction >= 1.0, 0.5 + 0.5 * u_round, np.maximum(q_disk, 0.6 + 0.4 * u_round))
     return {"mag": mag, "bulge_fraction": bulge_fraction, "hlr": hlr, "q_disk": q_disk, "q_bulge": q_bulge,
-            "beta": rng.uniform(0.0, np.pi, n), "ratio": rng.uniform(0.2, 0.5, n)}
+            "beta": np.pi * u_angle, "ratio": 0.2 + 0.3 * u_ratio}
 
 
 def _derive_parameters(raw: dict[str, np.ndarray], preset: SurveyPreset) -> dict[str, np.ndarray]:
-    """Component sizes and shears from :func:`_draw_randoms` (vectorized over all galaxies)."""
+    """Component sizes and shears from :func:`_galaxies_from_uniforms` (vectorized)."""
     bulge_fraction, beta = raw["bulge_fraction"], raw["beta"]
     disk_hlr = raw["hlr"] / _composite_hlr(bulge_fraction, raw["ratio"])
     g_disk = (1.0 - raw["q_disk"]) / (1.0 + raw["q_disk"])
@@ -287,31 +310,6 @@ def _check_mag_range(mag_range: tuple[float, float] | None, preset: SurveyPreset
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise DeblendInputError(f"mag_range must be finite with bright < faint, got {mag_range!r}")
     return (lo, hi)
-
-
-def _sample_bulge_fraction(n: int, rng: np.random.Generator) -> np.ndarray:
-    kind = rng.random(n)
-    small = rng.beta(1.5, 5.0, n)
-    large = rng.uniform(0.6, 1.0, n)
-    bulge_fraction = np.where(kind < 0.35, 0.0, np.where(kind < 0.85, small, large))
-    return np.where(kind >= 0.95, 1.0, bulge_fraction)
-
-
-def _sample_hlr(mag: np.ndarray, bulge_fraction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    median = HLR_AT_MAG20 * 10.0 ** (-HLR_MAG_SLOPE * (mag - 20.0))
-    median = median * np.where(bulge_fraction >= 0.6, 0.75, 1.0)
-    hlr = median * np.exp(HLR_SCATTER * rng.standard_normal(mag.shape))
-    return np.clip(hlr, *HLR_LIMITS)
-
-
-def _sample_axis_ratios(n: int, bulge_fraction: np.ndarray,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    cos_i = rng.random(n)
-    q_disk = np.sqrt(cos_i**2 + DISK_THICKNESS**2 * (1.0 - cos_i**2))
-    q_bulge = np.maximum(q_disk, rng.uniform(0.6, 1.0, n))
-    q_elliptical = rng.uniform(0.5, 1.0, n)
-    q_bulge = np.where(bulge_fraction >= 1.0, q_elliptical, q_bulge)
-    return q_disk, q_bulge
 
 
 @lru_cache(maxsize=1)
@@ -354,90 +352,133 @@ def _composite_hlr(bulge_fraction: np.ndarray, ratio: np.ndarray, n_iter: int = 
 # --------------------------------------------------------------------------- rendering
 
 
-@lru_cache(maxsize=1)
+_TABLES: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+"""Profiles tabulated from GalSim in this process; handed to worker processes, which then need no GalSim."""
+
+
 def _devauc_table() -> tuple[np.ndarray, np.ndarray]:
     """Fourier profile of the unit-flux, unit-hlr truncated bulge from GalSim, and its steps.
 
-    Tabulated at ``u = i * _DEVAUC_U_STEP`` (u in units of 1 / hlr); 0 beyond ``_DEVAUC_U_MAX``.
+    Tabulated at ``u = i * _DEVAUC_U_STEP`` (u in units of 1 / hlr); the last entry, 0 with a
+    step of 0, stands for everything beyond ``_DEVAUC_U_MAX``.
     """
-    import galsim
+    key = ("devauc", BULGE_TRUNCATION)
+    if key not in _TABLES:
+        import galsim
 
-    profile = galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION)
-    u_grid = np.arange(0.0, _DEVAUC_U_MAX + _DEVAUC_U_STEP / 2, _DEVAUC_U_STEP)
-    values = np.array([profile.kValue(k, 0.0).real for k in u_grid] + [0.0])
-    return values[:-1].astype(np.float32), np.diff(values).astype(np.float32)
+        profile = galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION)
+        u_grid = np.arange(0.0, _DEVAUC_U_MAX + _DEVAUC_U_STEP / 2, _DEVAUC_U_STEP)
+        values = np.array([profile.kValue(k, 0.0).real for k in u_grid] + [0.0, 0.0])
+        _TABLES[key] = (values[:-1].astype(np.float32), np.diff(values).astype(np.float32))
+    return _TABLES[key]
+
+
+def _psf_mtf(preset: SurveyPreset) -> tuple[np.ndarray, np.ndarray]:
+    """The preset's Kolmogorov PSF in Fourier space, tabulated from GalSim up to the grid's corner."""
+    key = ("kolmogorov", preset.psf_fwhm, preset.pixel_scale)
+    if key not in _TABLES:
+        import galsim
+
+        psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)
+        k_table = np.linspace(0.0, 1.001 * math.sqrt(2.0) * np.pi / preset.pixel_scale, 4096)
+        _TABLES[key] = (k_table, np.array([psf.kValue(k, 0.0).real for k in k_table]))
+    return _TABLES[key]
+
+
+def _install_tables(tables: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Worker-process initializer: take the parent's tabulated profiles."""
+    _TABLES.update(tables)
+
+
+@dataclass(frozen=True)
+class _KGrid:
+    """An ``(my, mx)`` rfft grid: wave numbers (rad/arcsec), their products, and PSF x pixel response."""
+
+    kx: np.ndarray
+    ky: np.ndarray
+    kxx: np.ndarray
+    kxy: np.ndarray
+    kyy: np.ndarray
+    response: np.ndarray
 
 
 @lru_cache(maxsize=64)
-def _psf_kgrid(preset: SurveyPreset, my: int, mx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wave numbers (rad/arcsec) of an ``(my, mx)`` rfft grid and PSF x pixel response on it."""
-    import galsim
-
+def _kgrid(preset: SurveyPreset, my: int, mx: int) -> _KGrid:
+    """The k grid of an ``(my, mx)`` image and the preset's Kolmogorov PSF x pixel on it."""
     scale = preset.pixel_scale
     ky = 2.0 * np.pi * np.fft.fftfreq(my, d=scale)
     kx = 2.0 * np.pi * np.fft.rfftfreq(mx, d=scale)
     kr = np.hypot(kx[None, :], ky[:, None])
-    psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)
-    k_table = np.linspace(0.0, float(kr.max()) * 1.001, 4096)
-    mtf = np.array([psf.kValue(k, 0.0).real for k in k_table])
-    response = np.interp(kr, k_table, mtf)
+    response = np.interp(kr, *_psf_mtf(preset))
     response *= np.sinc(kx * scale / (2 * np.pi))[None, :] * np.sinc(ky * scale / (2 * np.pi))[:, None]
-    return kx.astype(np.float32), ky.astype(np.float32), response.astype(np.float32)
+    f32 = np.float32
+    return _KGrid(kx=kx.astype(f32), ky=ky.astype(f32), kxx=np.broadcast_to(kx**2, kr.shape).astype(f32),
+                  kxy=np.outer(ky, kx).astype(f32), kyy=np.broadcast_to(ky[:, None] ** 2, kr.shape).astype(f32),
+                  response=response.astype(f32))
 
 
-def _radius2(hlr: np.ndarray, g1: np.ndarray, g2: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
-    """``|A k|^2 hlr^2`` for a profile sheared by reduced shear (g1, g2): ``(n, my, mx)``."""
-    norm = hlr / np.sqrt(1.0 - g1**2 - g2**2)
-    a11 = ((1.0 + g1) * norm).astype(np.float32)[:, None, None]
-    a22 = ((1.0 - g1) * norm).astype(np.float32)[:, None, None]
-    a12 = (g2 * norm).astype(np.float32)[:, None, None]
-    kx3, ky3 = kx[None, None, :], ky[None, :, None]
-    ux = a11 * kx3 + a12 * ky3
-    uy = a12 * kx3 + a22 * ky3
-    return ux * ux + uy * uy
+def _radius2(hlr: np.ndarray, g1: np.ndarray, g2: np.ndarray, grid: _KGrid, factor: float = 1.0) -> np.ndarray:
+    """``factor |A k|^2 hlr^2`` for profiles sheared by reduced shear (g1, g2): ``(n, my, mx)`` float32.
+
+    ``A = [[1 + g1, g2], [g2, 1 - g1]] / sqrt(1 - g^2)`` is GalSim's shear matrix, so
+    ``|A k|^2 = ((1 + g1)^2 + g2^2) kx^2 + 4 g2 kx ky + ((1 - g1)^2 + g2^2) ky^2) / (1 - g^2)``.
+    """
+    norm = factor * hlr**2 / (1.0 - g1**2 - g2**2)
+    c11 = ((((1.0 + g1) ** 2 + g2**2) * norm).astype(np.float32))[:, None, None]
+    c12 = ((4.0 * g2 * norm).astype(np.float32))[:, None, None]
+    c22 = ((((1.0 - g1) ** 2 + g2**2) * norm).astype(np.float32))[:, None, None]
+    u2 = c11 * grid.kxx
+    term = np.multiply(c12, grid.kxy)
+    u2 += term
+    np.multiply(c22, grid.kyy, out=term)
+    u2 += term
+    return u2
 
 
-def _galaxy_kprofile(params: dict[str, np.ndarray], kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
+def _galaxy_kprofile(params: dict[str, np.ndarray], grid: _KGrid) -> np.ndarray:
     """Fourier transform of the galaxies at the origin: ``(n, my, mx)`` float32."""
     bulge_fraction = params["bulge_fraction"]
-    u2 = _radius2(params["disk_hlr"], params["disk_g1"], params["disk_g2"], kx, ky)
-    u2 *= np.float32(1.0 / _EXP_B**2)
+    # exponential disk: (1 + (k r_s)^2)^(-3/2), r_s = hlr / _EXP_B
+    u2 = _radius2(params["disk_hlr"], params["disk_g1"], params["disk_g2"], grid, 1.0 / _EXP_B**2)
     u2 += np.float32(1.0)
-    disk = 1.0 / (u2 * np.sqrt(u2))
-    profile = disk * (1.0 - bulge_fraction).astype(np.float32)[:, None, None]
-    has_bulge = bulge_fraction > 0
-    if has_bulge.any():
-        sub = {k: v[has_bulge] for k, v in params.items()}
-        u2 = _radius2(sub["bulge_hlr"], sub["bulge_g1"], sub["bulge_g2"], kx, ky)
-        bulge = _bulge_lookup(u2)
-        profile[has_bulge] += bulge * sub["bulge_fraction"].astype(np.float32)[:, None, None]
-    profile *= params["flux"].astype(np.float32)[:, None, None]
+    profile = np.sqrt(u2)
+    profile *= u2
+    np.divide(((1.0 - bulge_fraction) * params["flux"]).astype(np.float32)[:, None, None], profile, out=profile)
+    has_bulge = np.flatnonzero(bulge_fraction > 0)
+    if has_bulge.size:
+        sub = {k: params[k][has_bulge] for k in ("bulge_hlr", "bulge_g1", "bulge_g2", "bulge_fraction", "flux")}
+        bulge = _bulge_lookup(_radius2(sub["bulge_hlr"], sub["bulge_g1"], sub["bulge_g2"], grid))
+        bulge *= (sub["bulge_fraction"] * sub["flux"]).astype(np.float32)[:, None, None]
+        profile[has_bulge] += bulge
     return profile
 
 
 def _bulge_lookup(u2: np.ndarray) -> np.ndarray:
-    """Linear interpolation of the bulge's Fourier profile at ``sqrt(u2)`` (in place on ``u2``)."""
+    """Linear interpolation of the bulge's Fourier profile at ``sqrt(u2)`` (overwrites ``u2``)."""
     values, steps = _devauc_table()
     np.sqrt(u2, out=u2)
     u2 *= np.float32(1.0 / _DEVAUC_U_STEP)
     np.minimum(u2, np.float32(len(values) - 1), out=u2)
     index = u2.astype(np.int32)
     u2 -= index
-    return values[index] + u2 * steps[index]
+    u2 *= steps[index]
+    u2 += values[index]
+    return u2
 
 
 def _render_fft(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                shape: tuple[int, int], preset: SurveyPreset, grid: int) -> np.ndarray:
-    """Draw one batch of galaxies by FFT on a periodic ``grid x grid`` (see the module docstring)."""
+                shape: tuple[int, int], preset: SurveyPreset, size: int) -> np.ndarray:
+    """Draw one batch of galaxies by FFT on a periodic ``size x size`` grid (see the module docstring)."""
     ny, nx = shape
-    my = mx = grid
-    kx, ky, response = _psf_kgrid(preset, my, mx)
-    kimage = _galaxy_kprofile(params, kx, ky) * response
+    grid = _kgrid(preset, size, size)
+    kimage = _galaxy_kprofile(params, grid)
+    kimage *= grid.response
     scale = preset.pixel_scale
-    phase_x = np.exp(-1j * scale * np.outer(x, kx)).astype(np.complex64)
-    phase_y = np.exp(-1j * scale * np.outer(y, ky)).astype(np.complex64)
-    kimage = kimage * phase_x[:, None, :] * phase_y[:, :, None]
-    images = scipy.fft.irfft2(kimage, s=(my, mx), axes=(-2, -1))
+    phase_x = np.exp(-1j * scale * np.outer(x, grid.kx)).astype(np.complex64)
+    phase_y = np.exp(-1j * scale * np.outer(y, grid.ky)).astype(np.complex64)
+    shifted = phase_y[:, :, None] * phase_x[:, None, :]
+    shifted *= kimage
+    images = scipy.fft.irfft2(shifted, s=(size, size), axes=(-2, -1), overwrite_x=True)
     return np.ascontiguousarray(images[:, :ny, :nx], dtype=np.float32)
 
 
@@ -579,15 +620,18 @@ def add_noise(image: np.ndarray, preset: str | SurveyPreset, rng: np.random.Gene
         float32 array of the image's shape.
     """
     p = get_preset(preset)
-    model = np.asarray(image, dtype=np.float64)
-    expected = np.maximum(model, 0.0) + p.sky_per_pixel
-    sigma = np.sqrt(expected + p.read_noise**2)
-    noisy = model + sigma * rng.standard_normal(model.shape)
+    model = np.asarray(image, dtype=np.float32)
+    expected = np.maximum(model, np.float32(0.0))
+    expected += np.float32(p.sky_per_pixel)
+    sigma = np.sqrt(expected + np.float32(p.read_noise**2))
+    noisy = rng.standard_normal(model.shape, dtype=np.float32)
+    noisy *= sigma
+    noisy += model
     low = expected < GAUSSIAN_POISSON_LIMIT
     if low.any():
         counts = rng.poisson(expected[low]) + p.read_noise * rng.standard_normal(int(low.sum()))
         noisy[low] = counts - p.sky_per_pixel
-    return noisy.astype(np.float32)
+    return noisy
 
 
 # --------------------------------------------------------------------------- blends
@@ -647,8 +691,9 @@ def simulate_blends(n: int, n_galaxies: int | Sequence[int] = 2, stamp_size: int
     if n_workers == 1 or len(ranges) == 1:
         parts = [_simulate_range(config, start, stop) for start, stop in ranges]
     else:
-        context = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(ranges)), mp_context=context) as pool:
+        _devauc_table(), _psf_mtf(config.preset)  # tabulate once here, not in every worker
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(ranges)), mp_context=get_context("spawn"),
+                                 initializer=_install_tables, initargs=(dict(_TABLES),)) as pool:
             parts = list(pool.map(_simulate_range, [config] * len(ranges), *zip(*ranges)))
     return _concatenate(parts, config)
 
@@ -746,19 +791,19 @@ def _check_separation(separation: tuple[float, float], stamp_size: int,
 def _place_galaxies(k: int, config: _BlendConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """0-based positions of ``k`` galaxies on a stamp, the central one first."""
     centre = (config.stamp_size - 1) / 2.0
-    x = [centre + rng.uniform(-1.0, 1.0)]
-    y = [centre + rng.uniform(-1.0, 1.0)]
     lo, hi = (s / config.preset.pixel_scale for s in config.separation)
-    for _ in range(1, k):
+    u = rng.random((k, 2))
+    radius = np.concatenate([[0.0], lo + (hi - lo) * u[1:, 0]])
+    angle = 2.0 * np.pi * u[1:, 1]
+    x = centre + 2.0 * u[0, 0] - 1.0 + radius * np.cos(np.concatenate([[0.0], angle]))
+    y = centre + 2.0 * u[0, 1] - 1.0 + radius * np.sin(np.concatenate([[0.0], angle]))
+    for i in range(2, k):  # keep the others apart too: redraw a few times if needed
         for _attempt in range(50):
-            r = rng.uniform(lo, hi)
-            angle = rng.uniform(0.0, 2.0 * np.pi)
-            xi, yi = x[0] + r * np.cos(angle), y[0] + r * np.sin(angle)
-            if min(np.hypot(np.subtract(x, xi), np.subtract(y, yi))) >= lo:
+            if np.hypot(x[1:i] - x[i], y[1:i] - y[i]).min() >= lo:
                 break
-        x.append(xi)
-        y.append(yi)
-    return np.array(x), np.array(y)
+            r, a = lo + (hi - lo) * rng.random(), 2.0 * np.pi * rng.random()
+            x[i], y[i] = x[0] + r * np.cos(a), y[0] + r * np.sin(a)
+    return x, y
 
 
 def _simulate_range(config: _BlendConfig, start: int, stop: int) -> dict:
@@ -787,13 +832,12 @@ def _stamp_parameters(config: _BlendConfig, start: int, stop: int) -> tuple:
         rng = np.random.default_rng([config.seed, index])
         k = config.n_galaxies[0] if len(config.n_galaxies) == 1 else int(rng.choice(config.n_galaxies))
         x, y = _place_galaxies(k, config, rng)
-        params.append(_draw_randoms(k, rng, config.mag_range))
+        params.append(rng.random((k, _N_UNIFORMS)))
         rngs.append(rng)
         counts.append(k)
         xs.append(x)
         ys.append(y)
-    raw = {key: np.concatenate([p[key] for p in params]) for key in params[0]}
-    gal = _derive_parameters(raw, config.preset)
+    gal = _derive_parameters(_galaxies_from_uniforms(np.concatenate(params), config.mag_range), config.preset)
     return rngs, np.array(counts), np.concatenate(xs), np.concatenate(ys), gal
 
 
@@ -822,12 +866,14 @@ def _blend_truth(gal: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, stamp
 
 
 _TRUTH_UNITS = {
-    "x": u.pix, "y": u.pix, "flux": u.electron, "flux_total": u.electron, "flux_drawn": u.electron, "mag": u.mag,
-    "hlr": u.arcsec, "sep_arcsec": u.arcsec, "ra": u.deg, "dec": u.deg,
+    "x": "pix", "y": "pix", "flux": "electron", "flux_total": "electron", "flux_drawn": "electron",
+    "mag": "mag", "hlr": "arcsec", "sep_arcsec": "arcsec", "ra": "deg", "dec": "deg",
 }
 
 
 def _truth_table(columns: dict[str, np.ndarray], meta: dict) -> Table:
+    from astropy.table import Table
+
     table = Table(columns, meta=meta)
     for name, unit in _TRUTH_UNITS.items():
         if name in table.colnames:
@@ -915,6 +961,8 @@ def simulate_field(size: int = 1024, density: float | None = None, preset: str |
     drawn = _paint_galaxies(image, gal, x, y, p, engine)
     if noise:
         image = _add_noise_rows(image, p, rng)
+    from .field import Field
+
     wcs = field_wcs(size, p, ra, dec)
     ra_deg, dec_deg = wcs.pixel_to_world_values(x, y)
     field = Field(data=image[None], band_names=[p.band], wcs=wcs, header=wcs.to_header(), preset=p,
@@ -943,6 +991,8 @@ def field_wcs(size: int, preset: str | SurveyPreset, ra: float, dec: float) -> W
     -------
     astropy.wcs.WCS
     """
+    from astropy.wcs import WCS
+
     scale = get_preset(preset).pixel_scale / 3600.0
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -1026,6 +1076,8 @@ def write_blends(blendset: BlendSet, path: str | os.PathLike, overwrite: bool = 
     Path
         The path written.
     """
+    from astropy.io import fits
+
     path = Path(path)
     if path.exists() and not overwrite:
         raise DeblendInputError(f"output file {path} exists: pass overwrite=True (--overwrite) to replace it")
@@ -1047,6 +1099,9 @@ def write_blends(blendset: BlendSet, path: str | os.PathLike, overwrite: bool = 
 
 def _truth_hdu(truth: Table) -> fits.BinTableHDU:
     """Truth as a FITS binary table named TRUTH; units FITS cannot parse go to TUNITn as text."""
+    from astropy.io import fits
+    from astropy.table import Table
+
     table = Table({name: np.asarray(truth[name]) for name in truth.colnames})
     hdu = fits.table_to_hdu(table)
     hdu.name = "TRUTH"
@@ -1069,6 +1124,10 @@ def read_blends(path: str | os.PathLike) -> BlendSet:
     -------
     BlendSet
     """
+    from astropy import units as u
+    from astropy.io import fits
+    from astropy.table import Table
+
     path = Path(path)
     try:
         with fits.open(path) as hdul:
@@ -1123,6 +1182,8 @@ def concatenate_blends(sets: Sequence[BlendSet]) -> BlendSet:
     -------
     BlendSet
     """
+    from astropy.table import vstack
+
     if not sets:
         raise DeblendInputError("concatenate_blends needs at least one BlendSet")
     k_max = max(s.components.shape[1] for s in sets)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# Panels remember their settings (QSettings); keep the tests' settings away from the user's.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="napari-deblend-test-config-")
 
 from napari_deblend.field import Field
 

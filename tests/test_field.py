@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import warnings
 
@@ -218,8 +219,9 @@ def test_mef_generic_extname_falls_back_to_filter(tmp_path):
 def test_mef_different_shapes_reads_first_with_warning(tmp_path):
     images = [noise_image(), noise_image(shape=(32, 32))]
     path = write_mef(tmp_path / "mixed.fits", images, names=["big", "small"])
-    with pytest.warns(FieldReadWarning, match="different shapes"):
+    with pytest.warns(FieldReadWarning, match="different shapes") as record:
         field = read_field(path)
+    assert record[0].filename == __file__  # attributed to the caller of read_field
     assert field.band_names == ["big"]
     assert field.data.shape == (1, *SHAPE)
 
@@ -370,6 +372,27 @@ def test_gzip_and_uppercase_names(tmp_path, name):
     field = read_field(str(path))
     assert_native_float32(field)
     np.testing.assert_array_equal(field.data[0], image)
+
+
+def test_gzip_mef_and_bzip2(tmp_path):
+    images = [noise_image(seed=s) for s in range(2)]
+    path = write_mef(tmp_path / "mef.fits.gz", images, names=["g", "r"])
+    field = read_field(path)
+    assert field.band_names == ["g", "r"]
+    np.testing.assert_array_equal(field.data, np.stack(images))
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(images[0]).writeto(plain)
+    bzipped = tmp_path / "plain.fits.bz2"
+    bzipped.write_bytes(bz2.compress(plain.read_bytes()))
+    np.testing.assert_array_equal(read_field(bzipped).data[0], images[0])
+
+
+def test_error_truncated_gzip(tmp_path):
+    path = tmp_path / "whole.fits.gz"
+    fits.PrimaryHDU(noise_image(shape=(200, 200))).writeto(path)
+    truncated = tmp_path / "cut.fits.gz"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    assert_read_error(truncated, "truncated")
 
 
 def test_suffix_and_magic_helpers(tmp_path):

@@ -33,15 +33,20 @@ class DeblendSession:
         New detections (and blends) are available.
     blend_selected(int)
         A blend was selected (its id; 0 for none).
+    deblended(int, str)
+        A deblending result for (blend id, model name) is available in ``results``.
     """
 
     detected = Signal(object)
     blend_selected = Signal(int)
+    deblended = Signal(int, str)
 
     def __init__(self, viewer: Any) -> None:
         self._viewer = weakref.ref(viewer)
         self.detections: _Detections | None = None
         self.selected_blend: int = 0
+        #: (blend id, model name) -> DeblendResult of the latest run
+        self.results: dict[tuple[int, str], Any] = {}
 
     @property
     def viewer(self) -> Any:
@@ -64,7 +69,17 @@ class DeblendSession:
         """Replace the detections and announce them."""
         self.detections = detections
         self.selected_blend = 0
+        self.results.clear()
         self.detected.emit(self)
+
+    def add_result(self, blend_id: int, model: str, result: Any) -> None:
+        """Store a deblending result and announce it."""
+        self.results[(int(blend_id), model)] = result
+        self.deblended.emit(int(blend_id), model)
+
+    def results_for(self, blend_id: int) -> dict[str, Any]:
+        """Model name -> result, for one blend."""
+        return {model: r for (b, model), r in self.results.items() if b == blend_id}
 
     def select(self, blend_id: int) -> None:
         """Select a blend by id (0 clears) and announce it."""

@@ -23,26 +23,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sextractor"):
-    """Open the field in ``viewer``, dock the panels and start detection (off the UI thread).
+    """Open the field in ``viewer``, dock the panels, detect, then deblend the first blend (off the UI thread).
 
     Returns
     -------
     tuple
-        ``(detection_widget, blend_browser)``.
+        ``(detection_widget, blend_browser, deblend_panel, comparison_panel)``.
     """
     from .._sample_data import SAMPLE_FIELD
-    from .._widgets import BlendBrowserWidget, DetectionWidget
+    from .._widgets import BlendBrowserWidget, ComparisonWidget, DeblendWidget, DetectionWidget
 
     path = Path(field_path) if field_path else SAMPLE_FIELD
     viewer.open(str(path), plugin="napari-deblend")
     detection = DetectionWidget(viewer)
     browser = BlendBrowserWidget(viewer)
-    viewer.window.add_dock_widget(detection, name="Detection", area="right")
-    viewer.window.add_dock_widget(browser, name="Blend browser", area="right")
+    panel = DeblendWidget(viewer)
+    comparison = ComparisonWidget(viewer)
+    viewer.window.add_dock_widget(detection, name="Detection", area="left")
+    viewer.window.add_dock_widget(browser, name="Blend browser", area="left", tabify=True)
+    panel_dock = viewer.window.add_dock_widget(panel, name="Deblend", area="right")
+    comparison_dock = viewer.window.add_dock_widget(comparison, name="Comparison", area="right")
+    from qtpy.QtCore import Qt
+
+    viewer.window._qt_window.resizeDocks([panel_dock, comparison_dock], [180, 700], Qt.Vertical)
     detection.preset_combo.setCurrentText(preset)
+    if panel.model_combo.findText("peeling") >= 0:
+        panel.model_combo.setCurrentText("peeling")  # the demo shows the neural deblender first
+
+    def first_blend(session) -> None:
+        session.step(+1)  # select and zoom to the first (brightest) blend
+        panel.deblend_selected()
+
+    detection.session.detected.connect(first_blend)
     detection.run()
-    detection.session.detected.connect(lambda session: session.step(+1))  # show the first blend
-    return detection, browser
+    return detection, browser, panel, comparison
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-deblend demo")
-    detection, browser = build_demo(viewer, args.field, args.preset)
+    viewer.window.resize(1600, 1000)
+    detection, browser, panel, comparison = build_demo(viewer, args.field, args.preset)
     if args.screenshot:
         _wait_for(detection)
+        _wait_for_deblend(panel)
         QApplication.processEvents()
         viewer.screenshot(args.screenshot, canvas_only=False)
         print(f"screenshot written to {args.screenshot}")
@@ -73,3 +89,17 @@ def _wait_for(detection, timeout: float = 120.0) -> None:
     while detection.session.detections is None and time.monotonic() < deadline:
         QApplication.processEvents()
         time.sleep(0.02)
+
+
+def _wait_for_deblend(panel, timeout: float = 120.0) -> None:
+    """Process Qt events until the deblend panel's worker (if any) is done."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout
+    QApplication.processEvents()
+    while panel._worker is not None and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    QApplication.processEvents()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 import warnings
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -215,6 +216,8 @@ def available_devices() -> list[str]:
 def resolve_device(device: str | None = "auto") -> str:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An absent device is a clear error listing what exists."""
     device = "auto" if device is None else str(device).lower()
+    if device == "cpu":
+        return device  # always there; spares importing torch for classical deblenders
     devices = available_devices()
     if device == "auto":
         return devices[0]

@@ -101,11 +101,11 @@ class RDN(nn.Module):
         self,
         in_channels: int = 2,
         out_channels: int = 1,
-        features: int = 48,
+        features: int = 32,
         growth: int = 16,
-        n_blocks: int = 4,
+        n_blocks: int = 6,
         n_layers: int = 3,
-        width: int = 16,
+        width: int = 8,
     ) -> None:
         super().__init__()
         self.config = {
@@ -146,7 +146,9 @@ class RDN(nn.Module):
         f = self.global_fuse(torch.cat(outs, dim=1)) + f0
         f = self.merge1(torch.cat([self.up1(f), half], dim=1))
         f = self.merge2(torch.cat([self.up2(f), full], dim=1))
-        return F.relu(self.tail(f))[..., :h, :w]
+        out = self.tail(f)[..., :h, :w]
+        # linear while training (a ReLU output can die: all-zero images, no gradient); non-negative when used
+        return out if self.training else F.relu(out)
 
 
 class GalaxyCounter(nn.Module):

@@ -42,8 +42,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if not {"rdn", "counter", "rdn_config", "counter_config"} <= set(checkpoint):
             raise KeyError("rdn/counter state")
     except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise DeblendError(
-            f"peeling weights {path} are corrupted or not a peeling checkpoint ({type(exc).__name__}: {exc}); "
+            f"peeling weights {path} are corrupted or not a peeling checkpoint ({type(exc).__name__}: {detail}); "
             f"retrain with `{RETRAIN_HINT}`"
         ) from None
     return checkpoint
@@ -115,7 +116,7 @@ class PeelingDeblender(Deblender):
 
         device = torch.device(self.device)
         use_half = device.type == "cuda"
-        x = torch.from_numpy(stamps).to(device)
+        x = torch.tensor(stamps, device=device)  # a copy: peeling subtracts in place, the caller's stamps stay
         sigma = torch.from_numpy(sigmas.astype(np.float32)).to(device)
         n = len(stamps)
         components: list[list[np.ndarray]] = [[] for _ in range(n)]

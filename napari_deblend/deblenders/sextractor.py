@@ -26,7 +26,7 @@ class SExtractorDeblender(Deblender):
     version: ClassVar[str] = "sep-sxdes"
 
     def __init__(self, device: str = "auto", preset=None, detection_preset: str = "des") -> None:
-        super().__init__(device="cpu", preset=preset)
+        super().__init__(device="cpu", preset=preset)  # sep runs on the CPU whatever was asked
         self.detection = get_detection_preset(detection_preset)
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:

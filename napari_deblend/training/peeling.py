@@ -48,9 +48,9 @@ class PeelingTrainConfig:
     minutes: float = 40.0
     stamp_size: int = 48
     n_train: int = 60_000
-    n_val: int = 1_000
+    n_val: int = 400
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
     joint_lambda: float = 0.05
     symmetric: bool = True
     seed: int = 0
@@ -362,10 +362,10 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
         step += 1
         if progress is not None:
             progress(min(elapsed() / budget, 1.0))
-        if time.perf_counter() - last_val > 60:
+        if time.perf_counter() - last_val > 120:
             ema_model = RDN(**rdn.config)
             ema_model.load_state_dict(ema_rdn.shadow)
-            metrics = {"step": step, "minutes": round(elapsed() / 60, 2), "phase": phase, "loss": float(loss),
+            metrics = {"step": step, "minutes": round(elapsed() / 60, 2), "phase": phase, "loss": loss.item(),
                        **validate(ema_model, counter, val)}
             history.write(json.dumps(metrics) + "\n")
             history.flush()

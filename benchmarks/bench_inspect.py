@@ -1,0 +1,102 @@
+"""Inspecting a blend in napari: click-to-result time, and UI-thread stalls while deblending many blends.
+
+Targets (issue "Inspect a deblend in napari"): one blend with the default model on CPU, figure and table
+included, in <= 0.5 s; no UI-thread stall over 100 ms while deblending 100 blends.
+Run under a display: xvfb-run -a python benchmarks/bench_inspect.py [--model peeling] [--n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="peeling")
+    parser.add_argument("--n", type=int, default=100, help="blends to deblend for the stall measurement")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_deblend._widgets import BlendBrowserWidget, ComparisonWidget, DeblendWidget, DetectionWidget
+    from napari_deblend._widgets.comparison import comparison_for
+    from napari_deblend.commands.demo import _wait_for
+    from napari_deblend.deblenders.base import get_deblender
+    from napari_deblend.deblending import deblend
+    from napari_deblend.simulate import simulate_field
+
+    viewer = napari.Viewer(show=False)
+    from napari_deblend._sample_data import SAMPLE_FIELD
+
+    viewer.open(str(SAMPLE_FIELD), plugin="napari-deblend")
+    detection = DetectionWidget(viewer)
+    BlendBrowserWidget(viewer)
+    comparison = ComparisonWidget(viewer)
+    panel = DeblendWidget(viewer)
+    panel.model_combo.setCurrentText(args.model)
+    panel.device_combo.setCurrentText("cpu")
+    detection.run()
+    _wait_for(detection)
+    session = detection.session
+    get_deblender(args.model, device="cpu")  # model loading is once per session, not per click
+
+    # click-to-result: deblend + measure + figure + table, as the panels do it
+    times = []
+    for i in range(args.repeat):
+        blend = session.blends[i % len(session.blends)]
+        t0 = time.perf_counter()
+        result = deblend(session.detections.field, blend, model=args.model, device="cpu",
+                         background=session.detections.result.background)
+        session.results[(blend.id, args.model)] = result
+        session.selected_blend = blend.id
+        figure, table = comparison_for(session, blend.id, args.model)
+        comparison._show_figure(figure)
+        comparison._show_table(table)
+        comparison.canvas.draw()
+        QApplication.processEvents()
+        times.append(time.perf_counter() - t0)
+    print(f"click-to-result ({args.model}, CPU, figure and table included): median {np.median(times) * 1000:.0f} ms, "
+          f"max {np.max(times) * 1000:.0f} ms over {len(times)} blends (target <= 500 ms)")
+
+    # UI-thread stalls: a 10 ms heartbeat while the panel deblends many blends in its worker
+    field, _ = simulate_field(size=1024, density=120, seed=5)
+    import tempfile
+    from pathlib import Path
+
+    from napari_deblend.field import write_field
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_field(field, Path(tmp) / "crowded.fits")
+        viewer.layers.clear()
+        viewer.open(str(path), plugin="napari-deblend")
+        detection._refresh_layers()
+        session.detections = None
+        detection.run()
+        _wait_for(detection)
+    ids = [b.id for b in session.blends][: args.n]
+    beats: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(10)
+    t0 = time.perf_counter()
+    panel.run(ids)
+    while panel._worker is not None:
+        QApplication.processEvents()
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - t0
+    timer.stop()
+    gaps = np.diff(beats) * 1000
+    print(f"deblended {len(ids)} blends with {args.model} in {elapsed:.1f} s ({len(ids) / elapsed:.1f} blends/s) "
+          f"while the UI thread ran: longest stall {gaps.max():.0f} ms, 99th percentile {np.percentile(gaps, 99):.0f} ms "
+          f"(target: no stall over 100 ms)")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

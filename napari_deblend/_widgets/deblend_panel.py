@@ -1,0 +1,308 @@
+"""Deblend panel: choose a model and device, deblend the selected blend or every blend in view.
+
+Work runs in a worker thread (one blend per step, with progress and Cancel);
+each result is added to the viewer as it arrives, translated to the stamp's
+place in the field. Keys: ``d`` deblends the selected blend, ``1``-``9``
+toggle the selected blend's component layers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QSettings
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import _viewer_hooks
+from ..deblenders.base import DeblendError, available_deblenders, available_devices, get_deblender
+from ..deblending import deblend
+from ..errors import DeblendInputError
+from ..layers import deblend_result_layers, result_layer_name
+from ._session import DeblendSession, session_for
+
+SETTINGS_KEY = "napari-deblend/deblend-panel"
+
+
+def model_summary(name: str) -> str:
+    """One paragraph from a model's card: preset, training and headline metrics (for tooltips)."""
+    descriptions = available_deblenders()
+    lines = [descriptions.get(name, "")]
+    try:
+        card = get_deblender(name, device="cpu").model_card()
+    except DeblendError as exc:
+        return f"{lines[0]}\n(unavailable: {exc})"
+    if card:
+        lines.append(f"preset {card.get('preset', '?')}; trained {card.get('minutes', '?')} min on "
+                     f"{card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
+        metrics = (card.get("metrics") or {}).get("by_blend_multiplicity", {})
+        for k, m in sorted(metrics.items()):
+            ranks = m.get("ranks", m)
+            text = json.dumps(ranks)[:200] if not isinstance(ranks, dict) else ", ".join(
+                f"rank {rank}: recovered {v.get('recovered', float('nan')):.0%}, "
+                f"σ68 {v.get('scatter', float('nan')):.3f}"
+                for rank, v in list(ranks.items())[:2] if isinstance(v, dict)
+            )
+            lines.append(f"{k}-galaxy blends: {text}")
+    return "\n".join(line for line in lines if line)
+
+
+def blends_in_view(session: DeblendSession, viewer: Any) -> list[int]:
+    """Ids of the blends whose centre lies inside the visible part of the canvas."""
+    if session.detections is None:
+        return []
+    center = np.asarray(viewer.camera.center[-2:], float)
+    canvas = np.asarray(getattr(viewer, "_canvas_size", (600, 600)) or (600, 600), float)
+    half = canvas / max(viewer.camera.zoom, 1e-9) / 2.0
+    layer = session.detections.source_layer
+    out = []
+    for blend in session.blends:
+        world = np.asarray(layer.data_to_world(blend.center) if layer is not None else blend.center)[-2:]
+        if np.all(np.abs(world - center) <= half):
+            out.append(blend.id)
+    return out
+
+
+class DeblendWidget(QWidget):
+    """Dock widget: run a deblender on blends and show its components, residual, masks and positions."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: DeblendSession = session_for(napari_viewer)
+        _viewer_hooks.install(napari_viewer)
+        self._worker = None
+        self._closed = False
+        self._layers: dict[tuple[int, str], list[Any]] = {}
+        self.failures: list[str] = []
+
+        self.model_combo = QComboBox()
+        for name in available_deblenders():
+            self.model_combo.addItem(name)
+            self.model_combo.setItemData(self.model_combo.count() - 1, model_summary(name), 3)  # ToolTipRole
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", *available_devices()])
+        self.keep_box = QCheckBox("keep previous results")
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.selected_button = QPushButton("Deblend selected")
+        self.view_button = QPushButton("Deblend all in view")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setValue(0)
+        self.status = QLabel("Select a blend (Blend browser or click), then Deblend.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.keep_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.selected_button)
+        buttons.addWidget(self.view_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.info)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._restore_settings()
+        self.model_combo.currentTextChanged.connect(self._model_changed)
+        self.device_combo.currentTextChanged.connect(lambda _: self._save_settings())
+        self.keep_box.toggled.connect(lambda _: self._save_settings())
+        self.selected_button.clicked.connect(self.deblend_selected)
+        self.view_button.clicked.connect(self.deblend_in_view)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._model_changed(self.model_combo.currentText())
+        self.destroyed.connect(self._on_close)
+        self.viewer.bind_key("d", lambda v: self.deblend_selected(), overwrite=True)
+        for digit in range(1, 10):
+            self.viewer.bind_key(str(digit), self._toggle_component(digit), overwrite=True)
+
+    # ---- settings --------------------------------------------------------------------------------
+    def _settings(self) -> QSettings:
+        return QSettings("napari-deblend", "napari-deblend")
+
+    def _restore_settings(self) -> None:
+        settings = self._settings()
+        model = settings.value(f"{SETTINGS_KEY}/model", "", type=str)
+        if model and self.model_combo.findText(model) >= 0:
+            self.model_combo.setCurrentText(model)
+        device = settings.value(f"{SETTINGS_KEY}/device", "auto", type=str)
+        if self.device_combo.findText(device) >= 0:
+            self.device_combo.setCurrentText(device)
+        self.keep_box.setChecked(settings.value(f"{SETTINGS_KEY}/keep", False, type=bool))
+
+    def _save_settings(self) -> None:
+        settings = self._settings()
+        settings.setValue(f"{SETTINGS_KEY}/model", self.model_combo.currentText())
+        settings.setValue(f"{SETTINGS_KEY}/device", self.device_combo.currentText())
+        settings.setValue(f"{SETTINGS_KEY}/keep", self.keep_box.isChecked())
+
+    def _model_changed(self, name: str) -> None:
+        summary = model_summary(name) if name else ""
+        self.info.setText(summary)
+        self.model_combo.setToolTip(summary)
+        self._save_settings()
+
+    # ---- running ---------------------------------------------------------------------------------
+    def deblend_selected(self) -> Any:
+        """Deblend the selected blend; returns the worker (None if nothing to do)."""
+        if not self.session.selected_blend:
+            show_info("napari-deblend: select a blend first (Blend browser, a click on a blend, or n / p)")
+            return None
+        return self.run([self.session.selected_blend])
+
+    def deblend_in_view(self) -> Any:
+        """Deblend every blend whose centre is in the current field of view."""
+        ids = blends_in_view(self.session, self.viewer)
+        if not ids:
+            show_info("napari-deblend: no blend in view")
+            return None
+        return self.run(ids)
+
+    def cancel(self) -> None:
+        """Stop after the blend being deblended; results already shown stay, nothing half-made is added."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("cancelling…")
+
+    def run(self, blend_ids: list[int]) -> Any:
+        """Deblend these blends off the UI thread, showing each result as it arrives."""
+        detections = self.session.detections
+        if detections is None:
+            show_error("napari-deblend: run the Detection panel first")
+            return None
+        if self._worker is not None:
+            show_info("napari-deblend: a deblending run is in progress (Cancel it first)")
+            return None
+        model = self.model_combo.currentText()
+        device = self.device_combo.currentText()
+        field, background = detections.field, detections.result.background
+        blends = [self.session.blend(i) for i in blend_ids]
+        self.failures = []
+
+        @thread_worker(ignore_errors=True)
+        def work():
+            for i, blend in enumerate(blends):
+                try:
+                    result = deblend(field, blend, model=model, device=device, background=background)
+                    yield i, blend.id, result, None
+                except Exception as exc:  # one failing blend must not stop the others
+                    reason = str(exc) if isinstance(exc, DeblendInputError) else f"{type(exc).__name__}: {exc}"
+                    yield i, blend.id, None, reason
+
+        worker = work()
+        self.progress.setRange(0, len(blends))
+        self.progress.setValue(0)
+        self._set_running(True)
+        self.status.setText(f"deblending {len(blends)} blend(s) with {model}…")
+        worker.yielded.connect(lambda item: self._one_done(model, len(blends), *item))
+        worker.errored.connect(lambda exc: self._record_failure(0, f"{type(exc).__name__}: {exc}"))
+        worker.finished.connect(lambda: self._finished(model, len(blends)))
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _on_close(self, *args) -> None:
+        """The panel (or its viewer) is going away: stop the worker, show nothing more."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _set_running(self, running: bool) -> None:
+        self.selected_button.setEnabled(not running)
+        self.view_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _record_failure(self, blend_id: int, reason: str) -> None:
+        self.failures.append(f"blend {blend_id}: {reason}")
+
+    def _viewer_closed(self) -> bool:
+        """True once the viewer is closed (napari forgets closed viewers); stops the worker then."""
+        instances = getattr(type(self.viewer), "_instances", None)
+        if not self._closed and instances is not None and self.viewer not in instances:
+            self._on_close()
+        return self._closed
+
+    def _one_done(self, model: str, total: int, index: int, blend_id: int, result, reason) -> None:
+        if self._viewer_closed():
+            return  # the viewer was closed while the worker ran: nothing to show
+        try:
+            self.progress.setValue(index + 1)
+            if result is None:
+                self._record_failure(blend_id, reason)
+                show_error(f"napari-deblend: {model} failed on blend {blend_id}: {reason}")
+                return
+            self.show_result(result, model)
+        except RuntimeError:  # Qt objects already deleted: the viewer is closing
+            self._on_close()
+            return
+        self.session.add_result(blend_id, model, result)
+
+    def _finished(self, model: str, total: int) -> None:
+        self._worker = None
+        if self._viewer_closed():
+            return
+        try:
+            self._set_running(False)
+        except RuntimeError:
+            return
+        done = self.progress.value()
+        text = f"{model}: {done - len(self.failures)} of {total} blend(s) deblended"
+        if self.failures:
+            text += f"; {len(self.failures)} failed — " + "; ".join(self.failures[:3])
+        if done < total:
+            text += " (cancelled)"
+        self.status.setText(text)
+
+    # ---- layers ----------------------------------------------------------------------------------
+    def show_result(self, result, model: str) -> list[Any]:
+        """Add a result's layers (replacing that blend's previous ones for this model unless kept)."""
+        key = (result.blend_id, model)
+        if not self.keep_box.isChecked():
+            for layer in self._layers.pop(key, []):
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        source = self.session.detections.source_layer if self.session.detections else None
+        made = []
+        for data, kwargs, kind in deblend_result_layers(result, model):
+            if key in self._layers:  # kept: give the new layers distinct names
+                kwargs["name"] = f"{kwargs['name']} ({len(self._layers[key]) // 4 + 1})"
+            if source is not None:
+                kwargs["scale"] = source.scale
+                kwargs["translate"] = np.asarray(kwargs.get("translate", (0, 0))) * source.scale + source.translate
+            made.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
+        if result.info.get("padded"):
+            made[0].name = made[0].name + " (edge, padded)"
+        self._layers.setdefault(key, []).extend(made)
+        if source is not None:
+            self.viewer.layers.selection.active = source
+        return made
+
+    def _toggle_component(self, digit: int):
+        def toggle(viewer: Any) -> None:
+            blend_id = self.session.selected_blend
+            prefix = result_layer_name(blend_id, self.model_combo.currentText(), f"component {digit}")
+            for layer in viewer.layers:
+                if layer.name.startswith(prefix):
+                    layer.visible = not layer.visible
+
+        return toggle

@@ -1,0 +1,80 @@
+"""The shipped peeling deblender: weights load, it deblends simulated blends, and bad input is clear."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deblend import deblend
+from napari_deblend.deblenders import DeblendError, get_deblender
+from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, peeling_quality
+from napari_deblend.simulate import simulate_blends
+
+pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "peeling.pt").exists(), reason="peeling weights not built")
+
+
+def test_model_card_is_complete_and_small_weights():
+    card = json.loads((WEIGHTS_DIR / "peeling.json").read_text())
+    for key in ("preset", "data", "training_command", "minutes", "device", "git_commit", "metrics"):
+        assert key in card, key
+    assert card["training_command"].startswith("napari-deblend train peeling")
+    assert (WEIGHTS_DIR / "peeling.pt").stat().st_size < 5e6
+
+
+def test_peels_two_galaxy_blends():
+    blends = simulate_blends(16, n_galaxies=2, seed=123)
+    results = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
+    assert len(results) == 16
+    n_found = np.array([r.n_components for r in results])
+    assert np.mean(n_found >= 1) == 1.0
+    assert np.mean(n_found == 2) >= 0.5
+    # the first component is the brightest galaxy: its flux is within 30% for most stamps
+    true_bright = blends.components[:, 0].sum(axis=(1, 2, 3))
+    first = np.array([r.components[0].sum() for r in results])
+    assert np.median(np.abs(first / true_bright - 1)) < 0.3
+    for r in results:
+        np.testing.assert_allclose(r.blend - r.components.sum(0), r.residual, atol=1e-2)
+        assert r.quality in ("High", "Medium", "Low")
+        assert (r.components >= 0).all()
+
+
+def test_quality_rules():
+    assert peeling_quality([2, 1, 0], True) == "High"
+    assert peeling_quality([3, 1, 0], True) == "Medium"
+    assert peeling_quality([2, 2, 2], False) == "Low"
+
+
+def test_bad_input_and_weights(tmp_path):
+    model = get_deblender("peeling", device="cpu")
+    with pytest.raises(DeblendError, match="takes 1 band"):
+        model.deblend_batch(np.zeros((1, 3, 48, 48), np.float32))
+    with pytest.raises(DeblendError, match="too small"):
+        model.deblend_batch(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(DeblendError, match="expected \\(N, C, H, W\\)"):
+        model.deblend_batch(np.zeros((48, 48), np.float32))
+    stamp = np.zeros((1, 48, 48), np.float32)
+    stamp[0, 5, 5] = np.nan
+    with pytest.raises(DeblendError, match="NaN"):
+        deblend(stamp, model="peeling", device="cpu")
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(DeblendError, match="nope.pt are missing.*napari-deblend train peeling"):
+        PeelingDeblender(device="cpu", weights=missing)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(DeblendError, match="broken.pt are corrupted.*retrain"):
+        PeelingDeblender(device="cpu", weights=broken)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"something": 1}, wrong)
+    with pytest.raises(DeblendError, match="wrong.pt are corrupted or not a peeling checkpoint"):
+        PeelingDeblender(device="cpu", weights=wrong)
+
+
+def test_input_stamps_are_not_modified():
+    blends = simulate_blends(4, n_galaxies=2, seed=9)
+    before = blends.images.copy()
+    results = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
+    np.testing.assert_array_equal(blends.images, before)
+    np.testing.assert_array_equal(results[0].blend, before[0])
