@@ -55,8 +55,8 @@ def main() -> None:
                          background=session.detections.result.background)
         session.results[(blend.id, args.model)] = result
         session.selected_blend = blend.id
-        figure, table = comparison_for(session, blend.id, args.model)
-        comparison._show_figure(figure)
+        figure, table = comparison_for(session, blend.id, args.model, figure=comparison.figure, layout="fast")
+        comparison._show_figure(figure)  # the panel draws with the fast layout
         comparison._show_table(table)
         comparison.canvas.draw()
         QApplication.processEvents()

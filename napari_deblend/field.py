@@ -897,7 +897,7 @@ def _pixel_scale(source: _Band, wcs: WCS | None) -> float | None:
     """Arcsec per pixel from the WCS (geometric mean of both axes) or PIXSCALE-like keywords."""
     if wcs is not None:
         scales = proj_plane_pixel_scales(wcs) * 3600.0
-        return float(np.sqrt(scales[0] * scales[1]))
+        return float(f"{np.sqrt(scales[0] * scales[1]):.12g}")  # 0.2, not 0.2000000000000016
     return _header_number([source.header, source.primary], _PIXEL_SCALE_KEYS, source.where, positive=True)
 
 

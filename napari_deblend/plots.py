@@ -507,6 +507,7 @@ def comparison_figure(
     figure: Figure | None = None,
     stretch: str = "asinh",
     preset: Any = None,
+    layout: str = "constrained",
 ) -> Figure:
     """The panel astronomers look at for one blend: components, residual, other model, SExtractor, truth.
 
@@ -578,13 +579,18 @@ def comparison_figure(
     sigma = _sum_noise(result)
     panels, n_cols = _plan(result, sep, truth, other, sigma, p.zero_point, p.exposure)
     n_rows = max(panel.row for panel in panels) + 1
+    if layout not in ("constrained", "fast"):
+        raise DeblendInputError(f"layout={layout!r}: expected 'constrained' (exports) or 'fast' (interactive)")
     if figure is None:
-        figure = Figure(figsize=(n_cols * PANEL_INCHES + 0.5, n_rows * (PANEL_INCHES + 0.45) + 0.9),
-                        layout="constrained")
+        figure = Figure(figsize=(n_cols * PANEL_INCHES + 0.5, n_rows * (PANEL_INCHES + 0.45) + 0.9))
     else:
         figure.clear()
+    if layout == "constrained":
         figure.set_layout_engine("constrained")
-    figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.05)
+        figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.05)
+    else:  # fixed margins: constrained layout costs ~1 s a draw, too slow for a click in the viewer
+        figure.set_layout_engine("none")
+        figure.subplots_adjust(left=0.04, right=0.99, bottom=0.13, top=0.86, wspace=0.08, hspace=0.6)
     norm = _flux_norm(_band_sum(result.blend), sigma, stretch)
     _draw(figure, panels, n_rows, n_cols, norm, sigma, p.pixel_scale)
     figure.suptitle(_suptitle(result, other, stretch), fontsize=10)

@@ -31,7 +31,13 @@ TABLE_COLUMNS = (
 
 
 def comparison_for(
-    session: DeblendSession, blend_id: int, model: str, other: str | None = None, truth: Any = None, figure: Any = None
+    session: DeblendSession,
+    blend_id: int,
+    model: str,
+    other: str | None = None,
+    truth: Any = None,
+    figure: Any = None,
+    layout: str = "constrained",
 ):
     """The comparison figure and measurement table of one blend's result (no Qt).
 
@@ -59,7 +65,9 @@ def comparison_for(
             sextractor = get_deblender("sextractor").deblend_batch(result.blend[None], noise=result.noise)[0]
     table = measure(result, truth=truth, sextractor=sextractor if sextractor is not None else True)
     other_result = results.get(other) if other and other != model else None
-    figure = comparison_figure(result, sextractor=sextractor, truth=truth, other=other_result, figure=figure)
+    figure = comparison_figure(
+        result, sextractor=sextractor, truth=truth, other=other_result, figure=figure, layout=layout
+    )
     return figure, table
 
 
@@ -144,7 +152,7 @@ class ComparisonWidget(QWidget):
         other = self.other_combo.currentText()
         try:
             figure, table = comparison_for(
-                self.session, blend_id, model, None if other == "—" else other, figure=self.figure
+                self.session, blend_id, model, None if other == "—" else other, figure=self.figure, layout="fast"
             )
         except DeblendInputError as exc:
             self.title.setText(str(exc))
@@ -208,8 +216,11 @@ class ComparisonWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Export figure", "comparison.png", "PNG (*.png);;PDF (*.pdf)")
             if not path:
                 return None
+        blend_id, model, other = self.session.selected_blend, self.model_combo.currentText(), self.other_combo.currentText()
         try:
-            save_figure(self.figure, path)
+            # exports get the careful (slower) constrained layout, not the panel's fast one
+            figure, _ = comparison_for(self.session, blend_id, model, None if other == "—" else other)
+            save_figure(figure, path)
         except DeblendInputError as exc:
             show_error(f"napari-deblend: {exc}")
             return None

@@ -1,0 +1,42 @@
+"""Deblending speed on CPU: single-blend latency and batched throughput, per model.
+
+Targets (issue "Neural deblending, part 1"): single-blend latency <= 100 ms; >= 50 blends/s batched.
+Run: python benchmarks/bench_deblend.py [--models peeling sextractor] [--n 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from napari_deblend.deblenders import get_deblender
+from napari_deblend.simulate import simulate_blends
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="+", default=["peeling", "sextractor"])
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    blends = simulate_blends(args.n, n_galaxies=2, seed=77)
+    for name in args.models:
+        model = get_deblender(name, device=args.device)
+        model.deblend_batch(blends.images[:2], noise=blends.noise_sigma)  # warm-up
+        latencies = []
+        for i in range(min(50, args.n)):
+            t0 = time.perf_counter()
+            model.deblend_batch(blends.images[i : i + 1], noise=blends.noise_sigma)
+            latencies.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        model.deblend_batch(blends.images, noise=blends.noise_sigma)
+        rate = args.n / (time.perf_counter() - t0)
+        print(f"{name:10s} ({args.device}): single blend median {np.median(latencies) * 1000:.1f} ms, "
+              f"p90 {np.percentile(latencies, 90) * 1000:.1f} ms (target <= 100 ms); "
+              f"batched {rate:.0f} blends/s (target >= 50)")
+
+
+if __name__ == "__main__":
+    main()
