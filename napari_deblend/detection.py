@@ -292,19 +292,7 @@ def iter_detection(
 
     yield 1, n_steps, "extraction"
     try:
-        objects, segmentation = _extract(
-            detection_image,
-            params.thresh,
-            err=detection_rms,
-            mask=mask_any,
-            minarea=params.minarea,
-            filter_kernel=params.filter_kernel,
-            deblend_nthresh=params.deblend_nthresh,
-            deblend_cont=params.deblend_cont,
-            clean=params.clean,
-            clean_param=params.clean_param,
-            segmentation_map=True,
-        )
+        objects, segmentation = extract_with_preset(detection_image, detection_rms, params, mask=mask_any)
     except Exception as exc:
         raise DetectionError(f"{field.name}: source extraction failed ({exc}); try a higher thresh") from None
     segmentation = np.ascontiguousarray(segmentation, dtype=np.int32)
@@ -350,6 +338,29 @@ def _extract(image: np.ndarray, thresh: float, **kwargs: Any):
             if "pixel buffer full" not in str(exc) or pixstack >= image.size:
                 raise
             pixstack = min(pixstack * 4, image.size)
+
+
+def extract_with_preset(
+    image: np.ndarray, err: float, preset: DetectionPreset, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sep.extract`` with a preset's parameters; returns the objects and the int32 segmentation map.
+
+    ``err`` is the background sigma; the preset's ``thresh`` is in its units.
+    """
+    objects, segmentation = _extract(
+        image,
+        preset.thresh,
+        err=err,
+        mask=mask,
+        minarea=preset.minarea,
+        filter_kernel=preset.filter_kernel,
+        deblend_nthresh=preset.deblend_nthresh,
+        deblend_cont=preset.deblend_cont,
+        clean=preset.clean,
+        clean_param=preset.clean_param,
+        segmentation_map=True,
+    )
+    return objects, np.ascontiguousarray(segmentation, dtype=np.int32)
 
 
 def detect(

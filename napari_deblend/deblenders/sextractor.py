@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..detection import get_detection_preset, kron_photometry
+from ..detection import extract_with_preset, get_detection_preset, kron_photometry
 from .base import Deblender, DeblendResult
 
 
@@ -36,25 +36,11 @@ class SExtractorDeblender(Deblender):
         return [self._one(stamp, float(sigma)) for stamp, sigma in zip(stamps, sigmas)]
 
     def _one(self, stamp: np.ndarray, sigma: float) -> DeblendResult:
-        import sep
-
         # detect on the band sum (co-add); noise of the sum of C bands of equal sigma
         image = np.ascontiguousarray(stamp.sum(axis=0), dtype=np.float32)
         c = stamp.shape[0]
-        p = self.detection
         try:
-            objects, seg = sep.extract(
-                image,
-                p.thresh,
-                err=sigma * np.sqrt(c),
-                minarea=p.minarea,
-                filter_kernel=p.filter_kernel,
-                deblend_nthresh=p.deblend_nthresh,
-                deblend_cont=p.deblend_cont,
-                clean=p.clean,
-                clean_param=p.clean_param,
-                segmentation_map=True,
-            )
+            objects, seg = extract_with_preset(image, sigma * np.sqrt(c), self.detection)
         except Exception:  # sep gives up on pathological stamps: report nothing found
             objects, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(image.shape, np.int32)
         seg = np.ascontiguousarray(seg, dtype=np.int32)
