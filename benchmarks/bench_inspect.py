@@ -55,7 +55,6 @@ def main() -> None:
         session.results[(blend.id, args.model)] = result
         session.selected_blend = blend.id
         figure, table = comparison_for(session, blend.id, args.model, figure=comparison.figure, layout="fast")
-        comparison._show_figure(figure)  # the panel draws with the fast layout
         comparison._show_table(table)
         comparison.canvas.draw()
         QApplication.processEvents()

@@ -135,3 +135,31 @@ def test_closing_the_viewer_mid_run_does_not_crash(viewer_with_detections, qtbot
     worker = panel.run([b.id for b in session.blends])
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+
+
+def test_comparison_panel_shows_figure_and_table_of_the_selected_blend(viewer_with_detections, qtbot, tmp_path):
+    from astropy.table import Table
+
+    from napari_deblend._widgets import ComparisonWidget
+    from napari_deblend.measurements import measure
+
+    viewer, session = viewer_with_detections
+    comparison = ComparisonWidget(viewer)
+    panel = _deblend_panel(viewer, "peeling")
+    session.select(session.blends[0].id)
+    panel.deblend_selected()
+    qtbot.waitUntil(lambda: panel._worker is None and comparison.current_table is not None, timeout=60_000)
+    result = session.results[(session.selected_blend, "peeling")]
+    assert comparison.table.rowCount() == result.n_components
+    assert len(comparison.figure.axes) > result.n_components  # blend, components, residual, SExtractor row
+    direct = measure(result)
+    np.testing.assert_allclose(comparison.current_table["flux"], direct["flux"])
+    np.testing.assert_allclose(comparison.current_table["sep_flux"], direct["sep_flux"], equal_nan=True)
+    text = comparison.copy_text()
+    assert len(text.strip().splitlines()) == result.n_components + 1
+    table = Table.read(comparison.export_table(tmp_path / "c.ecsv"))
+    assert len(table) == result.n_components
+    png = comparison.export_figure(tmp_path / "c.png")
+    assert png.stat().st_size > 10_000
+    assert comparison.export_figure(tmp_path / "c.bmp") is None  # unsupported format: a notification, no file
+    assert not (tmp_path / "c.bmp").exists()

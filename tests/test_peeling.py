@@ -45,6 +45,7 @@ def test_quality_rules():
     assert peeling_quality([2, 1, 0], True) == "High"
     assert peeling_quality([3, 1, 0], True) == "Medium"
     assert peeling_quality([2, 2, 2], False) == "Low"
+    assert peeling_quality([0], True) == "High"
 
 
 def test_bad_input_and_weights(tmp_path):

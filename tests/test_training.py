@@ -75,3 +75,17 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "cannot train 'nosuchmodel'" in capsys.readouterr().err
     assert main(["train", "peeling", "--minutes", "0", "--out", str(tmp_path)]) == 2
     assert "--minutes=0" in capsys.readouterr().err
+
+
+def test_recorded_training_command_reproduces_the_options():
+    import argparse
+    import shlex
+
+    from napari_deblend.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric"])
+    again = parser.parse_args(shlex.split(train.training_command(args))[1:])
+    assert vars(again) | {"install": False} == vars(args) | {"install": False}
+    assert again.install

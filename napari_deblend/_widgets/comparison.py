@@ -157,19 +157,12 @@ class ComparisonWidget(QWidget):
         except DeblendInputError as exc:
             self.title.setText(str(exc))
             return
-        self._show_figure(figure)
+        self.canvas.draw_idle()  # comparison_for drew into self.figure
         self._show_table(table)
         result = self.session.results_for(blend_id)[model]
         edge = " — at the image edge (padded)" if result.info.get("padded") else ""
         self.title.setText(f"blend {blend_id} · {model} · quality {result.quality or 'n/a'} · "
                            f"{result.n_components} component(s){edge}")
-
-    def _show_figure(self, figure) -> None:
-        if figure is not self.figure:  # a figure made elsewhere: show it on the embedded canvas
-            self.figure = figure
-            figure.set_canvas(self.canvas)
-            self.canvas.figure = figure
-        self.canvas.draw_idle()
 
     def _show_table(self, table) -> None:
         self.current_table = table

@@ -79,27 +79,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for(detection, timeout: float = 120.0) -> None:
-    """Process Qt events until the detection worker has delivered its layers."""
+def _process_events_until(done, timeout: float = 120.0) -> None:
+    """Process Qt events until ``done()`` is true (or the timeout passes)."""
     import time
 
     from qtpy.QtWidgets import QApplication
 
     deadline = time.monotonic() + timeout
-    while detection.session.detections is None and time.monotonic() < deadline:
+    QApplication.processEvents()
+    while not done() and time.monotonic() < deadline:
         QApplication.processEvents()
         time.sleep(0.02)
+    QApplication.processEvents()
+
+
+def _wait_for(detection, timeout: float = 120.0) -> None:
+    """Wait until the detection worker has delivered its layers."""
+    _process_events_until(lambda: detection.session.detections is not None, timeout)
 
 
 def _wait_for_deblend(panel, timeout: float = 120.0) -> None:
-    """Process Qt events until the deblend panel's worker (if any) is done."""
-    import time
-
-    from qtpy.QtWidgets import QApplication
-
-    deadline = time.monotonic() + timeout
-    QApplication.processEvents()
-    while panel._worker is not None and time.monotonic() < deadline:
-        QApplication.processEvents()
-        time.sleep(0.02)
-    QApplication.processEvents()
+    """Wait until the deblend panel's worker (if any) is done."""
+    _process_events_until(lambda: panel._worker is None, timeout)

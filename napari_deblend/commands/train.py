@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import DeblendInputError
@@ -61,21 +62,18 @@ def run(args: argparse.Namespace) -> int:
     weights = train_peeling(config, args.out, resume=args.resume, log=bar.write, progress=progress)
     bar.close()
     if args.install:
-        install_weights(weights, args.model, config_dict(config), Path(args.out), command=" ".join(_argv(args)))
+        install_weights(weights, args.model, asdict(config), Path(args.out), command=training_command(args))
     return 0
 
 
-def config_dict(config) -> dict:
-    """Training options as a JSON-friendly dict."""
-    from dataclasses import asdict
-
-    return asdict(config)
-
-
-def _argv(args: argparse.Namespace) -> list[str]:
-    import sys
-
-    return ["napari-deblend", *sys.argv[1:]] if sys.argv and "train" in sys.argv else ["napari-deblend", "train", args.model]
+def training_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this training run (for the model card)."""
+    parts = ["napari-deblend train", args.model, f"--preset {args.preset}", f"--minutes {args.minutes:g}",
+             f"--device {args.device}", f"--out {args.out}", f"--n-train {args.n_train}",
+             f"--batch-size {args.batch_size}", f"--seed {args.seed}", f"--workers {args.workers}"]
+    if args.no_symmetric:
+        parts.append("--no-symmetric")
+    return " ".join(parts + ["--install"])
 
 
 def git_commit() -> str:

@@ -27,8 +27,7 @@ def peeling_quality(counts: list[int], reached_zero: bool) -> str:
     """High / Medium / Low from the sequence of galaxy counts (see module docstring)."""
     if not reached_zero:
         return "Low"
-    drops = np.diff(counts)
-    return "High" if len(drops) and np.all(drops == -1) else ("High" if counts == [0] else "Medium")
+    return "High" if np.all(np.diff(counts) == -1) else "Medium"  # [0] alone (nothing to peel) is High
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
