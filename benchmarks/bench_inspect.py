@@ -25,12 +25,10 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_deblend._widgets import BlendBrowserWidget, ComparisonWidget, DeblendWidget, DetectionWidget
-    from napari_deblend._widgets.comparison import comparison_for
     from napari_deblend.commands.demo import _wait_for
     from napari_deblend.deblenders.base import get_deblender
-    from napari_deblend.deblending import deblend
 
-    viewer = napari.Viewer(show=False)
+    viewer = napari.Viewer()
     from napari_deblend._sample_data import SAMPLE_FIELD
 
     viewer.open(str(SAMPLE_FIELD), plugin="napari-deblend")
@@ -38,6 +36,8 @@ def main() -> None:
     BlendBrowserWidget(viewer)
     comparison = ComparisonWidget(viewer)
     panel = DeblendWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Deblend", area="right")
+    viewer.window.add_dock_widget(comparison, name="Comparison", area="right")
     panel.model_combo.setCurrentText(args.model)
     panel.device_combo.setCurrentText("cpu")
     detection.run()
@@ -45,22 +45,24 @@ def main() -> None:
     session = detection.session
     get_deblender(args.model, device="cpu")  # model loading is once per session, not per click
 
-    # click-to-result: deblend + measure + figure + table, as the panels do it
+    # click-to-result, as a user gets it: select a blend, press Deblend, until the detail layers, the
+    # comparison figure and its table are there (the canvas and the figure drawn)
     times = []
     for i in range(args.repeat):
-        blend = session.blends[i % len(session.blends)]
+        blend = session.blends[(i + 1) % len(session.blends)]
+        comparison.current_table = None
         t0 = time.perf_counter()
-        result = deblend(session.detections.field, blend, model=args.model, device="cpu",
-                         background=session.detections.result.background)
-        session.results[(blend.id, args.model)] = result
-        session.selected_blend = blend.id
-        figure, table = comparison_for(session, blend.id, args.model, figure=comparison.figure, layout="fast")
-        comparison._show_table(table)
-        comparison.canvas.draw()
-        QApplication.processEvents()
+        session.select(blend.id)
+        panel.deblend_selected()
+        while panel.busy or comparison.busy or comparison.current_table is None:
+            QApplication.processEvents()
+            time.sleep(0.001)
+        comparison.canvas.repaint()  # the figure's pixels on screen
+        viewer.window._qt_viewer.canvas._scene_canvas.render()  # and the viewer's canvas with the new layers
         times.append(time.perf_counter() - t0)
-    print(f"click-to-result ({args.model}, CPU, figure and table included): median {np.median(times) * 1000:.0f} ms, "
-          f"max {np.max(times) * 1000:.0f} ms over {len(times)} blends (target <= 500 ms)")
+    print(f"click-to-result ({args.model}, CPU, layers, figure and table included): median "
+          f"{np.median(times) * 1000:.0f} ms, max {np.max(times) * 1000:.0f} ms over {len(times)} blends "
+          "(target <= 500 ms)")
 
     # UI-thread stalls: a 10 ms heartbeat while the panel deblends every blend of the field in its worker
     ids = [b.id for b in session.blends][: args.n]
@@ -70,7 +72,7 @@ def main() -> None:
     timer.start(10)
     t0 = time.perf_counter()
     panel.run(ids)
-    while panel._worker is not None:
+    while panel.busy:
         QApplication.processEvents()
         time.sleep(0.002)
     elapsed = time.perf_counter() - t0

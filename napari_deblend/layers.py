@@ -135,6 +135,11 @@ def result_layer_name(blend_id: int, model: str, part: str) -> str:
     return f"blend {blend_id} · {model} · {part}"
 
 
+def mosaic_layer_name(model: str, part: str) -> str:
+    """Name of a model's field-wide result layer, e.g. ``peeling · all blends · residual``."""
+    return f"{model} · all blends · {part}"
+
+
 def deblend_result_layers(result, model: str, noise: float | None = None) -> list[tuple]:
     """Layer data placing a :class:`~napari_deblend.deblenders.DeblendResult` where it belongs in the field.
 

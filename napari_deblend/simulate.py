@@ -865,9 +865,13 @@ def _blend_truth(gal: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, stamp
     }
 
 
+#: truth-table columns (besides ``flux`` and ``bulge_fraction``) that :func:`draw_galaxies` needs
+DRAWING_PARAMETERS = ("disk_hlr", "bulge_hlr", "disk_g1", "disk_g2", "bulge_g1", "bulge_g2")
+
 _TRUTH_UNITS = {
     "x": "pix", "y": "pix", "flux": "electron", "flux_total": "electron", "flux_drawn": "electron",
     "mag": "mag", "hlr": "arcsec", "sep_arcsec": "arcsec", "ra": "deg", "dec": "deg",
+    "disk_hlr": "arcsec", "bulge_hlr": "arcsec",
 }
 
 
@@ -934,7 +938,10 @@ def simulate_field(size: int = 1024, density: float | None = None, preset: str |
         One row per galaxy: ``id``, ``x``, ``y`` (0-based pixels), ``ra``,
         ``dec`` (deg), ``flux`` (analytic total, e-), ``flux_drawn`` (the
         part drawn into the image: less the far PSF wings and what falls off
-        the edges), ``mag``, ``hlr`` (arcsec), ``bulge_fraction``, ``e1``, ``e2``.
+        the edges), ``mag``, ``hlr`` (arcsec), ``bulge_fraction``, ``e1``, ``e2``,
+        and the drawing parameters ``disk_hlr``, ``bulge_hlr`` (arcsec),
+        ``disk_g1``, ``disk_g2``, ``bulge_g1``, ``bulge_g2`` with which
+        :func:`draw_galaxies` redraws any galaxy noiseless.
 
     Raises
     ------
@@ -970,7 +977,7 @@ def simulate_field(size: int = 1024, density: float | None = None, preset: str |
                   meta={"simulated": True, "seed": seed, "density": float(density)})
     columns = {"id": np.arange(n), "x": x, "y": y, "ra": ra_deg, "dec": dec_deg, "flux": gal["flux"],
                "flux_drawn": drawn, "mag": gal["mag"], "hlr": gal["hlr"], "bulge_fraction": gal["bulge_fraction"],
-               "e1": gal["e1"], "e2": gal["e2"]}
+               "e1": gal["e1"], "e2": gal["e2"], **{key: gal[key] for key in DRAWING_PARAMETERS}}
     meta = {"preset": p.name, "seed": seed, "density": float(density), "size": size, "engine": engine}
     return field, _truth_table(columns, meta)
 

@@ -46,7 +46,7 @@ def test_deblend_selected_adds_layers_at_the_stamp(viewer_with_detections, qtbot
     session.select(session.blends[0].id)
     blend = session.blend(session.selected_blend)
     panel.deblend_selected()
-    qtbot.waitUntil(lambda: panel._worker is None and panel.progress.value() == 1, timeout=30_000)
+    qtbot.waitUntil(lambda: not panel.busy and panel.progress.value() == 1, timeout=120_000)
     result = session.results[(blend.id, "sextractor")]
     names = [layer.name for layer in viewer.layers]
     for part in ("component 1", "component 2", "residual", "masks", "positions"):
@@ -63,12 +63,41 @@ def test_deblend_selected_adds_layers_at_the_stamp(viewer_with_detections, qtbot
     # re-running replaces the previous layers
     n_layers = len(viewer.layers)
     panel.deblend_selected()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     assert len(viewer.layers) == n_layers
+    # ... unless asked to keep them: both runs then show, numbered
+    panel.keep_box.setChecked(True)
+    panel.deblend_selected()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    names = [layer.name for layer in viewer.layers]
+    assert f"blend {blend.id} · sextractor · residual (run 1)" in names
+    assert f"blend {blend.id} · sextractor · residual (run 2)" in names
+    panel.keep_box.setChecked(False)
+    comp = viewer.layers[f"blend {blend.id} · sextractor · component 1 (run 2)"]
     # keys 1-9 toggle component layers of the selected blend
     visible = comp.visible
     panel._toggle_component(1)(viewer)
-    assert viewer.layers[f"blend {blend.id} · sextractor · component 1"].visible != visible
+    assert comp.visible != visible
+    # the field-wide layers hold the result too, painted where the stamp is
+    mosaic = viewer.layers["sextractor · all blends · model image"]
+    (y0, x0), (h, w) = result.origin, result.blend.shape[-2:]
+    ys, xs = slice(max(y0, 0), y0 + h), slice(max(x0, 0), x0 + w)
+    assert mosaic.data[ys, xs].sum() == pytest.approx(result.components.sum(), rel=1e-4)
+    # another blend: the detail layers are re-filled with its result (no layer added or removed
+    # beyond the kept run), and the field-wide ones stay
+    other = session.blends[1].id
+    session.select(other)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    assert not any("(run 1)" in layer.name for layer in viewer.layers)  # the kept run's own layers went
+    panel.deblend_selected()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    other_result = session.results[(other, "sextractor")]
+    comp = next(layer for layer in viewer.layers if layer.name.startswith(f"blend {other} · sextractor · component 1"))
+    assert comp.visible
+    np.testing.assert_allclose(comp.translate[-2:], other_result.origin)
+    np.testing.assert_allclose(comp.data, other_result.components[0].sum(axis=0))
+    assert not any(layer.name.startswith(f"blend {blend.id} · ") and layer.visible for layer in viewer.layers)
+    assert "sextractor · all blends · masks" in viewer.layers
 
 
 def test_edge_blend_is_padded_and_marked(viewer_with_detections, qtbot):
@@ -76,8 +105,9 @@ def test_edge_blend_is_padded_and_marked(viewer_with_detections, qtbot):
     panel = _deblend_panel(viewer, "sextractor")
     edge = [b for b in session.blends if b.bbox[0] == 0]
     assert edge, "the fixture has a blend touching the bottom edge"
+    session.select(edge[0].id)
     panel.run([edge[0].id])
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     assert session.results[(edge[0].id, "sextractor")].info["padded"]
     assert any("(edge, padded)" in layer.name for layer in viewer.layers)
 
@@ -86,26 +116,33 @@ def test_all_in_view_and_cancel_leave_no_half_made_layers(viewer_with_detections
     from napari_deblend._widgets.deblend_panel import blends_in_view
 
     viewer, session = viewer_with_detections
+    session.select(session.blends[0].id)  # (zooms on it)
     viewer.reset_view()
     ids = blends_in_view(session, viewer)
     assert set(ids) == {b.id for b in session.blends}
     panel = _deblend_panel(viewer, "sextractor")
     panel.deblend_in_view()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     assert {b for b, _ in session.results} == set(ids)
-    # every finished blend has its complete set of layers
-    for blend_id in ids:
-        parts = [layer.name for layer in viewer.layers if layer.name.startswith(f"blend {blend_id} · ")]
-        assert any("residual" in p for p in parts) and any("positions" in p for p in parts)
-    # cancel straight away: whatever finished is complete, nothing partial
+    # every result is in the four field-wide layers; only the selected blend has detail layers
+    positions = viewer.layers["sextractor · all blends · positions"]
+    assert set(positions.features["blend"]) == set(ids)
+    assert len(positions.data) == sum(session.results[(b, "sextractor")].n_components for b in ids)
+    masks = viewer.layers["sextractor · all blends · masks"].data
+    assert len(np.unique(masks[masks > 0])) == len(positions.data)
+    detailed = {int(layer.name.split(" ")[1]) for layer in viewer.layers if layer.name.startswith("blend ")}
+    assert detailed == {ids[0]}
+    # cancel straight away: whatever finished is complete (painted with all its components), nothing partial
     session.results.clear()
-    panel.keep_box.setChecked(False)
+    panel.result_layers.forget()
     panel.deblend_in_view()
     panel.cancel()
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=60_000)
-    for blend_id in {b for b, _ in session.results}:
-        parts = [layer.name for layer in viewer.layers if layer.name.startswith(f"blend {blend_id} · ")]
-        assert any("positions" in p for p in parts)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    done = {b for b, _ in session.results}
+    if done:
+        positions = viewer.layers["sextractor · all blends · positions"]
+        assert set(positions.features["blend"]) == done
+        assert len(positions.data) == sum(session.results[(b, "sextractor")].n_components for b in done)
 
 
 def test_failing_model_reports_and_others_go_on(viewer_with_detections, qtbot, monkeypatch):
@@ -124,7 +161,7 @@ def test_failing_model_reports_and_others_go_on(viewer_with_detections, qtbot, m
     monkeypatch.setattr(panel_module, "deblend", flaky)
     panel = _deblend_panel(viewer, "sextractor")
     panel.run([b.id for b in session.blends])
-    qtbot.waitUntil(lambda: panel._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     assert f"blend {bad}" in panel.status.text() and "broken on purpose" in panel.status.text()
     assert len({b for b, _ in session.results}) == len(session.blends) - 1
 
@@ -163,3 +200,38 @@ def test_comparison_panel_shows_figure_and_table_of_the_selected_blend(viewer_wi
     assert png.stat().st_size > 10_000
     assert comparison.export_figure(tmp_path / "c.bmp") is None  # unsupported format: a notification, no file
     assert not (tmp_path / "c.bmp").exists()
+
+
+def test_comparison_on_the_sample_field_has_a_truth_row(make_napari_viewer, qtbot):
+    from napari_deblend._sample_data import SAMPLE_FIELD
+    from napari_deblend._widgets import ComparisonWidget, DetectionWidget
+    from napari_deblend.measurements import measure
+
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE_FIELD), plugin="napari-deblend")
+    detection = DetectionWidget(viewer)
+    comparison = ComparisonWidget(viewer)
+    panel = _deblend_panel(viewer, "sextractor")
+    detection.run()
+    session = detection.session
+    qtbot.waitUntil(lambda: session.detections is not None, timeout=60_000)
+    assert session.truth_path.endswith("sample_field_truth.ecsv")  # found beside the FITS file
+    session.select(session.blends[0].id)
+    panel.deblend_selected()
+    qtbot.waitUntil(lambda: not panel.busy and comparison.current_table is not None and not comparison.busy,
+                    timeout=120_000)
+    assert comparison.canvas.has_pixels()
+    result = session.results[(session.selected_blend, "sextractor")]
+    truth = session.truth_for(result)
+    assert truth is not None and len(truth.components) >= 2  # a blend holds at least two true galaxies
+    table = comparison.current_table
+    np.testing.assert_allclose(table["truth_flux"], measure(result, truth=truth, sextractor=True)["truth_flux"],
+                               equal_nan=True)
+    assert np.isfinite(np.asarray(table["truth_flux"], float)).any()
+    assert "truth" in comparison.title.text()
+    with_truth = len(comparison.figure.axes)
+    session.set_truth(None)
+    comparison.current_table = None
+    comparison.refresh()
+    qtbot.waitUntil(lambda: not comparison.busy and comparison.current_table is not None, timeout=60_000)
+    assert len(comparison.figure.axes) < with_truth  # the truth row is gone

@@ -47,6 +47,12 @@ class DeblendSession:
         self.selected_blend: int = 0
         #: (blend id, model name) -> DeblendResult of the latest run
         self.results: dict[tuple[int, str], Any] = {}
+        #: (blend id, model name) -> earlier results kept by "keep previous results"
+        self.kept: dict[tuple[int, str], list[Any]] = {}
+        #: truth catalogue of a simulated field (astropy Table) and where it came from
+        self.truth: Any = None
+        self.truth_path: str | None = None
+        self._truth_stamps: dict[tuple[int, tuple[int, int], tuple[int, int]], Any] = {}
 
     @property
     def viewer(self) -> Any:
@@ -70,16 +76,72 @@ class DeblendSession:
         self.detections = detections
         self.selected_blend = 0
         self.results.clear()
+        self.kept.clear()
+        self._truth_stamps.clear()
+        self._find_truth(detections.field)
         self.detected.emit(self)
 
-    def add_result(self, blend_id: int, model: str, result: Any) -> None:
-        """Store a deblending result and announce it."""
-        self.results[(int(blend_id), model)] = result
+    def _find_truth(self, field: Field) -> None:
+        """Load the truth catalogue beside the field's FITS file (``<name>_truth.ecsv``), if there is one."""
+        from ..truth import read_truth_catalog, truth_catalog_path
+
+        path = truth_catalog_path(field.path[0] if field.path else None)
+        if path is None or str(path) == self.truth_path:
+            return
+        try:
+            self.set_truth(read_truth_catalog(path), str(path))
+        except Exception as exc:  # a broken sidecar must not stop detection
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"napari-deblend: ignoring the truth catalogue beside the field: {exc}")
+
+    def set_truth(self, table: Any, path: str | None = None) -> None:
+        """Use this truth catalogue (field pixel positions) for the truth rows of comparisons."""
+        self.truth, self.truth_path = table, path
+        self._truth_stamps.clear()
+
+    def truth_for(self, result: Any) -> Any:
+        """True components in a result's stamp (None without a truth catalogue or galaxy), cached."""
+        if self.truth is None:
+            return None
+        from ..truth import truth_for_stamp
+
+        origin = tuple(int(v) for v in result.origin)
+        shape = tuple(int(v) for v in result.blend.shape[-2:])
+        key = (int(result.blend_id), origin, shape)
+        if key not in self._truth_stamps:
+            preset = self.detections.field.preset if self.detections else None
+            self._truth_stamps[key] = truth_for_stamp(self.truth, origin, shape, preset=preset,
+                                                      n_bands=result.blend.shape[0],
+                                                      footprint=self._blend_footprint(result.blend_id, origin, shape))
+        return self._truth_stamps[key]
+
+    def add_result(self, blend_id: int, model: str, result: Any, keep: bool = False) -> None:
+        """Store a deblending result (keeping the previous one when ``keep``) and announce it."""
+        key = (int(blend_id), model)
+        if keep and key in self.results:
+            self.kept.setdefault(key, []).append(self.results[key])
+        elif not keep:
+            self.kept.pop(key, None)
+        self.results[key] = result
         self.deblended.emit(int(blend_id), model)
 
     def results_for(self, blend_id: int) -> dict[str, Any]:
         """Model name -> result, for one blend."""
         return {model: r for (b, model), r in self.results.items() if b == blend_id}
+
+    def _blend_footprint(self, blend_id: int, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray | None:
+        """Stamp-shaped bool mask of the blend members' segmentation (None when unknown)."""
+        blend = self.blend(blend_id)
+        if blend is None or self.detections is None:
+            return None
+        seg = self.detections.result.segmentation
+        labels = np.asarray(blend.members, int)  # catalogue ids are the segmentation labels
+        footprint = np.zeros(shape, bool)
+        y0, x0 = origin
+        ys, xs = slice(max(y0, 0), min(y0 + shape[0], seg.shape[0])), slice(max(x0, 0), min(x0 + shape[1], seg.shape[1]))
+        footprint[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0] = np.isin(seg[ys, xs], labels)
+        return footprint
 
     def select(self, blend_id: int) -> None:
         """Select a blend by id (0 clears) and announce it."""

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DeblendInputError
+from ._figure_view import FigureView, render_figure
 from ._session import DeblendSession, session_for
 
 TABLE_COLUMNS = (
@@ -35,13 +36,15 @@ def comparison_for(
     blend_id: int,
     model: str,
     other: str | None = None,
-    truth: Any = None,
+    truth: Any = "session",
     figure: Any = None,
     layout: str = "constrained",
 ):
     """The comparison figure and measurement table of one blend's result (no Qt).
 
     ``figure``, when given, is cleared and drawn into (the panel's embedded figure).
+    ``truth`` is a :class:`~napari_deblend.measurements.Truth`, None for none, or
+    ``"session"`` (default): redrawn from the session's truth catalogue when it has one.
 
     Returns
     -------
@@ -55,6 +58,8 @@ def comparison_for(
     if model not in results:
         raise DeblendInputError(f"blend {blend_id} has no {model} result yet: deblend it first")
     result = results[model]
+    if isinstance(truth, str) and truth == "session":
+        truth = session.truth_for(result)
     if model == "sextractor":
         sextractor = None  # the result is SExtractor's own: no second SExtractor row
     else:
@@ -76,14 +81,14 @@ class ComparisonWidget(QWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         self.viewer = napari_viewer
         self.session: DeblendSession = session_for(napari_viewer)
-        self.figure = Figure(figsize=(7, 3.2))
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.figure = None  # the matplotlib Figure shown (built and rendered off the UI thread)
+        self.canvas = FigureView()
         self.canvas.setMinimumHeight(420)
+        self.canvas.resized.connect(self.refresh)
+        self._worker = None
+        self._again = False
         self.setMinimumWidth(640)
         self.model_combo = QComboBox()
         self.other_combo = QComboBox()
@@ -95,6 +100,9 @@ class ComparisonWidget(QWidget):
         copy_button = QPushButton("Copy as text")
         ecsv_button = QPushButton("Export ECSV…")
         figure_button = QPushButton("Export figure…")
+        truth_button = QPushButton("Truth catalogue…")
+        truth_button.setToolTip("Load the truth catalogue of a simulated field (written by "
+                                "`napari-deblend simulate field`) to add a truth row and truth columns")
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Model"))
@@ -102,7 +110,7 @@ class ComparisonWidget(QWidget):
         top.addWidget(QLabel("compare with"))
         top.addWidget(self.other_combo)
         buttons = QHBoxLayout()
-        for b in (copy_button, ecsv_button, figure_button):
+        for b in (copy_button, ecsv_button, figure_button, truth_button):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
@@ -114,6 +122,7 @@ class ComparisonWidget(QWidget):
         copy_button.clicked.connect(self.copy_text)
         ecsv_button.clicked.connect(lambda: self.export_table())
         figure_button.clicked.connect(lambda: self.export_figure())
+        truth_button.clicked.connect(lambda: self.load_truth())
         self.model_combo.currentTextChanged.connect(lambda _: self.refresh())
         self.other_combo.currentTextChanged.connect(lambda _: self.refresh())
         self.session.blend_selected.connect(lambda _: self._fill_models())
@@ -140,29 +149,67 @@ class ComparisonWidget(QWidget):
             combo.blockSignals(False)
         self.refresh()
 
+    @property
+    def busy(self) -> bool:
+        """True while a figure and table are being made."""
+        return self._worker is not None
+
     def refresh(self) -> None:
-        """Redraw the figure and table for the selected blend and model."""
+        """Remake the figure and table for the selected blend and model (off the UI thread)."""
+        from napari.qt.threading import thread_worker
+
+        if self._worker is not None:  # one at a time: remake once this one is done
+            self._again = True
+            return
         blend_id, model = self.session.selected_blend, self.model_combo.currentText()
         if not blend_id or not model:
-            self.figure.clear()
-            self.canvas.draw_idle()
+            self.figure = None
+            self.canvas.set_pixels(None)
             self.table.setRowCount(0)
             self.title.setText(f"blend {blend_id}: not deblended yet" if blend_id else "No blend selected.")
             return
         other = self.other_combo.currentText()
-        try:
-            figure, table = comparison_for(
-                self.session, blend_id, model, None if other == "—" else other, figure=self.figure, layout="fast"
-            )
-        except DeblendInputError as exc:
-            self.title.setText(str(exc))
-            return
-        self.canvas.draw_idle()  # comparison_for drew into self.figure
+        other = None if other in ("", "—") else other
+        width, height = self.canvas.render_size()
+        dpi = 100.0 * self.canvas.devicePixelRatioF()
+
+        @thread_worker(ignore_errors=True)
+        def build():
+            from matplotlib.figure import Figure
+
+            figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+            figure, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="fast")
+            return blend_id, model, figure, table, render_figure(figure)
+
+        worker = build()
+        worker.returned.connect(self._show_built)
+        worker.errored.connect(lambda exc: self.title.setText(str(exc) if isinstance(exc, DeblendInputError)
+                                                                 else f"comparison failed: {type(exc).__name__}: {exc}"))
+        worker.finished.connect(self._built)
+        self._worker = worker
+        worker.start()
+
+    def _built(self) -> None:
+        self._worker = None
+        if self._again:
+            self._again = False
+            try:
+                self.refresh()
+            except RuntimeError:  # the panel is gone
+                pass
+
+    def _show_built(self, built: tuple) -> None:
+        blend_id, model, figure, table, pixels = built
+        if (blend_id, model) != (self.session.selected_blend, self.model_combo.currentText()):
+            return  # the selection moved on while this was made
+        self.figure = figure
+        self.canvas.set_pixels(pixels)
         self._show_table(table)
         result = self.session.results_for(blend_id)[model]
         edge = " — at the image edge (padded)" if result.info.get("padded") else ""
+        truth = f" · truth: {Path(self.session.truth_path).name}" if self.session.truth_path else ""
         self.title.setText(f"blend {blend_id} · {model} · quality {result.quality or 'n/a'} · "
-                           f"{result.n_components} component(s){edge}")
+                           f"{result.n_components} component(s){edge}{truth}")
 
     def _show_table(self, table) -> None:
         self.current_table = table
@@ -177,6 +224,23 @@ class ComparisonWidget(QWidget):
                 text = _format(col, value)
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
+
+    def load_truth(self, path: str | Path | None = None) -> bool:
+        """Use a truth catalogue for the truth row (asks for a file when ``path`` is None)."""
+        from ..truth import read_truth_catalog
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Truth catalogue", "", "ECSV (*.ecsv);;All files (*)")
+            if not path:
+                return False
+        try:
+            table = read_truth_catalog(path)
+        except DeblendInputError as exc:
+            show_error(f"napari-deblend: {exc}")
+            return False
+        self.session.set_truth(table, str(path))
+        self.refresh()
+        return True
 
     # ---- export ----------------------------------------------------------------------------------
     def copy_text(self) -> str:

@@ -1,8 +1,10 @@
 """Deblend panel: choose a model and device, deblend the selected blend or every blend in view.
 
-Work runs in a worker thread (one blend per step, with progress and Cancel);
-each result is added to the viewer as it arrives, translated to the stamp's
-place in the field. Keys: ``d`` deblends the selected blend, ``1``-``9``
+Work runs in a worker thread (one blend per step, with progress and Cancel).
+Results are shown as they arrive (see :mod:`._result_layers`): painted into
+four field-wide layers per model, and as per-component detail layers for the
+selected blend, one layer change per event-loop turn so the viewer stays
+responsive. Keys: ``d`` deblends the selected blend, ``1``-``9``
 toggle the selected blend's component layers.
 """
 
@@ -31,7 +33,8 @@ from .. import _viewer_hooks
 from ..deblenders.base import DeblendError, available_deblenders, available_devices, get_deblender
 from ..deblending import deblend
 from ..errors import DeblendInputError
-from ..layers import deblend_result_layers, result_layer_name
+from ..layers import result_layer_name
+from ._result_layers import ResultLayers
 from ._session import DeblendSession, session_for
 
 SETTINGS_KEY = "napari-deblend/deblend-panel"
@@ -86,7 +89,7 @@ class DeblendWidget(QWidget):
         _viewer_hooks.install(napari_viewer)
         self._worker = None
         self._closed = False
-        self._layers: dict[tuple[int, str], list[Any]] = {}
+        self.result_layers = ResultLayers(napari_viewer, self.session)
         self.failures: list[str] = []
 
         self.model_combo = QComboBox()
@@ -132,6 +135,8 @@ class DeblendWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self._model_changed(self.model_combo.currentText())
         self.destroyed.connect(self._on_close)
+        self.session.blend_selected.connect(self.result_layers.select)
+        self.session.detected.connect(lambda _: self.result_layers.forget())
         self.viewer.bind_key("d", lambda v: self.deblend_selected(), overwrite=True)
         for digit in range(1, 10):
             self.viewer.bind_key(str(digit), self._toggle_component(digit), overwrite=True)
@@ -221,9 +226,15 @@ class DeblendWidget(QWidget):
         worker.start()
         return worker
 
+    @property
+    def busy(self) -> bool:
+        """True while a run is going or its results are still being shown."""
+        return self._worker is not None or self.result_layers.busy
+
     def _on_close(self, *args) -> None:
         """The panel (or its viewer) is going away: stop the worker, show nothing more."""
         self._closed = True
+        self.result_layers.close()
         if self._worker is not None:
             self._worker.quit()
 
@@ -251,11 +262,10 @@ class DeblendWidget(QWidget):
                 self._record_failure(blend_id, reason)
                 show_error(f"napari-deblend: {model} failed on blend {blend_id}: {reason}")
                 return
-            self.show_result(result, model)
+            self.session.add_result(blend_id, model, result, keep=self.keep_box.isChecked())
+            self.result_layers.add(model, result)
         except RuntimeError:  # Qt objects already deleted: the viewer is closing
             self._on_close()
-            return
-        self.session.add_result(blend_id, model, result)
 
     def _finished(self, model: str, total: int) -> None:
         self._worker = None
@@ -274,29 +284,6 @@ class DeblendWidget(QWidget):
         self.status.setText(text)
 
     # ---- layers ----------------------------------------------------------------------------------
-    def show_result(self, result, model: str) -> list[Any]:
-        """Add a result's layers (replacing that blend's previous ones for this model unless kept)."""
-        key = (result.blend_id, model)
-        if not self.keep_box.isChecked():
-            for layer in self._layers.pop(key, []):
-                if layer in self.viewer.layers:
-                    self.viewer.layers.remove(layer)
-        source = self.session.detections.source_layer if self.session.detections else None
-        made = []
-        for data, kwargs, kind in deblend_result_layers(result, model):
-            if key in self._layers:  # kept: give the new layers distinct names
-                kwargs["name"] = f"{kwargs['name']} ({len(self._layers[key]) // 4 + 1})"
-            if source is not None:
-                kwargs["scale"] = source.scale
-                kwargs["translate"] = np.asarray(kwargs.get("translate", (0, 0))) * source.scale + source.translate
-            made.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
-        if result.info.get("padded"):
-            made[0].name = made[0].name + " (edge, padded)"
-        self._layers.setdefault(key, []).extend(made)
-        if source is not None:
-            self.viewer.layers.selection.active = source
-        return made
-
     def _toggle_component(self, digit: int):
         def toggle(viewer: Any) -> None:
             blend_id = self.session.selected_blend

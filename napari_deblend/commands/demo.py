@@ -99,5 +99,5 @@ def _wait_for(detection, timeout: float = 120.0) -> None:
 
 
 def _wait_for_deblend(panel, timeout: float = 120.0) -> None:
-    """Wait until the deblend panel's worker (if any) is done."""
-    _process_events_until(lambda: panel._worker is None, timeout)
+    """Wait until the deblend panel's run (if any) is done and its layers are shown."""
+    _process_events_until(lambda: not panel.busy, timeout)

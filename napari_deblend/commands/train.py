@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import DeblendInputError
 
-TRAINABLE = ("peeling",)
+TRAINABLE = ("peeling", "unet")
+DEFAULT_BATCH_SIZE = {"peeling": 32, "unet": 64}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (checkpoints, history, weights)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--n-train", type=int, default=60_000, help="simulated training stamps (cached in OUT/cache)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 for peeling, 64 for unet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
-    p.add_argument("--no-symmetric", action="store_true", help="train without the symmetric loss (ablation)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (use ~3e-4 with --init)")
+    p.add_argument("--init", help="warm start from weights of the same model (.pt), e.g. the shipped ones, to fine-tune")
+    p.add_argument("--no-symmetric", action="store_true", help="peeling only: train without the symmetric loss (ablation)")
     p.add_argument("--install", action="store_true",
                    help="copy the trained weights into the package (napari_deblend/deblenders/weights) with a model card")
     p.set_defaults(func=run)
@@ -46,20 +49,37 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
     if args.n_train < 100:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 100 stamps")
+    if args.no_symmetric and args.model != "peeling":
+        raise DeblendInputError(f"--no-symmetric: only peeling has a symmetric loss, not {args.model!r}")
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZE[args.model]
+    if args.batch_size < 1:
+        raise DeblendInputError(f"--batch-size={args.batch_size}: expected a positive number of stamps")
     from tqdm import tqdm
 
-    from ..training.peeling import PeelingTrainConfig, train_peeling
+    if args.model == "unet":
+        from ..training.unet import UNetTrainConfig, train_unet
 
-    config = PeelingTrainConfig(
-        preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
-        batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
-    )
+        config = UNetTrainConfig(
+            preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
+        )
+        train = train_unet
+    else:
+        from ..training.peeling import PeelingTrainConfig, train_peeling
+
+        config = PeelingTrainConfig(
+            preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
+            lr=args.lr, init=args.init,
+        )
+        train = train_peeling
     bar = tqdm(total=1000, desc=f"train {args.model}", unit="‰", disable=None)
 
     def progress(fraction: float) -> None:
         bar.update(int(fraction * 1000) - bar.n)
 
-    weights = train_peeling(config, args.out, resume=args.resume, log=bar.write, progress=progress)
+    weights = train(config, args.out, resume=args.resume, log=bar.write, progress=progress)
     bar.close()
     if args.install:
         install_weights(weights, args.model, asdict(config), Path(args.out), command=training_command(args))
@@ -70,7 +90,13 @@ def training_command(args: argparse.Namespace) -> str:
     """The command line that reproduces this training run (for the model card)."""
     parts = ["napari-deblend train", args.model, f"--preset {args.preset}", f"--minutes {args.minutes:g}",
              f"--device {args.device}", f"--out {args.out}", f"--n-train {args.n_train}",
-             f"--batch-size {args.batch_size}", f"--seed {args.seed}", f"--workers {args.workers}"]
+             f"--seed {args.seed}", f"--workers {args.workers}"]
+    if args.batch_size is not None:
+        parts.append(f"--batch-size {args.batch_size}")
+    if args.lr != 1e-3:
+        parts.append(f"--lr {args.lr:g}")
+    if args.init:
+        parts.append(f"--init {args.init}")
     if args.no_symmetric:
         parts.append("--no-symmetric")
     return " ".join(parts + ["--install"])
@@ -83,6 +109,15 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _inference_settings(model: str) -> dict:
+    """How the deblender uses the weights (part of what the card's metrics depend on)."""
+    if model == "peeling":
+        from ..deblenders.peeling import PeelingDeblender
+
+        return {"max_steps": PeelingDeblender.max_steps, "refine_sweeps": PeelingDeblender.refine_sweeps}
+    return {}
 
 
 def install_weights(weights: Path, model: str, config: dict, run_dir: Path, command: str) -> Path:
@@ -114,6 +149,7 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
         "config": config,
         "validation_curve": history,
         "size_bytes": target.stat().st_size,
+        "inference": _inference_settings(model),
     })
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +28,7 @@ ENTRY_POINT_GROUP = "napari_deblend.deblenders"
 BUILTIN_DEBLENDERS: dict[str, str] = {
     "peeling": "napari_deblend.deblenders.peeling:PeelingDeblender",
     "sextractor": "napari_deblend.deblenders.sextractor:SExtractorDeblender",
+    "unet": "napari_deblend.deblenders.unet:UNetDeblender",
 }
 
 
@@ -277,3 +279,35 @@ def get_deblender(name: str, device: str = "auto", preset: Any = None) -> Deblen
     from ..presets import get_preset
 
     return _cached_deblender(str(name), resolve_device(device), get_preset(preset).name)
+
+
+def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) -> dict[str, Any]:
+    """Load a model's torch checkpoint on the CPU, with a clear error naming the file if missing or corrupt.
+
+    Parameters
+    ----------
+    path : Path
+        The weights file.
+    model : str
+        Model name, for messages.
+    required : set of str
+        Keys the checkpoint must hold.
+    retrain_hint : str
+        The command that retrains the weights (named in every error).
+    """
+    import torch
+
+    if not path.exists():
+        raise DeblendError(f"{model} weights {path} are missing: re-install napari-deblend or retrain with "
+                           f"`{retrain_hint}`")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or not required <= set(checkpoint):
+            raise KeyError("/".join(sorted(required)))
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DeblendError(
+            f"{model} weights {path} are corrupted or not a {model} checkpoint ({type(exc).__name__}: {detail}); "
+            f"retrain with `{retrain_hint}`"
+        ) from None
+    return checkpoint

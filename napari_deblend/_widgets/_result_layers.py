@@ -1,0 +1,310 @@
+"""Viewer layers of deblending results, added without stalling the UI thread.
+
+Two kinds of layers:
+
+- **Mosaic layers**, four per model whatever the number of blends: the model
+  image (Σ components), the residual, the masks and the positions of every
+  blend deblended with that model, painted where they belong in the field
+  (:class:`~napari_deblend.mosaic.ResultMosaic`). New results are painted in
+  batches, a few times a second.
+- **Detail layers** of the *selected* blend, as made by
+  :func:`~napari_deblend.layers.deblend_result_layers`: one layer per component
+  (``blend 12 · peeling · component 1``), residual, masks, positions; for every
+  model (and kept earlier run) of that blend, so a user can toggle between
+  them. They follow the selection.
+
+Every change to the layer list is one task of a queue that a zero-interval
+``QTimer`` works through one task per event-loop turn, so panning and zooming
+go on between them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import QTimer
+
+from ..layers import deblend_result_layers, mosaic_layer_name
+from ..mosaic import ResultMosaic
+
+FLUSH_INTERVAL_MS = 250  # new results are painted into the mosaics at most this often
+
+
+class ResultLayers:
+    """Mosaic and detail layers of one viewer's deblending results (see the module docstring)."""
+
+    def __init__(self, viewer: Any, session: Any) -> None:
+        self.viewer = viewer
+        self.session = session
+        self.mosaics: dict[str, ResultMosaic] = {}
+        self.mosaic_layers: dict[str, dict[str, Any]] = {}
+        self.detail_layers: dict[tuple[int, str], list[Any]] = {}  # kept earlier runs
+        self.slots: dict[str, dict[str, Any]] = {}  # model -> part -> layer showing the latest result
+        self.detail_blend = 0
+        self._generation: dict[tuple[int, str], int] = {}
+        self._pending: list[tuple[str, Any]] = []
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._timer = QTimer()
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._run_one)
+        self._flush_timer = QTimer()
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
+        self._flush_timer.timeout.connect(lambda: self._queue(self._flush))
+        self.closed = False
+
+    # ---- queue ------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while results or layer changes are waiting to be shown."""
+        return bool(self._tasks or self._pending or self._flush_timer.isActive())
+
+    def _queue(self, task: Callable[[], None]) -> None:
+        if self.closed:
+            return
+        self._tasks.append(task)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _run_one(self) -> None:
+        if not self._tasks or self.closed:
+            self._timer.stop()
+            return
+        task = self._tasks.popleft()
+        try:
+            task()
+        except RuntimeError:  # Qt objects deleted: the viewer is closing
+            self.close()
+
+    def close(self) -> None:
+        """Stop showing anything (the viewer or panel is going away)."""
+        self.closed = True
+        self._tasks.clear()
+        self._pending.clear()
+        self._timer.stop()
+        self._flush_timer.stop()
+
+    def drain(self) -> None:
+        """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
+        self._flush_timer.stop()
+        if self._pending:
+            self._tasks.append(self._flush)
+        while self._tasks and not self.closed:
+            self._run_one()
+
+    # ---- results ----------------------------------------------------------------------------------
+    def add(self, model: str, result: Any) -> None:
+        """Show a new result: paint it into its model's mosaic soon; detail layers if its blend is selected."""
+        self._pending.append((model, result))
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+        if result.blend_id == self.session.selected_blend:
+            self._queue(lambda: self._replace_details(result.blend_id, model))
+
+    def _source(self) -> Any:
+        detections = self.session.detections
+        return detections.source_layer if detections is not None else None
+
+    def _placement(self, translate: Any = (0.0, 0.0)) -> dict[str, Any]:
+        """Scale and translate putting field pixel coordinates where the field layer shows them."""
+        source = self._source()
+        translate = np.asarray(translate, float)
+        if source is None:
+            return {"translate": tuple(translate)}
+        scale = np.asarray(source.scale[-2:], float)
+        return {"scale": tuple(scale), "translate": tuple(translate * scale + np.asarray(source.translate[-2:], float))}
+
+    def _flush(self) -> None:
+        """Paint waiting results into their mosaics and refresh those layers (one refresh per layer)."""
+        pending, self._pending = self._pending, []
+        detections = self.session.detections
+        if not pending or detections is None:
+            return
+        shape = tuple(detections.field.shape)
+        changed: set[str] = set()
+        for model, result in pending:
+            mosaic = self.mosaics.get(model)
+            if mosaic is None or mosaic.shape != tuple(shape):
+                mosaic = self.mosaics[model] = ResultMosaic(shape, model)
+            mosaic.add(result)
+            changed.add(model)
+        for model in sorted(changed):
+            if model not in self.mosaic_layers or any(
+                layer not in self.viewer.layers for layer in self.mosaic_layers[model].values()
+            ):
+                for part in ("model image", "residual", "masks", "positions"):
+                    self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
+            else:  # one task: one repaint of the canvas for the four layers
+                self._queue(lambda m=model: [self._refresh_mosaic_layer(m, p)
+                                             for p in ("model image", "residual", "masks", "positions")])
+
+    def _make_mosaic_layer(self, model: str, part: str) -> None:
+        mosaic = self.mosaics[model]
+        layers = self.mosaic_layers.setdefault(model, {})
+        old = layers.get(part)
+        if old is not None and old in self.viewer.layers:
+            self._refresh_mosaic_layer(model, part)
+            return
+        name = mosaic_layer_name(model, part)
+        placement = self._placement()
+        noise = float(np.nanmax(self.session.detections.field.noise)) if self.session.detections else 1.0
+        if part == "model image":
+            source = self._source()
+            limits = tuple(source.contrast_limits) if source is not None else (0.0, 10 * noise)
+            layer = self.viewer.add_image(mosaic.model_image, name=name, colormap="magma", blending="additive",
+                                          contrast_limits=limits, visible=False, **placement)
+        elif part == "residual":
+            limit = 5.0 * noise
+            layer = self.viewer.add_image(mosaic.residual, name=name, colormap="RdBu_r",
+                                          contrast_limits=(-limit, limit), visible=False, **placement)
+        elif part == "masks":
+            layer = self.viewer.add_labels(mosaic.masks, name=name, opacity=0.35, visible=False, **placement)
+        else:
+            data, features = mosaic.positions()
+            layer = self.viewer.add_points(
+                data, name=name, features=pd.DataFrame(features), symbol="x", size=3, face_color="white",
+                border_width=0, **placement,
+            )
+        layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
+        layers[part] = layer
+        self._keep_source_active()
+
+    def _refresh_mosaic_layer(self, model: str, part: str) -> None:
+        layer = self.mosaic_layers.get(model, {}).get(part)
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if part == "positions":
+            data, features = self.mosaics[model].positions()
+            layer.data = data
+            layer.features = pd.DataFrame(features)
+        else:
+            layer.refresh()
+
+    # ---- detail layers ----------------------------------------------------------------------------
+    # Removing a napari layer costs a full garbage collection (~0.4 s here), so the latest result of
+    # each model reuses one set of layers ("slots": component 1..K, residual, masks, positions),
+    # re-filled and renamed when the selection moves; only kept earlier runs get layers of their own.
+
+    def select(self, blend_id: int) -> None:
+        """The selection changed: the detail layers show this blend's results (hidden if it has none)."""
+        if blend_id == self.detail_blend:
+            return
+        self.detail_blend = blend_id
+        for key in [k for k in self.detail_layers if k[0] != blend_id]:
+            self._queue(lambda k=key: self._remove_details(k))
+        # models without a result for this blend keep showing their last blend (named so) until one comes
+        for model in sorted({model for (b, model) in self.session.results if b == blend_id}):
+            self._queue(lambda m=model: self._replace_details(blend_id, m))
+
+    def _remove_details(self, key: tuple[int, str]) -> None:
+        for layer in self.detail_layers.pop(key, []):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    def _hide_slots(self, model: str, keep: int) -> None:
+        """Hide (and mark unused) the component slots of ``model`` beyond the first ``keep``."""
+        for part, layer in self.slots.get(model, {}).items():
+            if part.startswith("component ") and int(part.split()[1]) > keep and layer in self.viewer.layers:
+                if layer.visible:
+                    layer.visible = False
+                layer.name = f"{model} · {part} (unused)"
+
+    def _replace_details(self, blend_id: int, model: str) -> None:
+        """Detail layers of (blend, model): the latest result in the slots, kept earlier runs beside them."""
+        if blend_id != self.session.selected_blend:
+            return
+        key = (blend_id, model)
+        self._remove_details(key)
+        self.detail_blend = blend_id
+        generation = self._generation[key] = self._generation.get(key, 0) + 1
+        results = [*self.session.kept.get(key, []), self.session.results.get(key)]
+        results = [r for r in results if r is not None]
+        for run, result in enumerate(results):
+            latest = run == len(results) - 1
+            suffix = f" (run {run + 1})" if len(results) > 1 else ""
+            refills = []
+            for index, (data, kwargs, kind) in enumerate(deblend_result_layers(result, model)):
+                kwargs.update(self._placement(kwargs.get("translate", (0.0, 0.0))))
+                part = kwargs["name"].rsplit(" · ", 1)[-1]
+                kwargs["name"] = kwargs["name"] + suffix
+                if index == 0 and result.info.get("padded"):
+                    kwargs["name"] += " (edge, padded)"
+                slot = (model, part) if latest else None
+                layer = self.slots.get(model, {}).get(part) if latest else None
+                if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
+                    refills.append((layer, data, kwargs))
+                else:  # a new layer: one per task
+                    self._queue(lambda d=data, kw=kwargs, k=kind, sl=slot: self._put_detail(key, generation, d, kw, k, sl))
+            if refills:  # existing layers: all in one task, so the canvas repaints once
+                self._queue(lambda r=refills: self._refill_all(key, generation, r))
+            if latest:
+                self._queue(lambda n=result.n_components: self._hide_slots(model, keep=max(n, 1)))
+
+    def _refill_all(self, key: tuple[int, str], generation: int, refills: list[tuple[Any, Any, dict]]) -> None:
+        if key[0] != self.session.selected_blend or self._generation.get(key) != generation:
+            return
+        for layer, data, kwargs in refills:
+            if layer in self.viewer.layers:
+                _refill(layer, data, kwargs)
+        self._keep_source_active()
+
+    def _put_detail(self, key: tuple[int, str], generation: int, data: Any, kwargs: dict[str, Any], kind: str,
+                    slot: tuple[str, str] | None) -> None:
+        """Show one detail layer (one queue task), re-filling its slot's layer when there is one."""
+        if key[0] != self.session.selected_blend or self._generation.get(key) != generation:
+            return
+        layer = self.slots.get(slot[0], {}).get(slot[1]) if slot else None
+        if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
+            _refill(layer, data, kwargs)
+        else:
+            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            if slot:
+                self.slots.setdefault(slot[0], {})[slot[1]] = layer
+            else:
+                self.detail_layers.setdefault(key, []).append(layer)
+        self._keep_source_active()
+
+    def _keep_source_active(self) -> None:
+        source = self._source()
+        if source is not None and source in self.viewer.layers:
+            self.viewer.layers.selection.active = source
+
+    def forget(self) -> None:
+        """New detections: results of the old ones are gone, and so are their layers."""
+        self._pending.clear()
+        self.mosaics.clear()
+        for layers in self.mosaic_layers.values():
+            for layer in layers.values():
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        self.mosaic_layers.clear()
+        for key in list(self.detail_layers):
+            self._remove_details(key)
+        for model in list(self.slots):
+            for layer in self.slots.pop(model).values():
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        self.detail_blend = 0
+
+
+def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
+    """Give an existing layer another result's data, place, name and display settings (only what changed)."""
+    visible = kwargs.get("visible", True)
+    # a hidden Points layer keeps stale view indices, and new features then fail to index them
+    if layer._type_string == "points" and not layer.visible:
+        layer.visible = True
+    layer.data = data
+    if layer._type_string == "points" and "features" in kwargs:
+        layer.features = kwargs["features"]
+    for name in ("scale", "translate", "contrast_limits", "gamma"):
+        if name in kwargs and not np.allclose(np.asarray(getattr(layer, name), float)[-2:] if name in ("scale", "translate")
+                                              else np.asarray(getattr(layer, name), float), kwargs[name]):
+            setattr(layer, name, kwargs[name])
+    if layer.name != kwargs["name"]:
+        layer.name = kwargs["name"]
+    if layer.visible != visible:
+        layer.visible = visible
