@@ -41,6 +41,37 @@ def test_peels_two_galaxy_blends():
         assert (r.components >= 0).all()
 
 
+def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
+    from napari_deblend.deblenders.nets import normalise
+
+    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    model = PeelingDeblender(device="cpu")
+    model.refine_sweeps = 0
+    first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
+    stamp, sigma = blends.images[i], torch.tensor([blends.noise_sigma], dtype=torch.float32)
+
+    def rdn(x):
+        with torch.inference_mode():
+            inp, scale = normalise(torch.from_numpy(x[None].astype(np.float32)), sigma)
+            return (model.rdn(inp) * scale)[0].numpy()
+
+    bright, faint = first_pass[i].components
+    components = [[bright.copy(), faint.copy()]]
+    with torch.inference_mode():
+        model._refine(blends.images[i:i + 1], sigma, components)
+    new_bright, new_faint = components[0]
+    # Gauss-Seidel: the brighter from the blend minus the first-pass fainter, then the fainter
+    # from the blend minus the new brighter
+    np.testing.assert_allclose(new_bright, rdn(stamp - faint), atol=1e-2)
+    np.testing.assert_allclose(new_faint, rdn(stamp - new_bright), atol=1e-2)
+    assert not np.allclose(new_bright, bright, atol=1e-2)
+    # and deblend_batch applies it by default
+    assert PeelingDeblender.refine_sweeps == 1
+    refined = get_deblender("peeling", device="cpu").deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)[0]
+    np.testing.assert_allclose(refined.components, np.stack([new_bright, new_faint]), atol=1e-2)
+
+
 def test_quality_rules():
     assert peeling_quality([2, 1, 0], True) == "High"
     assert peeling_quality([3, 1, 0], True) == "Medium"

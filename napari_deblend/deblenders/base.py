@@ -165,6 +165,28 @@ class Deblender:
         """Deblend ``(N, C, H, W)`` stamps; ``positions[i]`` is ``(K, 2)`` ``(y, x)`` or None."""
         raise NotImplementedError
 
+    def run_in_chunks(self, n: int, run: Any) -> list[DeblendResult]:
+        """Call ``run(chunk, size)`` over ``n`` stamps in chunks of ``batch_size``, concatenating results.
+
+        A CUDA out-of-memory error halves the chunk size and retries the same chunk.
+        """
+        results: list[DeblendResult] = []
+        size = int(getattr(self, "batch_size", 64))
+        start = 0
+        while start < n:
+            try:
+                results.extend(run(slice(start, start + size), size))
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc).lower() or size == 1:
+                    raise
+                import torch
+
+                torch.cuda.empty_cache()
+                size = max(1, size // 2)
+                continue
+            start += size
+        return results
+
     def check_stamps(self, stamps: np.ndarray) -> np.ndarray:
         """Validate a batch: 4-D float, band count, size, finite values; returns float32 C-contiguous."""
         stamps = np.asarray(stamps)

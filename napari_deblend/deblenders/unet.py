@@ -143,23 +143,9 @@ class UNetDeblender(Deblender):
         elif len(positions) != n:
             raise DeblendError(f"{self.name}: {len(positions)} position arrays for {n} stamps: expected one per stamp")
         sources = [self._sources(stamps[i], positions[i], float(sigmas[i]), i) for i in range(n)]
-        results: list[DeblendResult] = []
-        size = self.batch_size
-        start = 0
-        while start < n:
-            chunk = slice(start, start + size)
-            try:
-                results.extend(self._deblend(stamps[chunk], sigmas[chunk], sources[chunk], size))
-            except RuntimeError as exc:  # CUDA out of memory: halve the batch and retry
-                if "out of memory" not in str(exc).lower() or size == 1:
-                    raise
-                import torch
-
-                torch.cuda.empty_cache()
-                size = max(1, size // 2)
-                continue
-            start += size
-        return results
+        return self.run_in_chunks(
+            n, lambda chunk, size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk], size)
+        )
 
     def _deblend(self, stamps: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],
                  pair_batch: int) -> list[DeblendResult]:
