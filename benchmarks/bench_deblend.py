@@ -1,6 +1,6 @@
 """Deblending speed on CPU: single-blend latency and batched throughput, per model.
 
-Targets (issue "Neural deblending, part 1"): single-blend latency <= 100 ms; >= 50 blends/s batched.
+Targets (issues "Neural deblending", parts 1 and 2): single-blend latency <= 100 ms; >= 50 blends/s batched (peeling).
 Run: python benchmarks/bench_deblend.py [--models peeling sextractor] [--n 256]
 """
 
@@ -17,7 +17,7 @@ from napari_deblend.simulate import simulate_blends
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", nargs="+", default=["peeling", "sextractor"])
+    parser.add_argument("--models", nargs="+", default=["peeling", "vae", "unet", "sextractor"])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

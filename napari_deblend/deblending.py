@@ -55,8 +55,11 @@ def deblend(
     preset : str, optional
         Survey preset (noise and calibration defaults); default: the field's, else ``lsst-i``.
     positions : numpy.ndarray, optional
-        ``(K, 2)`` source positions ``(y, x)`` in stamp pixels; deblenders that
-        don't need them find the sources themselves.
+        ``(K, 2)`` source positions ``(y, x)`` in stamp pixels (e.g. clicked by a
+        user). Without them, a deblender that needs positions gets the
+        catalogue positions of the blend's members, and the others find the
+        sources themselves (``peeling`` by design, ``unet`` and ``vae`` with the
+        learned source finder, which separates close pairs that sep merges).
     noise : float, optional
         Background sigma; default: the field's measured noise, else the preset's.
     stamp_size : int, optional
@@ -80,7 +83,9 @@ def deblend(
         stamp = cut_stamp(image, blend, size=side, mask=data.mask)
         pixels = np.where(stamp.mask, 0.0, stamp.data).astype(np.float32)
         sigma = noise if noise is not None else field_noise(data, deblender.preset.background_sigma)
-        given = stamp.positions if positions is None else positions
+        given = positions
+        if given is None and deblender.needs_positions:
+            given = stamp.positions
         result = deblender.deblend_batch(pixels[None], positions=[given], noise=sigma)[0]
         result.origin = stamp.origin
         result.blend_id = blend.id

@@ -144,7 +144,9 @@ def deblend_result_layers(result, model: str, noise: float | None = None) -> lis
     """Layer data placing a :class:`~napari_deblend.deblenders.DeblendResult` where it belongs in the field.
 
     One image layer per component (band sum, additive blending), the residual
-    with a diverging colormap centred on zero, the masks as a Labels layer
+    with a diverging colormap centred on zero, the model's per-pixel
+    uncertainty when it gives one (``info["component_sigma"]``, e.g. ``vae``:
+    the components' sigmas in quadrature), the masks as a Labels layer
     (component k has label k + 1), and the component positions as Points, all
     translated to the stamp's origin.
 
@@ -198,6 +200,24 @@ def deblend_result_layers(result, model: str, noise: float | None = None) -> lis
             "image",
         )
     )
+    component_sigma = result.info.get("component_sigma")
+    if component_sigma is not None and len(component_sigma):
+        # the model's own per-pixel uncertainty (vae): components' sigmas added in quadrature, band sum
+        total_sigma = np.sqrt((np.asarray(component_sigma, np.float64).sum(axis=1) ** 2).sum(axis=0))
+        layers.append(
+            (
+                total_sigma.astype(np.float32),
+                {
+                    "name": result_layer_name(blend_id, model, "sigma"),
+                    "translate": translate,
+                    "colormap": "inferno",
+                    "contrast_limits": (0.0, max(float(total_sigma.max()), 1e-6)),
+                    "visible": False,
+                    "metadata": {"napari_deblend_result": {"blend_id": blend_id, "model": model, "component": None}},
+                },
+                "image",
+            )
+        )
     labels = np.zeros(result.blend.shape[-2:], dtype=np.int32)
     for k, mask in enumerate(result.masks):
         labels[mask & (labels == 0)] = k + 1

@@ -438,6 +438,9 @@ def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp:
     table["x"] = np.asarray(result.positions[:, 1], float) * u.pix
     table["y"] = np.asarray(result.positions[:, 0], float) * u.pix
     table["flux"] = meas["flux"] * u.electron
+    flux_sigma = getattr(result, "info", {}).get("flux_sigma")
+    if flux_sigma is not None:  # the model's own flux uncertainty (vae's sigma image)
+        table["flux_err"] = np.asarray(flux_sigma, float).reshape(k) * u.electron
     table["mag"] = np.atleast_1d(magnitude(meas["flux"], zp, exposure)) * u.mag
     for name in _MOMENT_NAMES:
         table[name] = meas[name] * u.pix**2

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colors as mcolors
-from matplotlib import patheffects
+from matplotlib import patheffects, rcParams
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -413,16 +413,65 @@ def _draw_scalebar(ax: Axes, shape: tuple[int, int], pixel_scale: float) -> None
             color="white", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
 
 
+_POOL_ATTRIBUTE = "_napari_deblend_axes_pool"
+
+
+def _reset_axes(ax: Axes) -> None:
+    """Empty an axes drawn by :func:`_draw` before, for another panel (much cheaper than a new one)."""
+    for artist in [*ax.images, *ax.lines, *ax.texts, *ax.collections, *ax.patches]:
+        artist.remove()
+    for spine in ax.spines.values():
+        spine.set_linestyle("solid")
+        spine.set_edgecolor(rcParams["axes.edgecolor"])
+    ax.set_title("")
+
+
+def _panel_axes(fig: Figure, grid: Any, index: int, p: _Panel, fast: bool) -> Axes:
+    """The axes of the ``index``-th panel: new, or in ``fast`` mode one kept from the figure's last draw.
+
+    Fast axes have no x/y ``Axis`` (nothing to draw there: the panels have no
+    ticks), so they cost less to make and to draw; their y label is a text.
+    """
+    spec = grid[p.row, p.col]
+    if not fast:
+        return fig.add_subplot(spec)
+    pool = fig.__dict__.setdefault(_POOL_ATTRIBUTE, [])
+    if index < len(pool):
+        ax = pool[index]
+        _reset_axes(ax)
+        if ax not in fig.axes:
+            fig.add_axes(ax)
+        ax.set_subplotspec(spec)
+        ax.set_position(spec.get_position(fig))
+        return ax
+    ax = fig.add_subplot(spec)
+    ax.xaxis.set_visible(False)
+    ax.yaxis.set_visible(False)
+    pool.append(ax)
+    return ax
+
+
 def _draw(
     fig: Figure, panels: list[_Panel], n_rows: int, n_cols: int, norm: mcolors.Normalize, sigma: float,
-    pixel_scale: float,
+    pixel_scale: float, fast: bool = False,
 ) -> None:
+    """Draw the panels on a grid, with the two colourbars under it.
+
+    ``fast`` (the panel in the viewer) re-uses the axes of the figure's previous
+    fast draw and leaves out the x/y axes, about halving the time to build and
+    render the figure; the picture is the same.
+    """
     grid = fig.add_gridspec(n_rows, n_cols)
     panel_axes, flux_axes, resid_axes = [], [], []
     flux_image = resid_image = None
     limit = RESIDUAL_NSIGMA * sigma
-    for p in panels:
-        ax = fig.add_subplot(grid[p.row, p.col])
+    if fast:  # forget the last draw's colourbars and unused panels
+        pool = fig.__dict__.get(_POOL_ATTRIBUTE, [])
+        for ax in list(fig.axes):
+            if ax not in pool[: len(panels)]:
+                fig.delaxes(ax)
+    for index, p in enumerate(panels):
+        ax = _panel_axes(fig, grid, index, p, fast)
         ax.set_label(p.label)
         panel_axes.append(ax)
         shape = p.image.shape
@@ -455,6 +504,13 @@ def _draw(
         per_column = fig.get_figwidth() / max(n_cols, 1)
         title = p.title if per_column >= 1.6 else p.title.replace(" · ", "\n")
         ax.set_title(title, fontsize=8 if per_column >= 1.6 else 6.5, linespacing=1.1)
+        if fast:  # re-used axes: the limits of this image, not the union with earlier ones
+            ax.set_xlim(-0.5, shape[1] - 0.5)
+            ax.set_ylim(-0.5, shape[0] - 0.5)
+            if p.ylabel:
+                ax.text(-0.04, 0.5, p.ylabel, transform=ax.transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+            continue
         ax.set_xticks([])
         ax.set_yticks([])
         if p.ylabel:
@@ -555,11 +611,16 @@ def comparison_figure(
         Stretch of the flux panels.
     preset : str or SurveyPreset, optional
         Survey preset for magnitudes and the angular scale bar (default ``lsst-i``).
+    layout : {"constrained", "fast"}
+        ``"constrained"`` (exports): matplotlib's constrained layout.
+        ``"fast"`` (the viewer's panel): fixed margins, no x/y axes, and the axes
+        of ``figure``'s previous fast draw are re-used, about three times
+        quicker to build and draw.
 
     Returns
     -------
     matplotlib.figure.Figure
-        The figure (constrained layout); save it with :func:`save_figure`.
+        The figure; save it with :func:`save_figure`.
 
     Raises
     ------
@@ -581,10 +642,12 @@ def comparison_figure(
     n_rows = max(panel.row for panel in panels) + 1
     if layout not in ("constrained", "fast"):
         raise DeblendInputError(f"layout={layout!r}: expected 'constrained' (exports) or 'fast' (interactive)")
+    fast = layout == "fast"
     if figure is None:
         figure = Figure(figsize=(n_cols * PANEL_INCHES + 0.5, n_rows * (PANEL_INCHES + 0.45) + 0.9))
-    else:
+    elif not (fast and _POOL_ATTRIBUTE in figure.__dict__):  # a fast figure keeps its axes for the next draw
         figure.clear()
+        figure.__dict__.pop(_POOL_ATTRIBUTE, None)
     if layout == "constrained":
         figure.set_layout_engine("constrained")
         figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.03, hspace=0.05)
@@ -592,7 +655,7 @@ def comparison_figure(
         figure.set_layout_engine("none")
         figure.subplots_adjust(left=0.04, right=0.99, bottom=0.13, top=0.86, wspace=0.08, hspace=0.6)
     norm = _flux_norm(_band_sum(result.blend), sigma, stretch)
-    _draw(figure, panels, n_rows, n_cols, norm, sigma, p.pixel_scale)
+    _draw(figure, panels, n_rows, n_cols, norm, sigma, p.pixel_scale, fast=fast)
     figure.suptitle(_suptitle(result, other, stretch), fontsize=10)
     return figure
 

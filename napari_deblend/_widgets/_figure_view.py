@@ -1,19 +1,67 @@
 """A Qt widget showing a matplotlib figure rendered off the UI thread.
 
-Building and drawing the comparison figure takes ~0.4 s of matplotlib work, too
-long for the UI thread. The figure is built and rendered with Agg in a worker
-thread (:func:`render_figure`) and this widget only paints the finished pixels,
+Building and drawing the comparison figure is matplotlib work, too long for
+the UI thread. The figure is built and rendered with Agg in a worker thread
+(:func:`render_figure`) and this widget only paints the finished pixels,
 scaled to fit.
+
+Text is the slow part of an Agg render (about two thirds of it for the
+comparison figure: some 60 titles, ids and notes). :func:`render_figure_fast`
+therefore renders the figure without its panel texts and returns where each
+text goes; the widget draws them with Qt on top of the pixels (a few
+milliseconds), once per figure.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QRectF, QTimer, Signal
-from qtpy.QtGui import QColor, QImage, QPainter
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+
+@dataclass
+class FigureText:
+    """One text of a figure, placed in the rendered image's pixels (origin top left).
+
+    Attributes
+    ----------
+    text : str
+        The text (may hold newlines).
+    x, y : float
+        Anchor, in pixels of the rendered image.
+    size : float
+        Font size in pixels.
+    color : tuple of float
+        RGBA in 0-1.
+    ha, va : str
+        Horizontal (left, center, right) and vertical (top, center, bottom, baseline) alignment of
+        the text's box on the anchor, as in matplotlib.
+    rotation : float
+        Degrees, counter-clockwise.
+    bold, italic : bool
+        Font weight and style.
+    stroke : float
+        Width in pixels of an outline drawn under the text (0: none).
+    stroke_color : tuple of float
+        RGBA of the outline.
+    """
+
+    text: str
+    x: float
+    y: float
+    size: float
+    color: tuple[float, float, float, float]
+    ha: str = "left"
+    va: str = "baseline"
+    rotation: float = 0.0
+    bold: bool = False
+    italic: bool = False
+    stroke: float = 0.0
+    stroke_color: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
 
 
 def render_figure(figure: Any) -> np.ndarray:
@@ -23,6 +71,146 @@ def render_figure(figure: Any) -> np.ndarray:
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _overlay_texts(figure: Any) -> list[Any]:
+    """The texts :func:`render_figure_fast` leaves to Qt: titles and texts of the axes, the suptitle.
+
+    Colourbar labels and tick labels stay with matplotlib (their place depends on the axis layout).
+    """
+    texts = [t for t in figure.texts]
+    for ax in figure.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def _describe(text: Any, renderer: Any, height: int, dpi: float) -> FigureText:
+    """Where and how a matplotlib Text is drawn, in image pixels (after the figure was drawn)."""
+    from matplotlib import colors as mcolors
+    from matplotlib.text import Annotation
+
+    if isinstance(text, Annotation):
+        text.update_positions(renderer)
+    x, y = text.get_transform().transform(text.get_unitless_position())
+    stroke, stroke_color = 0.0, (0.0, 0.0, 0.0, 1.0)
+    for effect in text.get_path_effects():
+        gc = getattr(effect, "_gc", {})
+        if "linewidth" in gc:
+            stroke = float(gc["linewidth"]) * dpi / 72.0
+            stroke_color = mcolors.to_rgba(gc.get("foreground", "black"))
+    weight = text.get_fontweight()
+    return FigureText(
+        text=text.get_text(),
+        x=float(x),
+        y=float(height - y),
+        size=float(text.get_fontsize()) * dpi / 72.0,
+        color=mcolors.to_rgba(text.get_color(), text.get_alpha()),
+        ha=text.get_horizontalalignment(),
+        va=text.get_verticalalignment(),
+        rotation=float(text.get_rotation()),
+        bold=weight in ("bold", "heavy", "extra bold", "black") or (isinstance(weight, int | float) and weight >= 600),
+        italic=text.get_style() in ("italic", "oblique"),
+        stroke=stroke,
+        stroke_color=stroke_color,
+    )
+
+
+def render_figure_fast(figure: Any) -> tuple[np.ndarray, list[FigureText]]:
+    """Render a figure without its axes' texts; return the pixels and the texts for :meth:`FigureView.set_pixels`.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The figure (left as it was: its texts are hidden for the render only).
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        ``(H, W, 4)`` uint8 RGBA.
+    texts : list of FigureText
+        Titles, ids, notes and the suptitle, placed in the pixels.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    texts = _overlay_texts(figure)
+    for text in texts:
+        text.set_visible(False)
+    try:
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba()).copy()
+        renderer = canvas.get_renderer()
+        # matplotlib moves a hidden title off the axes (its extent is a unit box); the panels have no
+        # ticks above them, so a title sits on the axes' top edge (plus its pad)
+        for ax in figure.axes:
+            for title in (ax.title, ax._left_title, ax._right_title):
+                if title in texts:
+                    title.set_position((title.get_position()[0], 1.0))
+        described = [_describe(t, renderer, pixels.shape[0], figure.dpi) for t in texts]
+    finally:
+        for text in texts:
+            text.set_visible(True)
+    return pixels, described
+
+
+def _font(size: float, bold: bool, italic: bool) -> QFont:
+    font = QFont("DejaVu Sans")
+    font.setPixelSize(max(int(round(size)), 1))
+    font.setBold(bold)
+    font.setItalic(italic)
+    return font
+
+
+def draw_texts(image: QImage, texts: list[FigureText]) -> None:
+    """Draw texts placed by :func:`render_figure_fast` on an image (UI thread)."""
+    from qtpy.QtGui import QFontMetricsF
+
+    painter = QPainter(image)
+    painter.setRenderHint(QPainter.Antialiasing, True)
+    painter.setRenderHint(QPainter.TextAntialiasing, True)
+    try:
+        for t in texts:
+            font = _font(t.size, t.bold, t.italic)
+            metrics = QFontMetricsF(font)
+            lines = t.text.split("\n")
+            line_height = metrics.height()
+            width = max(metrics.horizontalAdvance(line) for line in lines)
+            height = line_height * len(lines)
+            # the box's top-left corner relative to the anchor, in the text's own (rotated) frame
+            left = {"left": 0.0, "center": -width / 2, "right": -width}.get(t.ha, 0.0)
+            top = {"top": 0.0, "center": -height / 2, "center_baseline": -height / 2,
+                   "bottom": -height, "baseline": -(height - metrics.descent())}.get(t.va, -height)
+            painter.save()
+            painter.translate(t.x, t.y)
+            if t.rotation:
+                # matplotlib aligns the rotated box; for the quarter turns used here that is the
+                # unrotated alignment with the axes swapped
+                painter.rotate(-t.rotation)
+                if abs(t.rotation % 360 - 90) < 1e-6:
+                    left = {"bottom": 0.0, "center": -width / 2, "top": -width}.get(t.va, -width / 2)
+                    top = {"right": -height, "center": -height / 2, "left": 0.0}.get(t.ha, -height / 2)
+            painter.setFont(font)
+            color = QColor.fromRgbF(*t.color)
+            for i, line in enumerate(lines):
+                line_width = metrics.horizontalAdvance(line)
+                x = left + {"left": 0.0, "center": (width - line_width) / 2, "right": width - line_width}.get(
+                    t.ha if not t.rotation else "center", 0.0)
+                baseline = top + i * line_height + metrics.ascent()
+                if t.stroke > 0:
+                    path = QPainterPath()
+                    path.addText(QPointF(x, baseline), font, line)
+                    pen = QPen(QColor.fromRgbF(*t.stroke_color), t.stroke)
+                    pen.setJoinStyle(Qt.RoundJoin)
+                    painter.strokePath(path, pen)
+                    painter.fillPath(path, color)
+                else:
+                    painter.setPen(color)
+                    painter.drawText(QPointF(x, baseline), line)
+            painter.restore()
+    finally:
+        painter.end()
 
 
 class FigureView(QWidget):
@@ -50,19 +238,25 @@ class FigureView(QWidget):
         ratio = self.devicePixelRatioF()
         return max(int(self.width() * ratio), 320), max(int(self.height() * ratio), 200)
 
-    def set_pixels(self, rgba: np.ndarray | None) -> None:
-        """Show these ``(H, W, 4)`` uint8 pixels (None clears)."""
+    def set_pixels(self, rgba: np.ndarray | None, texts: list[FigureText] | None = None) -> None:
+        """Show these ``(H, W, 4)`` uint8 pixels (None clears), with ``texts`` drawn on them."""
         if rgba is None:
             self._image = None
         else:
             h, w = rgba.shape[:2]
             data = np.ascontiguousarray(rgba, dtype=np.uint8)
             self._image = QImage(data.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+            if texts:
+                draw_texts(self._image, texts)
         self.update()
 
     def has_pixels(self) -> bool:
         """True when a figure is shown."""
         return self._image is not None
+
+    def image(self) -> QImage | None:
+        """The image shown (figure pixels and texts), None when empty."""
+        return self._image
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         painter = QPainter(self)
@@ -78,4 +272,3 @@ class FigureView(QWidget):
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         super().resizeEvent(event)
         self._resize_timer.start()
-

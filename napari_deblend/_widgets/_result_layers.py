@@ -16,12 +16,21 @@ Two kinds of layers:
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
 go on between them.
+
+Re-filling an existing layer is much cheaper than adding one, but each napari
+setter (``data``, ``translate``) re-slices the layer and makes the viewer
+recompute the extent of every layer (~50 ms a setter here). Re-fills are
+therefore batched (:func:`refill_layers`): the setters run with refreshes
+and the viewer's extent update held back, then each layer refreshes once and
+the viewer updates its extent once.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -55,6 +64,7 @@ class ResultLayers:
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
         self._flush_timer.timeout.connect(lambda: self._queue(self._flush))
+        self._last_flush = -float("inf")
         self.closed = False
 
     # ---- queue ------------------------------------------------------------------------------------
@@ -70,7 +80,16 @@ class ResultLayers:
         if not self._timer.isActive():
             self._timer.start()
 
+    def _viewer_gone(self) -> bool:
+        """True once the viewer is closed (napari forgets closed viewers and drops their Qt window)."""
+        instances = getattr(type(self.viewer), "_instances", None)
+        window = getattr(self.viewer, "window", None)
+        return (instances is not None and self.viewer not in instances) or (
+            window is not None and not hasattr(window, "_qt_window"))
+
     def _run_one(self) -> None:
+        if self._tasks and not self.closed and self._viewer_gone():
+            self.close()  # a layer added now would find half of the viewer's Qt side gone
         if not self._tasks or self.closed:
             self._timer.stop()
             return
@@ -100,10 +119,18 @@ class ResultLayers:
     def add(self, model: str, result: Any) -> None:
         """Show a new result: paint it into its model's mosaic soon; detail layers if its blend is selected."""
         self._pending.append((model, result))
-        if not self._flush_timer.isActive():
-            self._flush_timer.start()
         if result.blend_id == self.session.selected_blend:
             self._queue(lambda: self._replace_details(result.blend_id, model))
+        if self._flush_timer.isActive():
+            return
+        # the first result after a quiet spell is painted at once, later ones in batches
+        wait = FLUSH_INTERVAL_MS - (time.perf_counter() - self._last_flush) * 1000.0
+        if wait <= 0:
+            self._flush_timer.stop()
+            self._queue(self._flush)
+            self._last_flush = time.perf_counter()
+        else:
+            self._flush_timer.start(int(wait))
 
     def _source(self) -> Any:
         detections = self.session.detections
@@ -121,6 +148,7 @@ class ResultLayers:
     def _flush(self) -> None:
         """Paint waiting results into their mosaics and refresh those layers (one refresh per layer)."""
         pending, self._pending = self._pending, []
+        self._last_flush = time.perf_counter()
         detections = self.session.detections
         if not pending or detections is None:
             return
@@ -139,8 +167,7 @@ class ResultLayers:
                 for part in ("model image", "residual", "masks", "positions"):
                     self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
             else:  # one task: one repaint of the canvas for the four layers
-                self._queue(lambda m=model: [self._refresh_mosaic_layer(m, p)
-                                             for p in ("model image", "residual", "masks", "positions")])
+                self._queue(lambda m=model: self._refresh_mosaic_layers(m))
 
     def _make_mosaic_layer(self, model: str, part: str) -> None:
         mosaic = self.mosaics[model]
@@ -173,15 +200,21 @@ class ResultLayers:
         layers[part] = layer
         self._keep_source_active()
 
+    def _refresh_mosaic_layers(self, model: str) -> None:
+        """Show the mosaic's new pixels and positions (hidden image layers refresh when shown)."""
+        for part in ("model image", "residual", "masks", "positions"):
+            self._refresh_mosaic_layer(model, part)
+
     def _refresh_mosaic_layer(self, model: str, part: str) -> None:
         layer = self.mosaic_layers.get(model, {}).get(part)
         if layer is None or layer not in self.viewer.layers:
             return
         if part == "positions":
             data, features = self.mosaics[model].positions()
-            layer.data = data
-            layer.features = pd.DataFrame(features)
-        else:
+            with _viewer_extent_held(self.viewer, [layer]):
+                layer.data = data
+                layer.features = pd.DataFrame(features)
+        elif layer.visible:  # napari refreshes a hidden layer when it is shown again
             layer.refresh()
 
     # ---- detail layers ----------------------------------------------------------------------------
@@ -247,9 +280,8 @@ class ResultLayers:
     def _refill_all(self, key: tuple[int, str], generation: int, refills: list[tuple[Any, Any, dict]]) -> None:
         if key[0] != self.session.selected_blend or self._generation.get(key) != generation:
             return
-        for layer, data, kwargs in refills:
-            if layer in self.viewer.layers:
-                _refill(layer, data, kwargs)
+        refill_layers(self.viewer, [(layer, data, kwargs) for layer, data, kwargs in refills
+                                    if layer in self.viewer.layers])
         self._keep_source_active()
 
     def _put_detail(self, key: tuple[int, str], generation: int, data: Any, kwargs: dict[str, Any], kind: str,
@@ -270,7 +302,7 @@ class ResultLayers:
 
     def _keep_source_active(self) -> None:
         source = self._source()
-        if source is not None and source in self.viewer.layers:
+        if source is not None and source in self.viewer.layers and self.viewer.layers.selection.active is not source:
             self.viewer.layers.selection.active = source
 
     def forget(self) -> None:
@@ -289,6 +321,58 @@ class ResultLayers:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
         self.detail_blend = 0
+
+
+@contextmanager
+def _viewer_extent_held(viewer: Any, layers: list[Any]) -> Iterator[None]:
+    """Hold back the viewer's extent update (dims ranges) on these layers' data and place changes; do it once after."""
+    update = getattr(viewer, "_on_layers_change", None)
+    if update is None:  # another napari: no batching, every setter updates the viewer
+        yield
+        return
+    with ExitStack() as stack:
+        for layer in layers:
+            for name in ("data", "translate", "scale"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    stack.enter_context(emitter.blocker(update))
+        yield
+    update()
+
+
+def refill_layers(viewer: Any, refills: list[tuple[Any, Any, dict[str, Any]]]) -> None:
+    """Give existing layers new data, place, name and display settings, refreshing each once.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer holding the layers.
+    refills : list of tuple
+        ``(layer, data, kwargs)``: the layer, its new data and the layer
+        keyword arguments to apply (see :func:`_refill`).
+
+    Notes
+    -----
+    Image and labels layers are re-filled with their refreshes held back, then
+    refreshed once; napari skips the refresh of a hidden layer until it is
+    shown. Points layers are re-filled one by one (their view indices must
+    follow each change). The viewer's extent is updated once at the end.
+    """
+    layers = [layer for layer, _, _ in refills]
+    with _viewer_extent_held(viewer, layers):
+        held = [(layer, data, kwargs) for layer, data, kwargs in refills if layer._type_string != "points"]
+        with ExitStack() as stack:
+            for layer, _, _ in held:
+                if hasattr(layer, "_block_refresh"):
+                    stack.enter_context(layer._block_refresh())
+            for layer, data, kwargs in held:
+                _refill(layer, data, kwargs)
+        for layer, _, _ in held:
+            if layer.visible:
+                layer.refresh()
+        for layer, data, kwargs in refills:
+            if layer._type_string == "points":
+                _refill(layer, data, kwargs)
 
 
 def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:

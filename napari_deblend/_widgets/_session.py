@@ -35,11 +35,14 @@ class DeblendSession:
         A blend was selected (its id; 0 for none).
     deblended(int, str)
         A deblending result for (blend id, model name) is available in ``results``.
+    labels_changed()
+        ``blend_verdicts`` changed (the Label panel labelled, undid or loaded labels).
     """
 
     detected = Signal(object)
     blend_selected = Signal(int)
     deblended = Signal(int, str)
+    labels_changed = Signal()
 
     def __init__(self, viewer: Any) -> None:
         self._viewer = weakref.ref(viewer)
@@ -53,6 +56,8 @@ class DeblendSession:
         self.truth: Any = None
         self.truth_path: str | None = None
         self._truth_stamps: dict[tuple[int, tuple[int, int], tuple[int, int]], Any] = {}
+        #: blend id -> current verdict on the whole blend ("clean", "bad", "ambiguous"), set by the Label panel
+        self.blend_verdicts: dict[int, str] = {}
 
     @property
     def viewer(self) -> Any:
@@ -78,6 +83,7 @@ class DeblendSession:
         self.results.clear()
         self.kept.clear()
         self._truth_stamps.clear()
+        self.blend_verdicts = {}
         self._find_truth(detections.field)
         self.detected.emit(self)
 

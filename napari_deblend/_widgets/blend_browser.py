@@ -8,6 +8,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QHeaderView,
     QLabel,
     QTableWidget,
@@ -20,7 +21,8 @@ from .. import _viewer_hooks
 from ..layers import selection_rectangle
 from ._session import DeblendSession, session_for
 
-COLUMNS = ("blend", "members", "mag", "blendedness", "size (px)", "x", "y")
+COLUMNS = ("blend", "members", "mag", "blendedness", "size (px)", "x", "y", "label")
+LABEL_COLUMN = COLUMNS.index("label")
 SELECTION_LAYER = "selected blend"
 
 
@@ -54,13 +56,18 @@ class BlendBrowserWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setSortingEnabled(True)
+        self.unlabelled_only = QCheckBox("unlabelled only")
+        self.unlabelled_only.setToolTip("Hide the blends that already have a label (Label panel)")
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
+        layout.addWidget(self.unlabelled_only)
         layout.addWidget(self.table)
 
         self.table.itemSelectionChanged.connect(self._row_selected)
         self.session.detected.connect(self._fill)
         self.session.blend_selected.connect(self._show_selection)
+        self.session.labels_changed.connect(self._show_labels)
+        self.unlabelled_only.toggled.connect(lambda _checked: self._show_labels())
         self.viewer.bind_key("n", lambda v: self.session.step(+1), overwrite=True)
         self.viewer.bind_key("p", lambda v: self.session.step(-1), overwrite=True)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
@@ -86,11 +93,27 @@ class BlendBrowserWidget(QWidget):
             )
             for col, (value, text) in enumerate(zip(values, texts)):
                 self.table.setItem(row, col, _NumberItem(float(value), text))
+            label_item = QTableWidgetItem("")
+            label_item.setFlags(label_item.flags() & ~Qt.ItemIsEditable)
+            self.table.setItem(row, LABEL_COLUMN, label_item)
         self.table.setSortingEnabled(True)
+        self._show_labels()
         n_sources = len(session.detections.result.catalog) if session.detections else 0
         self.summary.setText(
             f"{len(blends)} blends among {n_sources} detections — click a row or a blend; n / p step"
         )
+
+    def _show_labels(self) -> None:
+        """Fill the label column from the session's verdicts; hide labelled rows when asked."""
+        verdicts = self.session.blend_verdicts
+        hide_labelled = self.unlabelled_only.isChecked()
+        self.table.setSortingEnabled(False)
+        for row in range(self.table.rowCount()):
+            blend_id = int(self.table.item(row, 0).value)
+            verdict = verdicts.get(blend_id, "")
+            self.table.item(row, LABEL_COLUMN).setText(verdict)
+            self.table.setRowHidden(row, bool(hide_labelled and verdict))
+        self.table.setSortingEnabled(True)
 
     def _row_selected(self) -> None:
         rows = {index.row() for index in self.table.selectionModel().selectedRows()}

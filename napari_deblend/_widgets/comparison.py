@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DeblendInputError
-from ._figure_view import FigureView, render_figure
+from ._figure_view import FigureView, render_figure_fast
 from ._session import DeblendSession, session_for
 
 TABLE_COLUMNS = (
@@ -84,6 +84,7 @@ class ComparisonWidget(QWidget):
         self.viewer = napari_viewer
         self.session: DeblendSession = session_for(napari_viewer)
         self.figure = None  # the matplotlib Figure shown (built and rendered off the UI thread)
+        self._figures: list[Any] = []
         self.canvas = FigureView()
         self.canvas.setMinimumHeight(420)
         self.canvas.resized.connect(self.refresh)
@@ -172,14 +173,16 @@ class ComparisonWidget(QWidget):
         other = None if other in ("", "—") else other
         width, height = self.canvas.render_size()
         dpi = 100.0 * self.canvas.devicePixelRatioF()
+        # two figures drawn in turn: the one shown stays whole while the other is redrawn, re-using its
+        # axes (see comparison_figure(layout="fast"))
+        figure = self._back_figure()
 
         @thread_worker(ignore_errors=True)
         def build():
-            from matplotlib.figure import Figure
-
-            figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-            figure, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="fast")
-            return blend_id, model, figure, table, render_figure(figure)
+            figure.set_dpi(dpi)
+            figure.set_size_inches(width / dpi, height / dpi)
+            built, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="fast")
+            return blend_id, model, built, table, render_figure_fast(built)
 
         worker = build()
         worker.returned.connect(self._show_built)
@@ -188,6 +191,14 @@ class ComparisonWidget(QWidget):
         worker.finished.connect(self._built)
         self._worker = worker
         worker.start()
+
+    def _back_figure(self) -> Any:
+        """The figure not on show, to draw the next comparison into."""
+        from matplotlib.figure import Figure
+
+        if not self._figures:
+            self._figures = [Figure(), Figure()]
+        return self._figures[1] if self.figure is self._figures[0] else self._figures[0]
 
     def _built(self) -> None:
         self._worker = None
@@ -199,11 +210,11 @@ class ComparisonWidget(QWidget):
                 pass
 
     def _show_built(self, built: tuple) -> None:
-        blend_id, model, figure, table, pixels = built
+        blend_id, model, figure, table, (pixels, texts) = built
         if (blend_id, model) != (self.session.selected_blend, self.model_combo.currentText()):
             return  # the selection moved on while this was made
         self.figure = figure
-        self.canvas.set_pixels(pixels)
+        self.canvas.set_pixels(pixels, texts)
         self._show_table(table)
         result = self.session.results_for(blend_id)[model]
         edge = " — at the image edge (padded)" if result.info.get("padded") else ""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import DeblendInputError
 
-TRAINABLE = ("peeling", "unet")
-DEFAULT_BATCH_SIZE = {"peeling": 32, "unet": 64}
+TRAINABLE = ("peeling", "unet", "vae", "detector")
+DEFAULT_BATCH_SIZE = {"peeling": 32, "unet": 64, "vae": 64, "detector": 64}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (use ~3e-4 with --init)")
     p.add_argument("--init", help="warm start from weights of the same model (.pt), e.g. the shipped ones, to fine-tune")
     p.add_argument("--no-symmetric", action="store_true", help="peeling only: train without the symmetric loss (ablation)")
+    p.add_argument("--real-galaxies", metavar="DIR",
+                   help="export-training folder: its clean isolated galaxies join the parametric ones as blend "
+                        "members; without --init, fine-tunes the shipped weights")
+    p.add_argument("--real-fraction", type=float, default=None,
+                   help="with --real-galaxies: fraction of training galaxies that are real (default 0.5)")
     p.add_argument("--install", action="store_true",
                    help="copy the trained weights into the package (napari_deblend/deblenders/weights) with a model card")
     p.set_defaults(func=run)
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--no-symmetric: only peeling has a symmetric loss, not {args.model!r}")
     if args.batch_size is None:
         args.batch_size = DEFAULT_BATCH_SIZE[args.model]
+    real = _real_galaxy_options(args)
     if args.batch_size < 1:
         raise DeblendInputError(f"--batch-size={args.batch_size}: expected a positive number of stamps")
     from tqdm import tqdm
@@ -62,16 +68,28 @@ def run(args: argparse.Namespace) -> int:
 
         config = UNetTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
-            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init, **real,
         )
         train = train_unet
+    elif args.model in ("vae", "detector"):
+        if real:
+            raise DeblendInputError(f"--real-galaxies: not supported for {args.model!r} yet (peeling, unet)")
+        from ..training import detector, vae
+
+        module = vae if args.model == "vae" else detector
+        make_config = vae.VAETrainConfig if args.model == "vae" else detector.DetectorTrainConfig
+        config = make_config(
+            preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
+        )
+        train = module.train_vae if args.model == "vae" else module.train_detector
     else:
         from ..training.peeling import PeelingTrainConfig, train_peeling
 
         config = PeelingTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
-            lr=args.lr, init=args.init,
+            lr=args.lr, init=args.init, **real,
         )
         train = train_peeling
     bar = tqdm(total=1000, desc=f"train {args.model}", unit="‰", disable=None)
@@ -99,7 +117,31 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--init {args.init}")
     if args.no_symmetric:
         parts.append("--no-symmetric")
+    if getattr(args, "real_galaxies", None):
+        parts.append(f"--real-galaxies {args.real_galaxies} --real-fraction {args.real_fraction:g}")
     return " ".join(parts + ["--install"])
+
+
+def _real_galaxy_options(args: argparse.Namespace) -> dict:
+    """Check ``--real-galaxies`` / ``--real-fraction``; default ``--init`` to the shipped weights (fine-tuning)."""
+    if not getattr(args, "real_galaxies", None):
+        if getattr(args, "real_fraction", None) is not None:
+            raise DeblendInputError("--real-fraction needs --real-galaxies DIR (an export-training folder)")
+        return {}
+    if args.real_fraction is None:
+        args.real_fraction = 0.5
+    if not 0.0 < args.real_fraction <= 1.0:
+        raise DeblendInputError(f"--real-fraction={args.real_fraction}: expected a fraction in (0, 1]")
+    folder = Path(args.real_galaxies)
+    if not (folder / "index.ecsv").exists():
+        raise DeblendInputError(f"--real-galaxies {folder}: no index.ecsv there; make it with "
+                                "`napari-deblend export-training --labels DB --out DIR`")
+    if not args.init and not args.resume:
+        shipped = Path(__file__).resolve().parent.parent / "deblenders" / "weights" / f"{args.model}.pt"
+        if shipped.exists():
+            args.init = str(shipped)
+            print(f"fine-tuning from the shipped weights {shipped} (give --init to start elsewhere)")
+    return {"real_galaxies": str(folder), "real_fraction": float(args.real_fraction)}
 
 
 def git_commit() -> str:

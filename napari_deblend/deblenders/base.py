@@ -29,6 +29,7 @@ BUILTIN_DEBLENDERS: dict[str, str] = {
     "peeling": "napari_deblend.deblenders.peeling:PeelingDeblender",
     "sextractor": "napari_deblend.deblenders.sextractor:SExtractorDeblender",
     "unet": "napari_deblend.deblenders.unet:UNetDeblender",
+    "vae": "napari_deblend.deblenders.vae:VAEDeblender",
 }
 
 

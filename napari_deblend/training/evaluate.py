@@ -16,7 +16,11 @@ Definitions (see also :mod:`napari_deblend.measurements`):
   matched counts as ``-1`` (all its flux lost);
 - bias: median of ``dflux_frac``; scatter: half the 16–84 percentile width;
 - recovered fraction: matched true components / true components;
-- spurious: predictions matched to no true component, per stamp.
+- spurious: predictions matched to no true component, per stamp;
+- mask IoU: a matched component's mask (``DeblendResult.masks``, limited to
+  the pixels where the component exceeds 3 sigma of the noise, so that every
+  model is compared at the same isophote) against the truth mask, the
+  noiseless component above 3 sigma (as BTK). NaN (left out) when both are empty.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from ..measurements import (
 EVAL_SEED = 2_000_000_007
 #: Flux ratio range of the "near-equal flux pairs" subset (2-galaxy blends).
 NEAR_EQUAL_RATIO = (0.8, 1.25)
+TRUTH_MASK_NSIGMA = 3.0  # truth masks: the noiseless component above 3 sigma of the noise, as BTK
 QUALITY_CLASSES = ("High", "Medium", "Low")
 RANK_NAMES = ("brightest", "second", "third")
 FIGURES = {
@@ -324,6 +329,10 @@ def _stamp_rows(
                 rec_mu11=meas["mu11"][p],
                 psnr=psnr(result.components[p], truth_img),
                 ssim=ssim(result.components[p], truth_img),
+                mask_iou=mask_iou(
+                    result.masks[p] & (result.components[p].sum(axis=0) > TRUTH_MASK_NSIGMA * test.noise_sigma),
+                    truth_img.sum(axis=0) > TRUTH_MASK_NSIGMA * test.noise_sigma,
+                ),
             )
         rows.append(row)
     return rows
@@ -331,7 +340,7 @@ def _stamp_rows(
 
 _FLOAT_COLUMNS = (
     "true_x", "true_y", "true_flux", "separation", "mag_contrast", "true_mu20", "true_mu02", "true_mu11",
-    "rec_x", "rec_y", "rec_flux", "rec_mu20", "rec_mu02", "rec_mu11", "psnr", "ssim",
+    "rec_x", "rec_y", "rec_flux", "rec_mu20", "rec_mu02", "rec_mu11", "psnr", "ssim", "mask_iou",
 )
 _UNITS = {
     "true_x": u.pix, "true_y": u.pix, "rec_x": u.pix, "rec_y": u.pix, "separation": u.pix,
@@ -454,6 +463,13 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
+def mask_iou(mask: np.ndarray, truth_mask: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (NaN when both are empty)."""
+    mask, truth_mask = np.asarray(mask, bool), np.asarray(truth_mask, bool)
+    union = np.count_nonzero(mask | truth_mask)
+    return float(np.count_nonzero(mask & truth_mask) / union) if union else float("nan")
+
+
 def flux_stats(dflux: np.ndarray) -> dict[str, float]:
     """Median (bias) and 68% scatter (half the 16–84 percentile width) of ``dflux``; NaN if empty."""
     dflux = np.asarray(dflux, float)
@@ -537,6 +553,7 @@ def summarize_model(t: Table) -> dict[str, Any]:
         "spurious_per_stamp": float(spurious.mean()) if len(stamps) else float("nan"),
         "psnr": _mean_std(np.asarray(t["psnr"])[matched]),
         "ssim": _mean_std(np.asarray(t["ssim"])[matched]),
+        "mask_iou": _mean_std(np.asarray(t["mask_iou"])[matched]),
         "quality": _quality_stats(t),
         "near_equal": {"n_stamps": int(near.sum() // 2), **_group_stats(t[near])},
         "de1_scatter": flux_stats(np.asarray(t["de1"])[matched])["scatter"],
@@ -710,10 +727,12 @@ def _metric_rows(block: dict[str, dict[str, Any]], k: int) -> list[tuple[str, li
         rows.append((f"Δf/f scatter, {label}", [_pct(s.get("scatter")) for s in ranks]))
         rows.append((f"scatter (matched only), {label}", [_pct(s.get("scatter_matched")) for s in ranks]))
     rows.append(("spurious per stamp", [_num(block[m]["spurious_per_stamp"], ".3f") for m in names]))
-    for metric, fmt in (("psnr", ".1f"), ("ssim", ".3f")):
+    for metric, fmt in (("psnr", ".1f"), ("ssim", ".3f"), ("mask_iou", ".3f")):
+        label = {"psnr": "PSNR (matched) [dB]", "ssim": "SSIM (matched)",
+                 "mask_iou": f"mask IoU vs truth > {TRUTH_MASK_NSIGMA:g}σ (matched)"}[metric]
         rows.append(
             (
-                f"{metric.upper()} (matched){' [dB]' if metric == 'psnr' else ''}",
+                label,
                 [f"{_num(block[m][metric]['mean'], fmt)} ± {_num(block[m][metric]['std'], fmt)}" for m in names],
             )
         )

@@ -63,6 +63,8 @@ class PeelingTrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0  # 0: torch's default
     init: str | None = None  # warm start (fine-tune) from these peeling weights
+    real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
+    real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -262,7 +264,9 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
     """Common start of a training run: output folder, seeds, threads, device, config.json, cached data.
 
     ``config`` needs ``seed``, ``threads``, ``device``, ``preset``, ``n_train``, ``n_val``,
-    ``stamp_size`` and ``workers``. Returns ``(out, device, preset, train_data, val_data)``.
+    ``stamp_size`` and ``workers``; with ``real_galaxies`` (an export-training folder) a
+    ``real_fraction`` of the training galaxies become real ones (the validation set stays
+    parametric). Returns ``(out, device, preset, train_data, val_data)``.
     """
     from ..deblenders.base import resolve_device
 
@@ -278,6 +282,14 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
     cache = out / "cache"
     train_data = load_or_simulate(config.n_train, config.stamp_size, preset.name,
                                   TRAIN_SEED_BASE + config.seed, config.workers, cache, log)
+    if getattr(config, "real_galaxies", None):
+        from ..real_galaxies import load_real_galaxies, mix_real_galaxies
+
+        real = load_real_galaxies(config.real_galaxies, preset=preset.name)
+        train_data, n_real = mix_real_galaxies(train_data, real, config.real_fraction, seed=config.seed)
+        total = int(train_data["n_components"].sum())
+        log(f"real galaxies: {len(real)} from {config.real_galaxies}; {n_real} of {total} training galaxies "
+            f"({n_real / max(total, 1):.0%}) replaced by them")
     val_data = load_or_simulate(config.n_val, config.stamp_size, preset.name, VALIDATION_SEED, config.workers, cache, log)
     return out, device, preset, train_data, val_data
 

@@ -60,6 +60,8 @@ class UNetTrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0  # 0: torch's default
     init: str | None = None  # warm start (fine-tune) from these unet weights
+    real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
+    real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
 
 
 # ---- data ----------------------------------------------------------------------------------------

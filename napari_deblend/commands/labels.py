@@ -1,0 +1,50 @@
+"""``napari-deblend labels``: summary, ECSV export and import of a label database."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from ..errors import DeblendInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``labels`` sub-command."""
+    p = subparsers.add_parser(
+        "labels",
+        help="summarise, export or import labels (ECSV)",
+        description="Show what a label database holds, write its labels to ECSV, or add the labels of an "
+        "ECSV file to it (labels already present are skipped).",
+    )
+    p.add_argument("action", choices=("summary", "export", "import"))
+    p.add_argument("database", metavar="DB", help="label database (SQLite)")
+    p.add_argument("ecsv", nargs="?", metavar="ECSV", help="file to write (export) or read (import)")
+    p.add_argument("--overwrite", action="store_true", help="export: replace an existing ECSV file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen action."""
+    from pathlib import Path
+
+    from ..labels.ecsv import export_labels_ecsv, import_labels_ecsv
+    from ..labels.store import LabelStore
+
+    if args.action != "summary" and not args.ecsv:
+        raise DeblendInputError(f"labels {args.action}: give the ECSV file")
+    if args.action != "import" and not Path(args.database).exists():
+        raise DeblendInputError(f"{args.database}: no such label database")
+    with LabelStore(args.database) as store:
+        if args.action == "export":
+            n = export_labels_ecsv(store, args.ecsv, overwrite=args.overwrite)
+            print(f"wrote {n} labels to {args.ecsv}")
+        elif args.action == "import":
+            n = import_labels_ecsv(store, args.ecsv)
+            print(f"added {n} labels to {args.database}")
+        else:
+            labels = store.labels()
+            verdicts = Counter((label.kind, label.verdict) for label in labels)
+            print(f"{args.database}: {len(labels)} labels on {len(store.field_hashes())} field(s)")
+            for (kind, verdict), n in sorted(verdicts.items()):
+                print(f"  {kind:9s} {verdict:10s} {n}")
+    return 0

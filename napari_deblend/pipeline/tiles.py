@@ -1,0 +1,371 @@
+"""One tile of a field: detect, group into blends, keep what the tile owns, deblend in batches, measure.
+
+The finished tile is written as one FITS file (``work/parts/tile_XXXX.fits``)
+under a temporary name and renamed when complete: a rerun skips it, a tile
+interrupted half-way is simply redone.  Extensions:
+
+- ``DETECTIONS``: the detections the tile owns, field pixels (0-based),
+  tile-local ``id`` and ``blend_id``;
+- ``COMPONENTS``: one row per component of the tile's blends (``measure``
+  columns, field positions, the matched member's tile-local ``member_id``);
+- ``STAMP`` (``EXTVER`` = tile-local blend id): ``(K, C, h, w)`` components,
+  ``ORIGIN_Y`` / ``ORIGIN_X`` of the stamp in the field;
+- ``SIGMA`` (same ``EXTVER``), when the model gives one (``vae``): the
+  per-pixel standard deviation of each component, same shape.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table, vstack
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+
+from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes
+from ..deblenders.base import Deblender, DeblendResult, get_deblender
+from ..deblending import DEFAULT_STAMP, stamp_side
+from ..detection import (
+    KRON_INTEGRATION_RADIUS,
+    DetectionPreset,
+    _build_catalog,
+    _coadd,
+    extract_with_preset,
+    get_detection_preset,
+)
+from ..errors import DetectionError
+from ..field import Field
+from ..measurements import match_positions, measure
+from ..presets import get_preset
+from .layout import FieldJob
+from .outputs import atomic_path
+from .tiling import Tile, reaches_outer_edge
+
+#: Stages whose seconds a tile records.
+TIMED_STAGES = ("detect", "deblend", "measure")
+#: Halo added when a tile owns something wider than its halo (then doubled until it fits).
+MIN_GROWTH = 64
+
+
+@dataclass
+class TileDetection:
+    """Detections of a tile's outer box and what the tile owns of them."""
+
+    tile: Tile
+    catalog: Table  # all detections of the outer box, tile pixels
+    rows: np.ndarray  # catalogue rows the tile owns
+    blends: list[Blend]  # blends the tile owns (tile pixels)
+    stamps: list[Stamp]  # one per owned blend, cut from the field (origins in field pixels)
+    boxes: np.ndarray  # (N, 4) field boxes of everything owned (sources, apertures, stamps)
+
+
+def field_wcs(info: dict[str, Any]) -> WCS | None:
+    """The field's celestial WCS from ``info["wcs"]`` (header text), or None."""
+    if not info.get("wcs"):
+        return None
+    return WCS(fits.Header.fromstring(info["wcs"]))
+
+
+def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, Any]:
+    """Detect, deblend and measure one tile and write its record (skipped if already written).
+
+    Parameters
+    ----------
+    job : FieldJob
+        The field and the run's settings.
+    info : dict
+        The field's description from :func:`~napari_deblend.pipeline.prepare.prepare_field`.
+    tile : Tile
+        The tile.
+
+    Returns
+    -------
+    dict
+        ``tile``, ``detections``, ``blends``, ``components``, ``halo`` (after
+        any growth) and ``timings`` (``detect``, ``deblend``, ``measure``, ``write``).
+    """
+    part = job.paths.part(tile.index)
+    if part.exists():
+        return read_tile_summary(part)
+    settings = job.settings
+    deblender = get_deblender(settings.model, device=settings.device, preset=info["survey"])
+    subtracted = np.load(job.paths.subtracted, mmap_mode="r")
+    mask = np.load(job.paths.mask, mmap_mode="r")
+    timings = {"detect": 0.0, "deblend": 0.0, "measure": 0.0, "write": 0.0}
+
+    params = get_detection_preset(settings.detection_preset, **settings.detection_overrides)
+    start = time.perf_counter()
+    found = detect_tile(subtracted, mask, tile, info, params, deblender)
+    while reaches_outer_edge(found.tile, found.boxes) and not found.tile.covers_field:
+        # something the tile owns is wider than the halo: detect again on a larger box
+        wider = found.tile.grown(max(2 * found.tile.halo, MIN_GROWTH))
+        found = detect_tile(subtracted, mask, wider, info, params, deblender)
+    timings["detect"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    results = deblend_stamps(deblender, found.stamps, info["deblend_noise"])
+    timings["deblend"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    detections = owned_detections(found, field_wcs(info))
+    components = measure_components(found, results, info)
+    timings["measure"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    summary = {
+        "tile": tile.index,
+        "detections": len(detections),
+        "blends": len(found.blends),
+        "components": len(components),
+        "halo": found.tile.halo,
+        "model": deblender.name,
+        "model_version": str(deblender.version),
+        "device": deblender.device,
+    }
+    write_tile(part, detections, components, found, results, summary, timings)
+    timings["write"] = time.perf_counter() - start
+    summary["timings"] = timings
+    return summary
+
+
+def detect_tile(
+    subtracted: np.ndarray,
+    mask: np.ndarray,
+    tile: Tile,
+    info: dict[str, Any],
+    params: DetectionPreset,
+    deblender: Deblender,
+) -> TileDetection:
+    """Detect on a tile's outer box against the field's background rms and find what it owns.
+
+    Parameters
+    ----------
+    subtracted : numpy.ndarray
+        ``(C, H, W)`` background-subtracted field (memory-mapped).
+    mask : numpy.ndarray
+        ``(H, W)`` bad-pixel mask.
+    tile : Tile
+        The tile.
+    info : dict
+        The field's description.
+    params : DetectionPreset
+        Detection parameters.
+    deblender : Deblender
+        The deblender (its ``stamp_size`` sets the stamps cut).
+
+    Returns
+    -------
+    TileDetection
+    """
+    ymin, ymax, xmin, xmax = tile.outer
+    # copies: sep needs writable, C-contiguous arrays, and the scratch arrays are read-only maps
+    pixels = np.array(subtracted[:, ymin:ymax, xmin:xmax], dtype=np.float32, order="C", copy=True)
+    bad = np.array(mask[ymin:ymax, xmin:xmax], dtype=bool, order="C", copy=True)
+    rms = np.asarray(info["rms"], float)
+    detection_image, detection_rms = _coadd(pixels, rms)
+    try:
+        objects, segmentation = extract_with_preset(detection_image, detection_rms, params, mask=bad)
+    except Exception as exc:  # sep raises bare Exceptions with C-level messages
+        raise DetectionError(f"{info['name']} tile {tile.index}: source extraction failed ({exc})") from None
+    tile_field = Field(
+        data=pixels,
+        mask=bad,
+        band_names=list(info["band_names"]),
+        preset=get_preset(info["survey"]),
+        zero_point=info["zero_point"],
+        exposure=info["exposure"],
+        gain=info["gain"],
+        noise=np.asarray(info["noise"]),
+    )
+    catalog = _build_catalog(objects, segmentation, tile_field, pixels, detection_image, bad, rms)
+    catalog.meta.update({"zero_point": info["zero_point"], "exposure": info["exposure"]})
+    blends = find_blends(catalog, segmentation)
+    return _owned(tile, catalog, blends, subtracted, mask, deblender)
+
+
+def _owned(
+    tile: Tile,
+    catalog: Table,
+    blends: list[Blend],
+    subtracted: np.ndarray,
+    mask: np.ndarray,
+    deblender: Deblender,
+) -> TileDetection:
+    oy, ox = tile.origin
+    y = np.asarray(catalog["y"], float)
+    x = np.asarray(catalog["x"], float)
+    blend_of_row = np.asarray(catalog["blend_id"])
+    owned = (blend_of_row == 0) & tile.owns(y + oy, x + ox)
+    owned_blends = [b for b in blends if bool(tile.owns(b.center[0] + oy, b.center[1] + ox))]
+    owned_blend_ids = np.array([b.id for b in owned_blends], dtype=int)
+    owned |= np.isin(blend_of_row, owned_blend_ids)
+    rows = np.flatnonzero(owned)
+    # how far each owned source reaches: its footprint, Kron aperture and Kron-radius integration
+    kron_a, _ = kron_axes(catalog[rows])
+    reach = np.maximum(kron_a, KRON_INTEGRATION_RADIUS * np.asarray(catalog["a"], float)[rows]) + 1.0
+    boxes = [
+        np.stack(
+            [
+                np.minimum(np.asarray(catalog["ymin"])[rows], y[rows] - reach) + oy,
+                np.maximum(np.asarray(catalog["ymax"])[rows] + 1, y[rows] + reach + 1) + oy,
+                np.minimum(np.asarray(catalog["xmin"])[rows], x[rows] - reach) + ox,
+                np.maximum(np.asarray(catalog["xmax"])[rows] + 1, x[rows] + reach + 1) + ox,
+            ],
+            axis=1,
+        )
+    ]
+    stamps = []
+    minimum = deblender.stamp_size or DEFAULT_STAMP
+    for blend in owned_blends:
+        side = stamp_side(blend, minimum)
+        # cut in field pixels, from the field: the same stamp (rounding included) whatever the tiling
+        in_field = replace(
+            blend,
+            bbox=(blend.bbox[0] + oy, blend.bbox[1] + oy, blend.bbox[2] + ox, blend.bbox[3] + ox),
+            positions=blend.positions + np.array([oy, ox], float),
+        )
+        stamp = cut_stamp(subtracted, in_field, size=side, mask=mask)
+        stamps.append(stamp)
+        sy, sx = stamp.origin
+        boxes.append(np.array([[sy, sy + side, sx, sx + side]], float))
+        boxes.append(
+            np.array([[blend.bbox[0] + oy, blend.bbox[1] + oy, blend.bbox[2] + ox, blend.bbox[3] + ox]])
+        )
+    return TileDetection(tile, catalog, rows, owned_blends, stamps, np.concatenate(boxes).reshape(-1, 4))
+
+
+def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float) -> list[DeblendResult]:
+    """Deblend stamps in batches of equal size (one ``deblend_batch`` call per stamp side).
+
+    Returns
+    -------
+    list of DeblendResult
+        In the order of ``stamps``, with ``blend_id`` set (``origin`` stays in tile pixels).
+    """
+    results: list[DeblendResult | None] = [None] * len(stamps)
+    sides = sorted({s.data.shape[-1] for s in stamps})
+    for side in sides:
+        chosen = [i for i, s in enumerate(stamps) if s.data.shape[-1] == side]
+        batch = np.stack([np.where(stamps[i].mask, 0.0, stamps[i].data).astype(np.float32) for i in chosen])
+        # as deblend() does: catalogue positions only for deblenders that need them, the others find the sources
+        positions = [stamps[i].positions for i in chosen] if deblender.needs_positions else None
+        out = deblender.deblend_batch(batch, positions=positions, noise=noise)
+        for i, result in zip(chosen, out):
+            result.origin = stamps[i].origin
+            result.blend_id = stamps[i].blend_id
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def owned_detections(found: TileDetection, wcs: WCS | None) -> Table:
+    """The owned catalogue rows in field pixels (0-based), with RA/Dec from the field's WCS."""
+    oy, ox = found.tile.origin
+    table = found.catalog[found.rows]
+    table.meta.clear()
+    for name, shift in (("x", ox), ("xmin", ox), ("xmax", ox), ("y", oy), ("ymin", oy), ("ymax", oy)):
+        table[name] += shift
+    if wcs is not None and len(table):
+        ra, dec = wcs.all_pix2world(np.asarray(table["x"], float), np.asarray(table["y"], float), 0)
+        table["ra"][:] = ra
+        table["dec"][:] = dec
+    return table
+
+
+def measure_components(found: TileDetection, results: list[DeblendResult], info: dict[str, Any]) -> Table:
+    """One row per component: ``measure`` columns in field pixels, tile blend id, matched member id, RA/Dec."""
+    oy, ox = found.tile.origin
+    wcs = field_wcs(info)
+    catalog_ids = {b.id: np.asarray(b.members) for b in found.blends}
+    tables = []
+    for stamp, result in zip(found.stamps, results):
+        table = measure(
+            result,
+            sextractor=False,
+            preset=info["survey"],
+            zero_point=info["zero_point"],
+            exposure=info["exposure"],
+        )
+        table.meta.clear()
+        member_id = np.zeros(len(table), dtype=np.int32)
+        for k, j in match_positions(result.positions, stamp.positions):
+            member_id[k] = catalog_ids[stamp.blend_id][j]
+        table["x"] += stamp.origin[1]
+        table["y"] += stamp.origin[0]
+        table["blend_id"] = np.full(len(table), stamp.blend_id, dtype=np.int32)
+        table["member_id"] = member_id
+        tables.append(table)
+    if not tables or not sum(len(t) for t in tables):
+        return _empty_components()
+    table = vstack([t for t in tables if len(t)])
+    ra = dec = np.full(len(table), np.nan)
+    if wcs is not None:
+        ra, dec = wcs.all_pix2world(np.asarray(table["x"], float), np.asarray(table["y"], float), 0)
+    table["ra"] = np.asarray(ra, float)
+    table["dec"] = np.asarray(dec, float)
+    return table
+
+
+def _empty_components() -> Table:
+    names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
+             "blend_id", "member_id", "ra", "dec")  # fmt: skip
+    dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", np.int32, np.int32,
+              float, float)  # fmt: skip
+    return Table(names=names, dtype=dtypes)
+
+
+def write_tile(
+    path, detections: Table, components: Table, found: TileDetection, results: list[DeblendResult],
+    summary: dict[str, Any], timings: dict[str, float],
+) -> None:  # fmt: skip
+    """Write a tile's record atomically (see the module docstring for its extensions)."""
+    primary = fits.PrimaryHDU()
+    for key, value in (("TILE", summary["tile"]), ("HALO", summary["halo"]), ("NDET", summary["detections"]),
+                       ("NBLEND", summary["blends"]), ("NCOMP", summary["components"]),
+                       ("MODEL", summary["model"]), ("MODELVER", summary["model_version"]),
+                       ("DEVICE", summary["device"])):  # fmt: skip
+        primary.header[key] = value
+    for name in TIMED_STAGES:
+        primary.header[f"T{name.upper()}"] = (timings[name], f"seconds spent in {name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)  # 'electron' is not a FITS unit: restored on reading
+        hdus = [primary, fits.table_to_hdu(detections), fits.table_to_hdu(components)]
+    hdus[1].name, hdus[2].name = "DETECTIONS", "COMPONENTS"
+    oy, ox = found.tile.origin
+    for result in results:
+        if not result.n_components:
+            continue
+        hdu = fits.ImageHDU(np.asarray(result.components, np.float32), name="STAMP", ver=int(result.blend_id))
+        hdu.header["ORIGIN_Y"] = (int(result.origin[0]), "field row of stamp pixel (0, 0), 0-based")
+        hdu.header["ORIGIN_X"] = (int(result.origin[1]), "field column of stamp pixel (0, 0), 0-based")
+        hdu.header["QUALITY"] = str(result.quality)
+        hdus.append(hdu)
+        sigma = result.info.get("component_sigma")
+        if sigma is not None:  # the model's per-pixel uncertainty of each component (vae)
+            hdus.append(fits.ImageHDU(np.asarray(sigma, np.float32), name="SIGMA", ver=int(result.blend_id)))
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+
+
+def read_tile_summary(path) -> dict[str, Any]:
+    """The summary of a tile written by an earlier (interrupted) run."""
+    header = fits.getheader(path, 0)
+    return {
+        "tile": int(header["TILE"]),
+        "detections": int(header["NDET"]),
+        "blends": int(header["NBLEND"]),
+        "components": int(header["NCOMP"]),
+        "halo": int(header["HALO"]),
+        "model": str(header["MODEL"]),
+        "model_version": str(header["MODELVER"]),
+        "device": str(header["DEVICE"]),
+        "timings": {
+            name: float(header.get(f"T_{name.upper()}", 0.0)) for name in ("detect", "deblend", "measure")
+        }
+        | {"write": 0.0},
+        "resumed": True,
+    }

@@ -1,0 +1,194 @@
+"""The vae deblender and the learned source finder: training runs, loadable weights, deblending, bad input.
+
+The training tests run a few steps on a tiny simulated set; the deblending tests use the shipped weights
+(the ``vae`` and ``detector`` models are products: they must load and work as shipped).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deblend.cli import main
+from napari_deblend.deblenders import DeblendError, available_deblenders, get_deblender
+from napari_deblend.deblenders.detector import SourceFinder, find_peaks, resolve_sources
+from napari_deblend.deblenders.vae import VAEDeblender
+from napari_deblend.deblenders.vae_nets import Decoder, Encoder, from_asinh, recentre, to_asinh
+from napari_deblend.simulate import simulate_blends
+from napari_deblend.training.detector import DetectorTrainConfig, match_counts, train_detector
+from napari_deblend.training.vae import VAETrainConfig, train_vae
+
+
+def _quiet(*args):
+    pass
+
+
+@pytest.fixture(scope="module")
+def blends():
+    return simulate_blends(6, n_galaxies=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return get_deblender("vae", device="cpu")
+
+
+def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
+    config = VAETrainConfig(minutes=0.06, n_train=200, n_val=16, batch_size=8, workers=1, checkpoint_minutes=0.01)
+    weights = train_vae(config, tmp_path, log=_quiet)
+    assert weights == tmp_path / "vae.pt"
+    lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert {line["phase"] for line in lines} == {"vae", "deblender"}
+    assert all(np.isfinite(line["val_nll"]) and np.isfinite(line["flux_scatter"]) for line in lines)
+    assert (tmp_path / "vae_checkpoint.pt").exists() and (tmp_path / "deblender_checkpoint.pt").exists()
+    model = VAEDeblender(device="cpu", weights=weights)
+    (result,) = model.deblend_batch(np.zeros((1, 1, 48, 48), np.float32) + 1.0)
+    assert result.components.shape[1:] == (1, 48, 48)
+    # --init keeps the VAE and fine-tunes the deblending encoder only
+    again = train_vae(VAETrainConfig(minutes=0.02, n_train=200, n_val=16, batch_size=8, workers=1, init=str(weights)),
+                      tmp_path / "fine", log=_quiet)
+    before, after = torch.load(weights), torch.load(again)
+    for key, value in before["decoder"].items():
+        torch.testing.assert_close(after["decoder"][key], value)
+
+
+def test_detector_training_stores_the_best_threshold(tmp_path):
+    config = DetectorTrainConfig(minutes=0.03, n_train=200, n_val=16, batch_size=8, workers=1)
+    weights = train_detector(config, tmp_path, log=_quiet)
+    checkpoint = torch.load(weights)
+    assert checkpoint["threshold"] in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    assert set(checkpoint["scores"]) == {"0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
+    SourceFinder("cpu", weights=weights)
+
+
+def test_shipped_source_finder_finds_both_galaxies_of_separated_pairs(blends):
+    finder = SourceFinder("cpu")
+    found = finder.find(blends.images, blends.noise_sigma)
+    hits = total = 0
+    for i, pos in enumerate(found):
+        k = int(blends.n_components[i])
+        truth = np.array([[row["y"], row["x"]] for row in blends.truth[blends.truth["stamp"] == i]])[:k]
+        h, _ = match_counts(pos, truth, radius=2.0)
+        hits, total = hits + h, total + k
+    assert hits >= total - 2, f"found {hits} of {total} galaxies"
+
+
+def test_find_peaks_orders_and_refines():
+    prob = np.zeros((20, 20))
+    prob[5, 5], prob[5, 6] = 0.9, 0.45
+    prob[14, 10] = 0.6
+    peaks = find_peaks(prob, threshold=0.5)
+    assert peaks.shape == (2, 2)
+    assert peaks[0, 0] == pytest.approx(5.0) and 5.0 < peaks[0, 1] < 6.0  # pulled towards its neighbour
+    np.testing.assert_allclose(peaks[1], [14.0, 10.0])
+    assert find_peaks(np.zeros((8, 8)), 0.5).shape == (0, 2)
+
+
+def test_recentre_and_paste_round_trip():
+    from napari_deblend.deblenders.vae import _paste
+
+    images = torch.arange(2 * 60 * 50, dtype=torch.float32).reshape(2, 1, 60, 50)
+    crops, offsets = recentre(images, torch.tensor([[30.2, 20.7], [3.0, 47.0]]))
+    assert crops.shape == (2, 1, 48, 48)
+    assert crops[0, 0, 24, 24] == images[0, 0, 30, 21]
+    assert crops[1, 0, 24, 24] == images[1, 0, 3, 47] and crops[1, 0, 0, 0] == 0  # beyond the image: zeros
+    back = _paste(crops.numpy(), offsets.numpy(), (2, 1, 60, 50))
+    assert back[0, 0, 30, 21] == images[0, 0, 30, 21] and back[1, 0, 3, 47] == images[1, 0, 3, 47]
+    assert back[0, 0, 0, 0] == 0  # outside the crop
+
+
+def test_asinh_space_round_trip():
+    sigma = torch.tensor(445.0).view(1, 1, 1, 1)
+    x = torch.tensor([0.0, 100.0, 1e4, 1e6]).view(1, 1, 1, 4)
+    image, pixel_sigma = from_asinh(to_asinh(x, sigma), torch.full_like(x, -5.0), sigma)
+    torch.testing.assert_close(image, x, rtol=1e-4, atol=1e-2)
+    assert torch.all(pixel_sigma[..., 1:] > pixel_sigma[..., :-1])  # brighter pixels, larger sigma in electrons
+    enc, dec = Encoder(), Decoder()
+    mean, log_var = enc(torch.zeros(2, 2, 48, 48))
+    assert mean.shape == (2, 32)
+    out_mean, out_log_sigma = dec(mean)
+    assert out_mean.shape == out_log_sigma.shape == (2, 1, 48, 48)
+
+
+def test_vae_deblends_simulated_pairs(vae, blends):
+    results = vae.deblend_batch(blends.images, noise=blends.noise_sigma)
+    good = 0
+    for i, result in enumerate(results):
+        k = result.n_components
+        assert result.components.shape == (k, 1, 48, 48)
+        sig = result.info["component_sigma"]
+        assert sig.shape == result.components.shape and np.all(sig >= 0)
+        assert result.info["flux_sigma"].shape == (k,) and np.all(result.info["flux_sigma"] > 0)
+        assert result.info["positions_from"] == "detector"
+        true = blends.components[i, :2].sum(axis=(1, 2, 3))
+        fluxes = np.sort(result.fluxes[:, 0])[::-1]
+        if k == 2 and np.all(np.abs(fluxes - np.sort(true)[::-1]) / np.sort(true)[::-1] < 0.3):
+            good += 1
+        np.testing.assert_allclose(result.residual, result.blend - result.components.sum(0), atol=1e-2)
+    assert good >= 4, f"{good} of 6 blends with both fluxes within 30%"
+
+
+def test_vae_keeps_given_positions_in_order(vae, blends):
+    truth = blends.truth[blends.truth["stamp"] == 0]
+    given = np.array([[row["y"], row["x"]] for row in truth])[::-1]  # fainter first
+    (result,) = vae.deblend_batch(blends.images[:1], positions=[given], noise=blends.noise_sigma)
+    np.testing.assert_allclose(result.positions, given)
+    assert result.info["positions_from"] == "given"
+
+
+def test_sources_fall_back_to_the_brightest_pixel():
+    finder = SourceFinder("cpu")
+    stamps = np.zeros((1, 1, 32, 32), np.float32)
+    ((pos, origin),) = resolve_sources("vae", stamps, None, np.array([445.0]), finder)
+    assert origin == "peak" and pos.shape == (1, 2)
+
+
+def test_vae_bad_input_and_weights(vae, tmp_path):
+    with pytest.raises(DeblendError, match="takes 1 band"):
+        vae.deblend_batch(np.zeros((1, 2, 48, 48), np.float32))
+    with pytest.raises(DeblendError, match="too small"):
+        vae.deblend_batch(np.zeros((1, 1, 8, 8), np.float32))
+    stamp = np.zeros((1, 1, 48, 48), np.float32)
+    stamp[0, 0, 3, 3] = np.inf
+    with pytest.raises(DeblendError, match="NaN"):
+        vae.deblend_batch(stamp)
+    with pytest.raises(DeblendError, match="outside the 48x48 stamp"):
+        vae.deblend_batch(np.zeros((1, 1, 48, 48), np.float32), positions=[np.array([[10.0, -4.0]])])
+    with pytest.raises(DeblendError, match="nope.pt are missing.*napari-deblend train vae"):
+        VAEDeblender(device="cpu", weights=tmp_path / "nope.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00garbage")
+    with pytest.raises(DeblendError, match="broken.pt are corrupted.*napari-deblend train vae"):
+        VAEDeblender(device="cpu", weights=broken)
+    with pytest.raises(DeblendError, match="nope.pt are missing.*napari-deblend train detector"):
+        SourceFinder("cpu", weights=tmp_path / "nope.pt")
+    with pytest.raises(DeblendError, match="'gpu7' is not available on this machine"):
+        get_deblender("vae", device="gpu7")
+
+
+def test_registry_and_train_command(capsys, tmp_path):
+    assert "vae" in available_deblenders()
+    assert main(["train", "vae", "--no-symmetric", "--out", str(tmp_path)]) == 2
+    assert "--no-symmetric" in capsys.readouterr().err
+    assert main(["train", "detector", "--minutes", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_sigma_image_becomes_a_layer_and_amplitudes_are_fitted(vae, blends):
+    from napari_deblend.deblenders.vae import fit_amplitudes
+    from napari_deblend.layers import deblend_result_layers
+
+    (result,) = vae.deblend_batch(blends.images[:1], noise=blends.noise_sigma)
+    layers = {kwargs["name"]: (data, kind) for data, kwargs, kind in deblend_result_layers(result, "vae")}
+    data, kind = layers["blend 0 · vae · sigma"]
+    assert kind == "image" and data.shape == (48, 48) and np.all(data >= 0)
+    expected = np.sqrt((result.info["component_sigma"][:, 0].astype(np.float64) ** 2).sum(axis=0))
+    np.testing.assert_allclose(data, expected, rtol=1e-5)
+    # the fitted sum matches the stamp better than any other scaling of the same shapes
+    gains = fit_amplitudes(result.blend, result.components)
+    np.testing.assert_allclose(gains, 1.0, atol=1e-3)  # already applied
+    shapes = np.stack([np.ones((1, 8, 8)), np.pad(np.ones((1, 4, 4)), ((0, 0), (2, 2), (2, 2)))])
+    blend = 3.0 * shapes[0] + 0.7 * shapes[1]
+    np.testing.assert_allclose(fit_amplitudes(blend, shapes), [2.0, 0.7 + 0.0], atol=1e-9)  # 3 clipped to 2
