@@ -93,6 +93,18 @@ def test_export_training_cutouts(exported):
                 sky, field.wcs.all_pix2world([[row["center_x"], row["center_y"]]], 0)[0], atol=1e-9
             )
             assert hdul["MASK"].data.shape == cube.shape
+            if row["kind"] == "blend":  # the accepted component, drawn again by the judged model
+                drawn = hdul["COMPONENTS"]
+                assert drawn.header["MODEL"] == "sextractor"
+                assert drawn.data.shape == (1, *cube.shape)
+                (comp,) = json.loads(row["accepted_components"])
+                yy, xx = np.mgrid[:h, :w]
+                image = drawn.data[0].sum(axis=0)
+                assert image.sum() > 0 and image.max() > 0
+                cy, cx = (image * yy).sum() / image.sum(), (image * xx).sum() / image.sum()
+                assert np.hypot(cy - comp["y"], cx - comp["x"]) < 2.0  # the component at its labelled place
+            else:
+                assert "COMPONENTS" not in hdul
 
 
 def test_real_galaxies_join_training(exported, tmp_path):

@@ -9,8 +9,10 @@ label of each target and component decides:
   ``isolated/<field>_g<n>.fits``;
 - a blend whose current whole-blend label is ``clean`` becomes
   ``blends/<field>_b<n>.fits``; its components whose current label is
-  ``clean`` are its *accepted* components (positions in the index), the
-  others are listed as rejected with their verdict.
+  ``clean`` are its *accepted* components (positions in the index, and
+  their images, drawn again by the judged model, in a ``COMPONENTS``
+  extension: see :func:`accepted_component_images`), the others are listed
+  as rejected with their verdict.
 
 Each FITS file is a ``(C, H, W)`` float32 cube of the field's pixels as they
 are in the file (every band, no background subtraction) with the WCS of the
@@ -97,6 +99,12 @@ class TrainingExport:
     skipped: list[str]
 
 
+def accepted_model(target: LabelledTarget, label: Any) -> str:
+    """The model whose components were accepted: the components' labels', else the blend label's."""
+    models = [c.model for k, c in sorted(target.current.items()) if k and c.verdict == "clean" and c.model]
+    return models[0] if models else label.model
+
+
 def _safe_stem(name: str) -> str:
     stem = re.sub(r"\.(fits|fit|fts)(\.gz|\.fz)?$", "", name, flags=re.IGNORECASE)
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "field"
@@ -143,14 +151,72 @@ def _cut(field_obj: Any, target: LabelledTarget, margin: int):
     return cut_stamp(field_obj.data, blend, margin=margin, mask=field_obj.mask)
 
 
-def _write_stamp(path: Path, stamp: Any, header: Any, meta: dict[str, Any]) -> None:
+def _write_stamp(path: Path, stamp: Any, header: Any, meta: dict[str, Any],
+                 components: Any = None) -> None:
     from astropy.io import fits
 
     for key, value in meta.items():
         header[key] = value
     primary = fits.PrimaryHDU(np.asarray(stamp.data, np.float32), header=header)
     mask = fits.ImageHDU(np.asarray(stamp.mask, np.uint8), name="MASK")
-    fits.HDUList([primary, mask]).writeto(path, overwrite=True)
+    hdus = [primary, mask]
+    if components is not None:
+        images, model, version = components
+        hdu = fits.ImageHDU(np.asarray(images, np.float32), name="COMPONENTS")
+        hdu.header["MODEL"] = (model, "deblender that drew the accepted components")
+        hdu.header["MODELVER"] = (version[:60], "its version now (weights SHA-1)")
+        hdu.header["COMMENT"] = "accepted components, (K, bands, y, x) in electrons, on the cut-out's grid"
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def accepted_component_images(field_obj: Any, target: LabelledTarget, accepted: list[dict[str, Any]],
+                              model: str, stamp: Any, background: Any, version: str) -> Any:
+    """The accepted components of a clean blend, drawn again by the judged model on the cut-out's grid.
+
+    The labels keep positions and verdicts, not pixels: the model named in the
+    label deblends the blend again (deterministic for the shipped models) and each
+    accepted component is the drawn component nearest its labelled position
+    (within 2 px). Returns ``(images (K, C, H, W), model, version)`` or None when
+    the model is unknown here, with a :class:`LabelExportWarning`.
+    """
+    from ..blends import Blend
+    from ..deblenders.base import BUILTIN_DEBLENDERS, DeblendError
+    from ..deblending import deblend
+    from .store import model_version
+
+    name = (model or "").split(" ")[0]
+    try:
+        if name not in BUILTIN_DEBLENDERS:
+            raise DeblendError(f"unknown deblender {name!r}")
+        blend = Blend(id=0, members=np.arange(len(target.members)), bbox=target.bbox,
+                      positions=np.asarray(target.members, float), fluxes=np.zeros(len(target.members)),
+                      blendedness=0.0)
+        result = deblend(field_obj, blend, model=name, device="cpu", background=background)
+    except DeblendError as exc:
+        warnings.warn(f"{field_obj.name}: accepted components of the blend at {target.center} not drawn ({exc}); "
+                      "their positions are in the index", LabelExportWarning, stacklevel=3)
+        return None
+    now = model_version(name, str(result.model))
+    if version and now != version:
+        warnings.warn(f"{field_obj.name}: the blend at {target.center} was judged with {version}, its components "
+                      f"are drawn with {now}", LabelExportWarning, stacklevel=3)
+    drawn = result.positions + np.asarray(result.origin, float)
+    shift = np.asarray(result.origin) - np.asarray(stamp.origin)
+    h, w = stamp.data.shape[-2:]
+    images = np.zeros((len(accepted), *stamp.data.shape), np.float32)
+    for k, entry in enumerate(accepted):
+        where = np.array([entry["y"], entry["x"]]) + np.asarray(stamp.origin, float)
+        distance = np.hypot(*(drawn - where).T) if len(drawn) else np.zeros(0)
+        if not len(distance) or distance.min() > 2.0:
+            continue
+        component = result.components[int(np.argmin(distance))]
+        ch, cw = component.shape[-2:]
+        y0, x0 = int(shift[0]), int(shift[1])
+        ys, ye, xs, xe = max(y0, 0), min(y0 + ch, h), max(x0, 0), min(x0 + cw, w)
+        if ys < ye and xs < xe:
+            images[k, :, ys:ye, xs:xe] = component[:, ys - y0:ye - y0, xs - x0:xe - x0]
+    return images, name, now
 
 
 def export_training(
@@ -229,6 +295,7 @@ def export_training(
             warnings.warn(check.warning, LabelExportWarning, stacklevel=2)
         stem = _safe_stem(field_obj.name)
         targets = group_by_target(store.labels(key.content_hash))
+        background = None
         n_field = 0
         for target in targets:
             if target.verdict != "clean" or target.kind not in kinds:
@@ -268,7 +335,15 @@ def export_training(
                 "NMEMBERS": len(members),
             }
             header = cutout_header(field_obj, stamp.origin, list(field_obj.band_names))
-            _write_stamp(out / relative, stamp, header, meta)
+            drawn = None
+            if target.kind == "blend" and accepted:
+                if background is None:  # once per field, with the default detection settings
+                    from ..detection import run_detection
+
+                    background = run_detection(field_obj).background
+                drawn = accepted_component_images(field_obj, target, accepted, accepted_model(target, label),
+                                                  stamp, background, label.model_version)
+            _write_stamp(out / relative, stamp, header, meta, drawn)
             ra = dec = np.nan
             if field_obj.wcs is not None:
                 ra, dec = (
