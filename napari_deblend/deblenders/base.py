@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import warnings
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -154,8 +155,15 @@ class Deblender:
         self.preset = get_preset(preset)
 
     def model_card(self) -> dict[str, Any]:
-        """The model card (training data, command, metrics); empty for classical methods."""
-        return {}
+        """The model card (training data, command, metrics): the JSON beside ``self.weights``.
+
+        Empty for classical methods (no ``weights`` attribute) or when no card was shipped.
+        """
+        weights = getattr(self, "weights", None)
+        if weights is None:
+            return {}
+        card = Path(weights).with_suffix(".json")
+        return json.loads(card.read_text()) if card.exists() else {}
 
     def deblend_batch(
         self,

@@ -23,7 +23,6 @@ test set, ``refine_sweeps`` 0 vs 1). Cost: one RDN pass per component.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,11 +78,6 @@ class PeelingDeblender(Deblender):
         self.counter.eval().to(self.device)
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
-
-    def model_card(self) -> dict[str, Any]:
-        """The JSON model card shipped beside the weights."""
-        card = self.weights.with_suffix(".json")
-        return json.loads(card.read_text()) if card.exists() else {}
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
         """Peel every stamp of ``(N, 1, H, W)``; positions are not needed (nor used)."""

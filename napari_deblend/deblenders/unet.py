@@ -40,7 +40,6 @@ Our choices
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -92,11 +91,6 @@ class UNetDeblender(Deblender):
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
         self.finder = SourceFinder(self.device)
-
-    def model_card(self) -> dict[str, Any]:
-        """The JSON model card shipped beside the weights."""
-        card = self.weights.with_suffix(".json")
-        return json.loads(card.read_text()) if card.exists() else {}
 
     # ---- inference -------------------------------------------------------------------------------
 

@@ -45,7 +45,6 @@ is truncated (the training stamps are 48x48).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -104,11 +103,6 @@ class VAEDeblender(Deblender):
         self.decoder.eval().to(self.device)
         self.finder = SourceFinder(self.device)
         self.version = str(checkpoint.get("version", "1"))
-
-    def model_card(self) -> dict[str, Any]:
-        """The JSON model card shipped beside the weights."""
-        card = self.weights.with_suffix(".json")
-        return json.loads(card.read_text()) if card.exists() else {}
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
         """Deblend ``(N, 1, H, W)`` stamps; ``positions[i]`` ``(K, 2)`` ``(y, x)`` or None (find them)."""
