@@ -215,7 +215,7 @@ def _plan(
     ]
     panels += _component_panels(0, result, list(range(k)), "component", "", zero_point, exposure)
     panels.append(_residual_panel(0, c_resid, "residual", result.residual, sigma))
-    notes: dict[int, Any] = {0: lambda slot: "no component\nhere"}
+    notes: dict[int, Any] = {0: lambda slot: "no\ncomponent"}
     row = 1
     if other is not None:
         notes[row] = lambda slot: "no matching\ncomponent"
@@ -252,12 +252,12 @@ def _plan(
         t_sum = t_comps.sum(axis=0) if len(t_comps) else np.zeros(result.blend.shape[-2:])
         panels.append(_Panel(row, 0, "truth blend", "noiseless sum", t_sum, marks=t_marks, ylabel="truth"))
         for j, slot in enumerate(truth_slots):
-            head = f"truth T{j + 1}" + ("" if slot < k else " (unmatched)")
+            head = f"T{j + 1}" + ("" if slot < k else " unmatched")  # short: the row is labelled "truth"
             title = _flux_title(head, float(t_comps[j].sum()), zero_point, exposure)
             panels.append(_Panel(row, 1 + slot, f"truth component {j}", title, t_comps[j], marks=[t_marks[j]]))
         noise_image = _band_sum(result.blend) - t_sum
         panel = _residual_panel(row, c_resid, "truth noise", noise_image[None], sigma)
-        panel.title = panel.title.replace("residual", "noise = blend − Σ truth")
+        panel.title = panel.title.replace("residual", "blend − Σ truth")
         panels.append(panel)
     occupied = {(p.row, p.col) for p in panels}
     for r, note in notes.items():
