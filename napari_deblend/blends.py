@@ -310,6 +310,12 @@ class Stamp:
     blend_id: int = 0
 
 
+def stamp_origin(blend: Blend, size: int) -> tuple[int, int]:
+    """Field pixel ``(y0, x0)`` of the first pixel of the ``size`` x ``size`` stamp centred on a blend."""
+    cy, cx = blend.center
+    return int(round(cy - (size - 1) / 2.0)), int(round(cx - (size - 1) / 2.0))
+
+
 def cut_stamp(
     image: np.ndarray,
     blend: Blend,
@@ -346,9 +352,7 @@ def cut_stamp(
         size = blend.size + 2 * margin
     if size < 1:
         raise DeblendInputError(f"stamp size={size}: expected a positive number of pixels")
-    cy, cx = blend.center
-    y0 = int(round(cy - (size - 1) / 2.0))
-    x0 = int(round(cx - (size - 1) / 2.0))
+    y0, x0 = stamp_origin(blend, size)
     out = np.zeros((image.shape[0], size, size), dtype=np.float32)
     out_mask = np.ones(out.shape, dtype=bool)
     ys, ye = max(y0, 0), min(y0 + size, height)

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .blends import Blend, cut_stamp
+from .blends import Blend, cut_stamp, stamp_origin
 from .deblenders.base import DeblendError, DeblendResult, get_deblender
+from .errors import DeblendInputError
 from .field import Field
 
 DEFAULT_STAMP = 48
@@ -18,6 +19,56 @@ def stamp_side(blend: Blend, minimum: int = DEFAULT_STAMP) -> int:
     """Side of the square stamp cut for a blend: its bounding box plus a margin, at least ``minimum``, even."""
     side = max(minimum, blend.size + 2 * STAMP_MARGIN)
     return side + side % 2
+
+
+def stamp_window(blend: Blend, model: str = "peeling", device: str = "auto",
+                 stamp_size: int | None = None) -> tuple[int, int, int]:
+    """``(y0, x0, side)``: where :func:`deblend` cuts the stamp of ``blend`` for ``model``, in field pixels.
+
+    Parameters
+    ----------
+    blend : Blend
+        The blend.
+    model : str
+        Deblender name (its stamp size sets the minimum side).
+    device : str
+        Device to load the deblender on (it is cached for the deblending that follows).
+    stamp_size : int, optional
+        Side as passed to :func:`deblend`.
+    """
+    side = stamp_size or stamp_side(blend, get_deblender(model, device=device).stamp_size or DEFAULT_STAMP)
+    y0, x0 = stamp_origin(blend, side)
+    return y0, x0, side
+
+
+def positions_in_window(points: np.ndarray, window: tuple[int, int, int]) -> np.ndarray:
+    """The ``(y, x)`` field positions of ``points`` that fall on the stamp pixels of ``window``."""
+    points = np.asarray(points, float).reshape(-1, 2)
+    return points[_on_window(points, window)]
+
+
+def _on_window(points: np.ndarray, window: tuple[int, int, int]) -> np.ndarray:
+    y0, x0, side = window
+    return (points[:, 0] >= y0 - 0.5) & (points[:, 0] <= y0 + side - 0.5) \
+        & (points[:, 1] >= x0 - 0.5) & (points[:, 1] <= x0 + side - 0.5)
+
+
+def _stamp_positions(field_positions: Any, origin: tuple[int, int], side: int, blend_id: int) -> np.ndarray:
+    """Field ``(y, x)`` positions as stamp pixels, with an error naming those off the stamp."""
+    try:
+        pos = np.asarray(field_positions, dtype=float)
+    except (TypeError, ValueError):
+        pos = np.zeros((0, 3))
+    if pos.ndim != 2 or pos.shape[1] != 2 or not np.isfinite(pos).all():
+        raise DeblendInputError(
+            f"field_positions has shape {np.shape(field_positions)}: expected finite (K, 2) (y, x) field pixels")
+    y0, x0 = origin
+    off = ~_on_window(pos, (y0, x0, side))
+    if off.any():
+        raise DeblendInputError(
+            f"field_positions {pos[off].tolist()} lie outside blend {blend_id}'s {side}x{side} stamp "
+            f"(field pixels y {y0}..{y0 + side - 1}, x {x0}..{x0 + side - 1}): expected (y, x) on the stamp")
+    return pos - np.asarray(origin, dtype=float)
 
 
 def field_noise(field: Field, preset_sigma: float) -> float:
@@ -39,6 +90,7 @@ def deblend(
     noise: float | None = None,
     stamp_size: int | None = None,
     background: np.ndarray | None = None,
+    field_positions: np.ndarray | None = None,
 ) -> DeblendResult:
     """Deblend one blend of a field, or a bare stamp.
 
@@ -66,6 +118,11 @@ def deblend(
         Side of the stamp cut around the blend (default: :func:`stamp_side`).
     background : numpy.ndarray, optional
         ``(C, H, W)`` field background to subtract before cutting (from detection).
+    field_positions : numpy.ndarray, optional
+        With a Field: ``(K, 2)`` source positions ``(y, x)`` in *field* pixels (e.g.
+        clicked in the viewer), instead of ``positions``; each must lie on the
+        blend's stamp (see :func:`stamp_window`). Deblenders that find their own
+        sources (``uses_positions`` False: ``peeling``, ``sextractor``) ignore them.
 
     Returns
     -------
@@ -84,6 +141,10 @@ def deblend(
         pixels = np.where(stamp.mask, 0.0, stamp.data).astype(np.float32)
         sigma = noise if noise is not None else field_noise(data, deblender.preset.background_sigma)
         given = positions
+        if field_positions is not None:
+            if positions is not None:
+                raise DeblendInputError("deblend: give positions (stamp pixels) or field_positions, not both")
+            given = _stamp_positions(field_positions, stamp.origin, side, blend.id)
         if given is None and deblender.needs_positions:
             given = stamp.positions
         result = deblender.deblend_batch(pixels[None], positions=[given], noise=sigma)[0]
@@ -92,6 +153,8 @@ def deblend(
         result.info["padded"] = stamp.padded
         result.info["catalog_positions"] = stamp.positions
         return result
+    if field_positions is not None:
+        raise DeblendInputError("deblend: field_positions needs a Field and a Blend; with a bare stamp, give positions (stamp pixels)")
     stamp = np.asarray(data)
     if stamp.ndim == 2:
         stamp = stamp[None]

@@ -45,6 +45,8 @@ from .measurements import (
 
 #: Stretches accepted by :func:`comparison_figure`.
 STRETCHES = ("asinh", "linear")
+#: Layouts accepted by :func:`comparison_figure`.
+LAYOUTS = ("constrained", "fast", "mosaic")
 #: File suffixes accepted by :func:`save_figure` and the matplotlib format they select.
 SAVE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 #: Colormap of the flux panels.
@@ -397,12 +399,17 @@ def _draw_note(ax: Axes, text: str, shape: tuple[int, int]) -> None:
             style="italic")
 
 
+def _scalebar_arcsec(width: int, pixel_scale: float) -> float | None:
+    """Length in arcsec (5, 2, 1 or 0.5) of a scale bar at most 30 % of a ``width``-pixel panel (None: none fits)."""
+    if not pixel_scale > 0:
+        return None
+    return next((a for a in (5.0, 2.0, 1.0, 0.5) if a / pixel_scale <= 0.3 * width), None)
+
+
 def _draw_scalebar(ax: Axes, shape: tuple[int, int], pixel_scale: float) -> None:
     """A 1″/2″/5″ bar in the lower-left corner of the panel."""
     height, width = shape
-    if not pixel_scale > 0:
-        return
-    arcsec = next((a for a in (5.0, 2.0, 1.0, 0.5) if a / pixel_scale <= 0.3 * width), None)
+    arcsec = _scalebar_arcsec(width, pixel_scale)
     if arcsec is None:
         return
     length = arcsec / pixel_scale
@@ -544,7 +551,7 @@ def _flux_ticks(norm: mcolors.Normalize, min_gap: float = 0.09) -> list[float]:
             candidates.update({mantissa * 10.0**power, -mantissa * 10.0**power})
     inside = sorted(v for v in candidates if vmin <= v <= vmax)
     # keep 0 first, then the largest values (most informative), then fill downwards
-    position = {v: float(norm(v)) for v in inside}
+    position = dict(zip(inside, np.asarray(norm(np.asarray(inside, float)), float).ravel().tolist()))
     chosen: list[float] = []
     for v in sorted(inside, key=lambda v: (v != 0.0, -abs(v))):
         if all(abs(position[v] - position[c]) >= min_gap for c in chosen):
@@ -611,11 +618,16 @@ def comparison_figure(
         Stretch of the flux panels.
     preset : str or SurveyPreset, optional
         Survey preset for magnitudes and the angular scale bar (default ``lsst-i``).
-    layout : {"constrained", "fast"}
+    layout : {"constrained", "fast", "mosaic"}
         ``"constrained"`` (exports): matplotlib's constrained layout.
-        ``"fast"`` (the viewer's panel): fixed margins, no x/y axes, and the axes
-        of ``figure``'s previous fast draw are re-used, about three times
-        quicker to build and draw.
+        ``"fast"``: fixed margins, no x/y axes, and the axes of ``figure``'s
+        previous fast draw are re-used, about three times quicker to build and
+        draw. ``"mosaic"`` (the viewer's panel): the grid of ``"fast"``
+        composited with numpy into one image the size of ``figure`` in pixels
+        (colormaps applied through their lookup tables, nearest-neighbour
+        scaling), shown by one full-figure ``imshow``; the texts are figure
+        texts, also kept in pixels for a GUI to draw (:func:`figure_mosaic`).
+        Some 20 times quicker than ``"fast"``.
 
     Returns
     -------
@@ -640,12 +652,22 @@ def comparison_figure(
     sigma = _sum_noise(result)
     panels, n_cols = _plan(result, sep, truth, other, sigma, p.zero_point, p.exposure)
     n_rows = max(panel.row for panel in panels) + 1
-    if layout not in ("constrained", "fast"):
-        raise DeblendInputError(f"layout={layout!r}: expected 'constrained' (exports) or 'fast' (interactive)")
+    if layout not in LAYOUTS:
+        raise DeblendInputError(f"layout={layout!r}: expected 'constrained' (exports), 'fast' or 'mosaic' "
+                                "(interactive)")
     fast = layout == "fast"
     if figure is None:
         figure = Figure(figsize=(n_cols * PANEL_INCHES + 0.5, n_rows * (PANEL_INCHES + 0.45) + 0.9))
-    elif not (fast and _POOL_ATTRIBUTE in figure.__dict__):  # a fast figure keeps its axes for the next draw
+    if layout == "mosaic":
+        width, height = (max(int(round(v)), 1) for v in figure.get_size_inches() * figure.dpi)
+        norm = _flux_norm(_band_sum(result.blend), sigma, stretch)
+        mosaic = _mosaic(panels, n_rows, n_cols, norm, sigma, p.pixel_scale, width, height, float(figure.dpi),
+                         _suptitle(result, other, stretch))
+        _show_mosaic(figure, mosaic)
+        return figure
+    figure.__dict__.pop(_MOSAIC_ATTRIBUTE, None)
+    figure.__dict__.pop(_MOSAIC_AXES_ATTRIBUTE, None)
+    if not (fast and _POOL_ATTRIBUTE in figure.__dict__):  # a fast figure keeps its axes for the next draw
         figure.clear()
         figure.__dict__.pop(_POOL_ATTRIBUTE, None)
     if layout == "constrained":
@@ -768,3 +790,17 @@ def comparison_text(table: Any, columns: Sequence[str] | None = None) -> str:
     for row in table:
         lines.append("\t".join(_cell(row[n], f) for n, f in zip(names, formats)))
     return "\n".join(lines) + "\n"
+
+
+# the mosaic layout lives in its own module, which builds on the panels above
+from .plots_mosaic import (  # noqa: E402
+    _MOSAIC_ATTRIBUTE,
+    _MOSAIC_AXES_ATTRIBUTE,
+    ComparisonMosaic,
+    _mosaic,
+    _show_mosaic,
+    figure_mosaic,
+)
+
+__all__ = ["LAYOUTS", "STRETCHES", "ComparisonMosaic", "comparison_figure", "comparison_text", "figure_mosaic",
+           "save_figure"]

@@ -179,6 +179,7 @@ def test_comparison_panel_shows_figure_and_table_of_the_selected_blend(viewer_wi
 
     from napari_deblend._widgets import ComparisonWidget
     from napari_deblend.measurements import measure
+    from napari_deblend.plots import figure_mosaic
 
     viewer, session = viewer_with_detections
     comparison = ComparisonWidget(viewer)
@@ -188,7 +189,12 @@ def test_comparison_panel_shows_figure_and_table_of_the_selected_blend(viewer_wi
     qtbot.waitUntil(lambda: panel._worker is None and comparison.current_table is not None, timeout=60_000)
     result = session.results[(session.selected_blend, "peeling")]
     assert comparison.table.rowCount() == result.n_components
-    assert len(comparison.figure.axes) > result.n_components  # blend, components, residual, SExtractor row
+    # the panel's figure is a mosaic: blend, components, residual, SExtractor row
+    assert {"blend", "residual", "sextractor segmentation", "sextractor residual"} <= set(comparison.panels)
+    assert {f"component {k}" for k in range(result.n_components)} <= set(comparison.panels)
+    mosaic = figure_mosaic(comparison.figure)
+    assert (comparison.canvas.image().height(), comparison.canvas.image().width()) == mosaic.pixels.shape[:2]
+    assert any(t.text.startswith("component 1") for t in mosaic.texts)
     direct = measure(result)
     np.testing.assert_allclose(comparison.current_table["flux"], direct["flux"])
     np.testing.assert_allclose(comparison.current_table["sep_flux"], direct["sep_flux"], equal_nan=True)
@@ -229,9 +235,9 @@ def test_comparison_on_the_sample_field_has_a_truth_row(make_napari_viewer, qtbo
                                equal_nan=True)
     assert np.isfinite(np.asarray(table["truth_flux"], float)).any()
     assert "truth" in comparison.title.text()
-    with_truth = len(comparison.figure.axes)
+    assert "truth blend" in comparison.panels
     session.set_truth(None)
     comparison.current_table = None
     comparison.refresh()
     qtbot.waitUntil(lambda: not comparison.busy and comparison.current_table is not None, timeout=60_000)
-    assert len(comparison.figure.axes) < with_truth  # the truth row is gone
+    assert comparison.panels and not any(label.startswith("truth") for label in comparison.panels)  # row gone

@@ -215,3 +215,89 @@ def test_flux_ticks_are_round_and_inside():
     assert 0.0 in ticks and ticks == sorted(ticks)
     assert all(-900.0 <= t <= 12000.0 for t in ticks)
     assert 10000.0 in ticks
+
+
+# ---- the viewer's mosaic layout -------------------------------------------------------------------
+
+
+def _mosaic(case, **kwargs):
+    from napari_deblend.plots import figure_mosaic
+
+    fig = Figure(figsize=(9.0, 6.2), dpi=100)
+    comparison_figure(case["neural"], figure=fig, layout="mosaic", **kwargs)
+    return fig, figure_mosaic(fig)
+
+
+def test_mosaic_has_the_panels_of_the_grid(case):
+    reference = comparison_figure(case["neural"], sextractor=case["sep"], truth=case["truth"], other=case["sep"])
+    fig, mosaic = _mosaic(case, sextractor=case["sep"], truth=case["truth"], other=case["sep"])
+    assert set(mosaic.panels) == set(panels(reference))
+    assert mosaic.pixels.shape == (620, 900, 4) and mosaic.pixels.dtype == np.uint8
+    # one full-figure image, nothing else drawn by matplotlib axes
+    assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1
+    assert fig.axes[0].images[0].get_array().shape == (620, 900, 4)
+    # boxes lie inside the image, apart from each other, rows top to bottom
+    boxes = mosaic.panels
+    for x0, y0, w, h in boxes.values():
+        assert 0 <= x0 and x0 + w <= 900 and 0 <= y0 and y0 + h <= 620 and w > 20 and h > 20
+    assert boxes["blend"][1] < boxes["other masks"][1] < boxes["sextractor segmentation"][1] < boxes["truth blend"][1]
+    assert boxes["blend"][0] < boxes["component 0"][0] < boxes["component 1"][0] < boxes["residual"][0]
+
+
+def test_mosaic_texts(case):
+    _, mosaic = _mosaic(case, sextractor=case["sep"], truth=case["truth"])
+    texts = {t.text: t for t in mosaic.texts}
+    assert suptitle(comparison_figure(case["neural"], sextractor=case["sep"])) in texts
+    assert any(t.startswith("component 1\n") for t in texts) and any(t.startswith("T2\n") for t in texts)
+    assert {"demo-net", "SExtractor", "truth"} <= set(texts)  # row labels, turned a quarter
+    assert texts["truth"].rotation == 90.0
+    ids = [t for t in mosaic.texts if t.text in ("1", "2", "S1", "T1")]
+    assert ids and all(t.bold and t.stroke > 0 and t.color == (1.0, 1.0, 1.0, 1.0) for t in ids)
+    assert "flux panels: e⁻ / pixel" in texts and any(t.startswith("residual (σ") for t in texts)
+    # a title stands over its panel
+    x0, y0, w, _ = mosaic.panels["component 0"]
+    title = next(t for t in mosaic.texts if t.text.startswith("component 1\n"))
+    assert abs(title.x - (x0 + w / 2)) < 1 and title.y < y0
+
+
+def test_mosaic_pixels_are_the_colormap_of_the_values(case):
+    import matplotlib
+
+    from napari_deblend.plots import IMAGE_CMAP, RESIDUAL_CMAP, _flux_norm, _sum_noise
+
+    result = case["neural"]
+    _, mosaic = _mosaic(case, sextractor=False)
+    sigma = _sum_noise(result)
+    norm = _flux_norm(result.blend.sum(axis=0).astype(float), sigma, "asinh")
+    x0, y0, w, h = mosaic.panels["component 0"]
+    image = result.components[0].sum(axis=0)
+    ny, nx = image.shape
+    lut = matplotlib.colormaps[IMAGE_CMAP]
+    for iy, ix in ((16, 13), (5, 30), (35, 3)):  # image pixel (y, x) off the mark; north up: row 0 at the bottom
+        px = x0 + int((ix + 0.5) * w / nx)
+        py = y0 + h - 1 - int((iy + 0.5) * h / ny)
+        expected = np.asarray(lut(norm(float(image[iy, ix])), bytes=True))
+        np.testing.assert_array_equal(mosaic.pixels[py, px], expected)
+    x0, y0, w, h = mosaic.panels["residual"]
+    resid = result.residual.sum(axis=0)
+    limit = RESIDUAL_NSIGMA * sigma
+    px, py = x0 + int(3.5 * w / nx), y0 + h - 1 - int(8.5 * h / ny)
+    expected = matplotlib.colormaps[RESIDUAL_CMAP](mcolors.Normalize(-limit, limit)(resid[8, 3]), bytes=True)
+    np.testing.assert_array_equal(mosaic.pixels[py, px], np.asarray(expected))
+
+
+def test_mosaic_figure_is_reused_and_saves(case, tmp_path):
+    fig, first = _mosaic(case, sextractor=case["sep"])
+    comparison_figure(case["neural"], sextractor=False, figure=fig, layout="mosaic")
+    from napari_deblend.plots import figure_mosaic
+
+    second = figure_mosaic(fig)
+    assert second is not first and "sextractor residual" not in second.panels
+    assert len(fig.axes) == 1 and len(fig.artists) == 1
+    png = save_figure(fig, tmp_path / "mosaic.png", dpi=100)  # drawn by matplotlib, texts included
+    assert png.stat().st_size > 10_000
+    # another layout into the same figure forgets the mosaic
+    comparison_figure(case["neural"], sextractor=False, figure=fig, layout="fast")
+    assert figure_mosaic(fig) is None and len(fig.axes) > 1
+    with pytest.raises(DeblendInputError, match="layout"):
+        comparison_figure(case["neural"], sextractor=False, layout="grid")

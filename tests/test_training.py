@@ -14,6 +14,7 @@ from napari_deblend.training.peeling import (
     AMBIGUOUS_RATIO,
     BatchMaker,
     PeelingTrainConfig,
+    image_loss,
     rdn_loss,
     train_peeling,
 )
@@ -53,6 +54,20 @@ def test_symmetric_loss_does_not_punish_the_other_equal_galaxy():
     assert float(rdn_loss(pred, batch, scale, symmetric=True)) < float(rdn_loss(pred, batch, scale, symmetric=False))
 
 
+def test_flux_weight_adds_the_relative_flux_error():
+    maker = BatchMaker(_fake_components(), sigma=446.0, seed=3)
+    batch = maker.batch(16)
+    has = batch["count"] > 0
+    target, sigma = batch["target"][has], batch["sigma"][has]
+    scale = torch.full((len(target), 1, 1, 1), 1e4)
+    pred = 0.9 * target / scale  # every galaxy 10 % too faint
+    plain = image_loss(pred, target, scale, sigma)
+    with_flux = image_loss(pred, target, scale, sigma, flux_weight=0.05)
+    torch.testing.assert_close(with_flux - plain, torch.full_like(plain, 0.05 * 0.1), rtol=1e-3, atol=1e-6)
+    assert torch.equal(image_loss(target / scale, target, scale, sigma, flux_weight=0.05),
+                       image_loss(target / scale, target, scale, sigma))
+
+
 def test_train_few_steps_resume_and_load(tmp_path, monkeypatch):
     from napari_deblend.training import peeling as training
 
@@ -75,6 +90,8 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "cannot train 'nosuchmodel'" in capsys.readouterr().err
     assert main(["train", "peeling", "--minutes", "0", "--out", str(tmp_path)]) == 2
     assert "--minutes=0" in capsys.readouterr().err
+    assert main(["train", "unet", "--flux-weight", "0.1", "--out", str(tmp_path)]) == 2
+    assert "only peeling" in capsys.readouterr().err
 
 
 def test_recorded_training_command_reproduces_the_options():
@@ -85,7 +102,8 @@ def test_recorded_training_command_reproduces_the_options():
 
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers())
-    args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric"])
+    args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric",
+                              "--flux-weight", "0.05"])
     again = parser.parse_args(shlex.split(train.training_command(args))[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
     assert again.install

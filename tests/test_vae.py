@@ -61,7 +61,8 @@ def test_detector_training_stores_the_best_threshold(tmp_path):
     checkpoint = torch.load(weights)
     assert checkpoint["threshold"] in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     assert set(checkpoint["scores"]) == {"0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
-    SourceFinder("cpu", weights=weights)
+    assert checkpoint["min_distance"] == 1
+    assert SourceFinder("cpu", weights=weights).min_distance == 1
 
 
 def test_shipped_source_finder_finds_both_galaxies_of_separated_pairs(blends):
@@ -85,6 +86,15 @@ def test_find_peaks_orders_and_refines():
     assert peaks[0, 0] == pytest.approx(5.0) and 5.0 < peaks[0, 1] < 6.0  # pulled towards its neighbour
     np.testing.assert_allclose(peaks[1], [14.0, 10.0])
     assert find_peaks(np.zeros((8, 8)), 0.5).shape == (0, 2)
+
+
+def test_find_peaks_keeps_galaxies_two_pixels_apart():
+    prob = np.zeros((12, 12))
+    prob[6, 4], prob[6, 5], prob[6, 6] = 0.9, 0.6, 0.8  # two centres 2 px apart, a saddle between
+    np.testing.assert_allclose(find_peaks(prob, 0.5, min_distance=1)[:, 0], [6.0, 6.0])
+    assert len(find_peaks(prob, 0.5, min_distance=1)) == 2
+    assert len(find_peaks(prob, 0.5, min_distance=2)) == 1  # the old 5x5 box merged them
+    assert SourceFinder("cpu").min_distance == 1  # as shipped
 
 
 def test_recentre_and_paste_round_trip():

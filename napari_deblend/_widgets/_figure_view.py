@@ -9,12 +9,14 @@ Text is the slow part of an Agg render (about two thirds of it for the
 comparison figure: some 60 titles, ids and notes). :func:`render_figure_fast`
 therefore renders the figure without its panel texts and returns where each
 text goes; the widget draws them with Qt on top of the pixels (a few
-milliseconds), once per figure.
+milliseconds), once per figure. The comparison panel goes further: its figure
+is a ``comparison_figure(layout="mosaic")``, already composited with numpy into
+pixels of the render size, so :func:`render_figure_fast` hands over those
+pixels and texts without drawing anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,46 +24,9 @@ from qtpy.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from .._figure_text import FigureText
 
-@dataclass
-class FigureText:
-    """One text of a figure, placed in the rendered image's pixels (origin top left).
-
-    Attributes
-    ----------
-    text : str
-        The text (may hold newlines).
-    x, y : float
-        Anchor, in pixels of the rendered image.
-    size : float
-        Font size in pixels.
-    color : tuple of float
-        RGBA in 0-1.
-    ha, va : str
-        Horizontal (left, center, right) and vertical (top, center, bottom, baseline) alignment of
-        the text's box on the anchor, as in matplotlib.
-    rotation : float
-        Degrees, counter-clockwise.
-    bold, italic : bool
-        Font weight and style.
-    stroke : float
-        Width in pixels of an outline drawn under the text (0: none).
-    stroke_color : tuple of float
-        RGBA of the outline.
-    """
-
-    text: str
-    x: float
-    y: float
-    size: float
-    color: tuple[float, float, float, float]
-    ha: str = "left"
-    va: str = "baseline"
-    rotation: float = 0.0
-    bold: bool = False
-    italic: bool = False
-    stroke: float = 0.0
-    stroke_color: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+__all__ = ["FigureText", "FigureView", "draw_texts", "render_figure", "render_figure_fast"]
 
 
 def render_figure(figure: Any) -> np.ndarray:
@@ -123,7 +88,9 @@ def render_figure_fast(figure: Any) -> tuple[np.ndarray, list[FigureText]]:
     Parameters
     ----------
     figure : matplotlib.figure.Figure
-        The figure (left as it was: its texts are hidden for the render only).
+        The figure (left as it was: its texts are hidden for the render only). A
+        ``comparison_figure(layout="mosaic")`` figure is not drawn at all: its
+        mosaic's pixels and texts are returned.
 
     Returns
     -------
@@ -134,6 +101,12 @@ def render_figure_fast(figure: Any) -> tuple[np.ndarray, list[FigureText]]:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from ..plots import figure_mosaic
+
+    mosaic = figure_mosaic(figure)
+    if mosaic is not None and mosaic.pixels.shape[:2] == _pixel_size(figure):
+        # a mosaic figure (comparison_figure(layout="mosaic")): its pixels are the render
+        return mosaic.pixels, list(mosaic.texts)
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     texts = _overlay_texts(figure)
     for text in texts:
@@ -153,6 +126,12 @@ def render_figure_fast(figure: Any) -> tuple[np.ndarray, list[FigureText]]:
         for text in texts:
             text.set_visible(True)
     return pixels, described
+
+
+def _pixel_size(figure: Any) -> tuple[int, int]:
+    """``(height, width)`` of a figure rendered at its dpi."""
+    width, height = figure.get_size_inches() * figure.dpi
+    return max(int(round(height)), 1), max(int(round(width)), 1)
 
 
 def _font(size: float, bold: bool, italic: bool) -> QFont:

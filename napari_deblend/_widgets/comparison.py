@@ -173,15 +173,17 @@ class ComparisonWidget(QWidget):
         other = None if other in ("", "—") else other
         width, height = self.canvas.render_size()
         dpi = 100.0 * self.canvas.devicePixelRatioF()
-        # two figures drawn in turn: the one shown stays whole while the other is redrawn, re-using its
-        # axes (see comparison_figure(layout="fast"))
+        # two figures drawn in turn: the one shown stays whole while the other is redrawn. The panel's
+        # figure is a mosaic (comparison_figure(layout="mosaic")): the panels composited with numpy into
+        # one image of the canvas's size, its texts drawn by Qt; tens of milliseconds instead of a second
+        # of matplotlib work that also holds the GIL against the UI thread
         figure = self._back_figure()
 
         @thread_worker(ignore_errors=True)
         def build():
             figure.set_dpi(dpi)
             figure.set_size_inches(width / dpi, height / dpi)
-            built, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="fast")
+            built, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="mosaic")
             return blend_id, model, built, table, render_figure_fast(built)
 
         worker = build()
@@ -191,6 +193,14 @@ class ComparisonWidget(QWidget):
         worker.finished.connect(self._built)
         self._worker = worker
         worker.start()
+
+    @property
+    def panels(self) -> dict[str, tuple[int, int, int, int]]:
+        """Panel label -> ``(x0, y0, width, height)`` in the figure's pixels, of the figure on show."""
+        from ..plots import figure_mosaic
+
+        mosaic = figure_mosaic(self.figure) if self.figure is not None else None
+        return dict(mosaic.panels) if mosaic is not None else {}
 
     def _back_figure(self) -> Any:
         """The figure not on show, to draw the next comparison into."""

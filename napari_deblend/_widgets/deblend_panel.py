@@ -25,21 +25,30 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from .. import _viewer_hooks
-from ..deblenders.base import DeblendError, available_deblenders, available_devices, get_deblender
-from ..deblending import deblend
+from ..deblenders.base import (
+    DeblendError,
+    available_deblenders,
+    available_devices,
+    get_deblender,
+    takes_positions,
+)
+from ..deblending import deblend, positions_in_window, stamp_window
 from ..errors import DeblendInputError
 from ..layers import result_layer_name
+from ._clicked_positions import ClickedPositions
+from ._progress import ProgressBar
 from ._result_layers import ResultLayers
 from ._session import DeblendSession, session_for
 
 SETTINGS_KEY = "napari-deblend/deblend-panel"
+#: Choices of the "Positions" box: sources found by the model, or clicked on the canvas.
+POSITION_CHOICES = ("found by the model", "clicked on the canvas")
 
 
 def model_summary(name: str) -> str:
@@ -124,13 +133,23 @@ class DeblendWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", *available_devices()])
         self.keep_box = QCheckBox("keep previous results")
+        self.clicked = ClickedPositions(napari_viewer, self.session)
+        self._told: set[str] = set()
+        self.positions_combo = QComboBox()
+        self.positions_combo.addItems(POSITION_CHOICES)
+        self.positions_combo.setToolTip(
+            "vae and unet deblend around the positions you click (the 'clicked positions' layer) "
+            "on each blend's stamp; peeling and sextractor always find their own sources")
+        self.click_button = QPushButton("Click positions")
+        self.click_button.setToolTip("Add points on galaxy centres (napari's Points add mode)")
+        self.clear_clicks_button = QPushButton("Clear")
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.selected_button = QPushButton("Deblend selected")
         self.view_button = QPushButton("Deblend all in view")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
+        self.progress = ProgressBar()  # paints asynchronously: no window repaint per step
         self.progress.setValue(0)
         self.status = QLabel("Select a blend (Blend browser or click), then Deblend.")
         self.status.setWordWrap(True)
@@ -139,6 +158,11 @@ class DeblendWidget(QWidget):
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.keep_box)
+        positions_row = QHBoxLayout()
+        positions_row.addWidget(self.positions_combo, stretch=1)
+        positions_row.addWidget(self.click_button)
+        positions_row.addWidget(self.clear_clicks_button)
+        form.addRow("Positions", positions_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.selected_button)
         buttons.addWidget(self.view_button)
@@ -155,6 +179,9 @@ class DeblendWidget(QWidget):
         self.model_combo.currentTextChanged.connect(self._model_changed)
         self.device_combo.currentTextChanged.connect(lambda _: self._save_settings())
         self.keep_box.toggled.connect(lambda _: self._save_settings())
+        self.positions_combo.currentTextChanged.connect(lambda _: self._save_settings())
+        self.click_button.clicked.connect(self.click_positions)
+        self.clear_clicks_button.clicked.connect(self.clicked.clear)
         self.selected_button.clicked.connect(self.deblend_selected)
         self.view_button.clicked.connect(self.deblend_in_view)
         self.cancel_button.clicked.connect(self.cancel)
@@ -179,18 +206,58 @@ class DeblendWidget(QWidget):
         if self.device_combo.findText(device) >= 0:
             self.device_combo.setCurrentText(device)
         self.keep_box.setChecked(settings.value(f"{SETTINGS_KEY}/keep", False, type=bool))
+        positions = settings.value(f"{SETTINGS_KEY}/positions", POSITION_CHOICES[0], type=str)
+        if self.positions_combo.findText(positions) >= 0:
+            self.positions_combo.setCurrentText(positions)
 
     def _save_settings(self) -> None:
         settings = self._settings()
         settings.setValue(f"{SETTINGS_KEY}/model", self.model_combo.currentText())
         settings.setValue(f"{SETTINGS_KEY}/device", self.device_combo.currentText())
         settings.setValue(f"{SETTINGS_KEY}/keep", self.keep_box.isChecked())
+        settings.setValue(f"{SETTINGS_KEY}/positions", self.positions_combo.currentText())
 
     def _model_changed(self, name: str) -> None:
         summary = model_summary(name) if name else ""
         self.info.setText(summary)
         self.model_combo.setToolTip(summary)
         self._save_settings()
+
+    # ---- clicked positions -----------------------------------------------------------------------
+    def click_positions(self) -> Any:
+        """Start clicking source positions: the "clicked positions" layer in add mode; uses them from now on."""
+        self.positions_combo.setCurrentText(POSITION_CHOICES[1])
+        return self.clicked.start()
+
+    @property
+    def use_clicked_positions(self) -> bool:
+        """True when the deblenders that take positions get the clicked ones."""
+        return self.positions_combo.currentText() == POSITION_CHOICES[1]
+
+    def _clicked_points(self, model: str) -> Any:
+        """Field ``(y, x)`` of the clicks to use with ``model`` (None: the model finds its sources)."""
+        if not self.use_clicked_positions:
+            return None
+        try:
+            takes = takes_positions(model)
+        except DeblendError:
+            return None  # the run reports the model's error
+        points = self.clicked.field_points()
+        if not takes:
+            self._tell_once(f"napari-deblend: {model} finds its own sources; clicked positions are used by "
+                            "the models that take positions (vae, unet)")
+            return None
+        if not len(points):
+            self._tell_once("napari-deblend: no clicked positions yet (Click positions, then click on galaxy "
+                            f"centres); {model} finds the sources itself")
+            return None
+        return points
+
+    def _tell_once(self, message: str) -> None:
+        """A notification shown once per panel (each one repaints the window: not on every click)."""
+        if message not in self._told:
+            self._told.add(message)
+            show_info(message)
 
     # ---- running ---------------------------------------------------------------------------------
     def deblend_selected(self) -> Any:
@@ -227,14 +294,22 @@ class DeblendWidget(QWidget):
         device = self.device_combo.currentText()
         field, background = detections.field, detections.result.background
         blends = [self.session.blend(i) for i in blend_ids]
+        clicked = self._clicked_points(model)
         self.failures = []
+
+        def field_positions(blend: Any) -> Any:
+            if clicked is None:
+                return None
+            on_stamp = positions_in_window(clicked, stamp_window(blend, model, device))
+            return on_stamp if len(on_stamp) else None  # no click on this stamp: the model finds them
 
         @thread_worker(ignore_errors=True)
         def work():
             with torch_threads(1):  # leave a core to the UI thread
                 for i, blend in enumerate(blends):
                     try:
-                        result = deblend(field, blend, model=model, device=device, background=background)
+                        result = deblend(field, blend, model=model, device=device, background=background,
+                                         field_positions=field_positions(blend))
                     except Exception as exc:  # one failing blend must not stop the others
                         reason = str(exc) if isinstance(exc, DeblendInputError) else f"{type(exc).__name__}: {exc}"
                         yield i, blend.id, None, reason
@@ -246,7 +321,6 @@ class DeblendWidget(QWidget):
         worker.errored.connect(lambda exc: self._record_failure(0, f"{type(exc).__name__}: {exc}"))
         worker.finished.connect(lambda: self._finished(model, len(blends)))
         self._worker = worker
-        # start first: setting a progress bar repaints the window at once (~0.1-0.3 s in software GL)
         worker.start()
         self.progress.setRange(0, len(blends))
         self.progress.setValue(0)

@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (use ~3e-4 with --init)")
     p.add_argument("--init", help="warm start from weights of the same model (.pt), e.g. the shipped ones, to fine-tune")
     p.add_argument("--no-symmetric", action="store_true", help="peeling only: train without the symmetric loss (ablation)")
+    p.add_argument("--flux-weight", type=float, default=0.0,
+                   help="peeling only: weight of a relative-flux term |ΣRDN − Σtrue| / Σtrue in the RDN loss")
     p.add_argument("--real-galaxies", metavar="DIR",
                    help="export-training folder: its clean isolated galaxies join the parametric ones as blend "
                         "members; without --init, fine-tunes the shipped weights")
@@ -54,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
     if args.n_train < 100:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 100 stamps")
+    if args.flux_weight and args.model != "peeling":
+        raise DeblendInputError(f"--flux-weight: only peeling has it, not {args.model!r}")
+    if args.flux_weight < 0:
+        raise DeblendInputError(f"--flux-weight={args.flux_weight}: expected a weight >= 0")
     if args.no_symmetric and args.model != "peeling":
         raise DeblendInputError(f"--no-symmetric: only peeling has a symmetric loss, not {args.model!r}")
     if args.batch_size is None:
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         config = PeelingTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
-            lr=args.lr, init=args.init, **real,
+            lr=args.lr, init=args.init, flux_weight=args.flux_weight, **real,
         )
         train = train_peeling
     bar = tqdm(total=1000, desc=f"train {args.model}", unit="‰", disable=None)
@@ -117,6 +123,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--init {args.init}")
     if args.no_symmetric:
         parts.append("--no-symmetric")
+    if getattr(args, "flux_weight", 0.0):
+        parts.append(f"--flux-weight {args.flux_weight:g}")
     if getattr(args, "real_galaxies", None):
         parts.append(f"--real-galaxies {args.real_galaxies} --real-fraction {args.real_fraction:g}")
     return " ".join(parts + ["--install"])

@@ -138,6 +138,9 @@ class Deblender:
         Smallest stamp side accepted.
     needs_positions : bool
         Whether positions must be given (no built-in needs them: they detect on the stamp).
+    uses_positions : bool
+        Whether positions, when given (e.g. clicked by a user), are used as the sources
+        (``vae``, ``unet``); ``peeling`` and ``sextractor`` find their own.
     """
 
     name: ClassVar[str] = ""
@@ -146,6 +149,7 @@ class Deblender:
     stamp_size: ClassVar[int | None] = None
     min_stamp_size: ClassVar[int] = 8
     needs_positions: ClassVar[bool] = False
+    uses_positions: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, device: str = "auto", preset: Any = None) -> None:
@@ -298,6 +302,12 @@ def available_deblenders() -> dict[str, str]:
         except DeblendError as exc:
             warnings.warn(str(exc), stacklevel=2)
     return out
+
+
+def takes_positions(name: str) -> bool:
+    """Whether deblender ``name`` uses given source positions (``uses_positions`` or ``needs_positions``)."""
+    cls = _load_class(name)
+    return bool(cls.uses_positions or cls.needs_positions)
 
 
 @functools.lru_cache(maxsize=16)

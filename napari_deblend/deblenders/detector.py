@@ -29,9 +29,12 @@ from .base import DeblendError, load_weights
 from .unet_nets import DoubleConv
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-RETRAIN_HINT = "napari-deblend train detector --preset lsst-i --minutes 8 --out runs/detector --install"
+RETRAIN_HINT = "napari-deblend train detector --preset lsst-i --minutes 25 --out runs/detector --install"
 TARGET_SIGMA = 1.0  # pixels, the blobs of the training target
 MAX_SOURCES = 6  # per stamp
+#: Peaks are maxima of their (2 MIN_DISTANCE + 1)^2 box: 1 keeps galaxies 2 px apart apart (weights
+#: made before it was stored with them used 2).
+MIN_DISTANCE = 1
 
 
 class CentreNet(nn.Module):
@@ -72,7 +75,7 @@ class CentreNet(nn.Module):
         return self.head(d1)[..., :h, :w]
 
 
-def find_peaks(prob: np.ndarray, threshold: float, min_distance: int = 2,
+def find_peaks(prob: np.ndarray, threshold: float, min_distance: int = MIN_DISTANCE,
                max_sources: int = MAX_SOURCES) -> np.ndarray:
     """Local maxima of a probability map, strongest first, as sub-pixel ``(K, 2)`` ``(y, x)``.
 
@@ -132,6 +135,7 @@ class SourceFinder:
         self.net.eval().to(device)
         self.device = device
         self.threshold = float(checkpoint.get("threshold", 0.5))
+        self.min_distance = int(checkpoint.get("min_distance", 2))
 
     def probability(self, stamps: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
         """``(N, H, W)`` centre probability of ``(N, 1, H, W)`` stamps with noise ``sigmas`` ``(N,)``."""
@@ -148,7 +152,7 @@ class SourceFinder:
         ``threshold`` defaults to the one stored with the weights.
         """
         threshold = self.threshold if threshold is None else threshold
-        return [find_peaks(p, threshold) for p in self.probability(stamps, sigmas)]
+        return [find_peaks(p, threshold, self.min_distance) for p in self.probability(stamps, sigmas)]
 
 
 def check_given_positions(name: str, given: Any, shape: tuple[int, int], index: int) -> np.ndarray:

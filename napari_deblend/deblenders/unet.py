@@ -66,6 +66,7 @@ class UNetDeblender(Deblender):
     stamp_size: ClassVar[int | None] = None  # fully convolutional; trained on 48x48
     min_stamp_size: ClassVar[int] = 16
     needs_positions: ClassVar[bool] = False
+    uses_positions: ClassVar[bool] = True
     batch_size: int = 64  # (stamp, source) pairs per forward pass
     mask_threshold: float = 0.5
 

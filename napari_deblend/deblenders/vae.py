@@ -74,6 +74,7 @@ class VAEDeblender(Deblender):
     stamp_size: ClassVar[int | None] = None  # any: each source gets its own 48x48 crop
     min_stamp_size: ClassVar[int] = 16
     needs_positions: ClassVar[bool] = False
+    uses_positions: ClassVar[bool] = True
     batch_size: int = 64  # stamps per chunk
     refine_sweeps: int = 1
     fit_amplitudes: bool = True

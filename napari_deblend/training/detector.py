@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..deblenders.detector import TARGET_SIGMA, CentreNet, find_peaks
+from ..deblenders.detector import MIN_DISTANCE, TARGET_SIGMA, CentreNet, find_peaks
 from ..deblenders.nets import normalise
 from ..deblenders.unet_nets import gaussian_blobs
 from .loop import Phase, run_phase, save_weights
@@ -38,7 +38,7 @@ class DetectorTrainConfig:
     """Options of ``napari-deblend train detector``."""
 
     preset: str = "lsst-i"
-    minutes: float = 8.0
+    minutes: float = 25.0
     stamp_size: int = 48
     n_train: int = 60_000
     n_val: int = 400
@@ -50,6 +50,7 @@ class DetectorTrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0
     init: str | None = None
+    widths: tuple[int, int, int] = (16, 32, 64)
 
 
 def centre_target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -123,7 +124,7 @@ def train_detector(config: DetectorTrainConfig, out_dir: str | Path, resume: boo
     val = UNetBatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, jitter=0.0)
     maker = UNetBatchMaker(train_data, preset.background_sigma, seed=config.seed)
     del train_data
-    net = CentreNet().to(device)
+    net = CentreNet(widths=tuple(config.widths)).to(device)
     if config.init and not resume:
         from ..deblenders.detector import load_checkpoint
 
@@ -150,6 +151,6 @@ def train_detector(config: DetectorTrainConfig, out_dir: str | Path, resume: boo
     log("thresholds: " + ", ".join(f"{t}: R={s['recall']:.3f} P={s['precision']:.3f}" for t, s in scores.items()))
     return save_weights(out / "detector.pt", {
         "net": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "net_config": model.config,
-        "threshold": threshold, "scores": {str(t): s for t, s in scores.items()},
+        "threshold": threshold, "min_distance": MIN_DISTANCE, "scores": {str(t): s for t, s in scores.items()},
         "stamp_size": config.stamp_size, "preset": preset.name, "version": "1", "config": asdict(config),
     })

@@ -56,6 +56,8 @@ class PeelingTrainConfig:
     # and undo the RDN pre-training (flux scatter 7.1% -> 9.9%); 5e-4 keeps it a small correction
     joint_lambda: float = 5e-4
     symmetric: bool = True
+    # weight of a relative-flux term, |Σ pred − Σ target| / Σ target, added to the image loss (0: none)
+    flux_weight: float = 0.0
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -177,20 +179,30 @@ class BatchMaker:
 # ---- losses ---------------------------------------------------------------------------------------
 
 
-def image_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Per-sample loss: L1 in units of the stamp scale plus L1 of asinh(./sigma) (faint wings)."""
+def image_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor,
+               flux_weight: float = 0.0) -> torch.Tensor:
+    """Per-sample loss: L1 in units of the stamp scale plus L1 of asinh(./sigma) (faint wings).
+
+    With ``flux_weight``, plus that weight times the relative flux error
+    ``|Σ pred − Σ target| / Σ target`` (the quantity the evaluation's Δf/f measures).
+    """
     s = sigma.view(-1, 1, 1, 1)
     linear = (pred - target / scale).abs().mean(dim=(1, 2, 3))
     soft = (torch.asinh(pred * scale / s) - torch.asinh(target / s)).abs().mean(dim=(1, 2, 3))
-    return linear + 0.02 * soft
+    loss = linear + 0.02 * soft
+    if flux_weight:
+        true_flux = (target / scale).sum(dim=(1, 2, 3))
+        flux_error = (pred.sum(dim=(1, 2, 3)) - true_flux).abs() / true_flux.clamp_min(1e-6)
+        loss = loss + flux_weight * flux_error
+    return loss
 
 
-def rdn_loss(pred, batch, scale, symmetric: bool) -> torch.Tensor:
+def rdn_loss(pred, batch, scale, symmetric: bool, flux_weight: float = 0.0) -> torch.Tensor:
     """RDN loss against the brightest galaxy; symmetric in the two brightest when their fluxes are close."""
-    loss_first = image_loss(pred, batch["target"], scale, batch["sigma"])
+    loss_first = image_loss(pred, batch["target"], scale, batch["sigma"], flux_weight)
     if not symmetric:
         return loss_first.mean()
-    loss_second = image_loss(pred, batch["second"], scale, batch["sigma"])
+    loss_second = image_loss(pred, batch["second"], scale, batch["sigma"], flux_weight)
     ambiguous = batch["ratio"] >= AMBIGUOUS_RATIO
     return torch.where(ambiguous, torch.minimum(loss_first, loss_second), loss_first).mean()
 
@@ -371,7 +383,8 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
         inp, scale = normalise(batch["x"], batch["sigma"])
         if phase == 0:
             has = batch["count"] > 0
-            loss = rdn_loss(rdn(inp[has]), {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric)
+            loss = rdn_loss(rdn(inp[has]), {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric,
+                            config.flux_weight)
             opt_rdn.zero_grad()
             loss.backward()
             opt_rdn.step()
@@ -384,7 +397,8 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
         else:
             has = batch["count"] > 0
             pred = rdn(inp[has])
-            loss_rdn = rdn_loss(pred, {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric)
+            loss_rdn = rdn_loss(pred, {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric,
+                                config.flux_weight)
             residual = batch["x"][has] - pred * scale[has]
             res_inp, _ = normalise(residual, batch["sigma"][has])
             loss_count = F.cross_entropy(counter(res_inp), batch["count"][has] - 1)
