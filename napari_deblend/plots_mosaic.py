@@ -265,8 +265,9 @@ def _mosaic(
         boxes[p.label], kinds[p.label] = box, p.kind
         if p.kind == "note":
             _frame(painter.pixels, box, frame_w, _rgba8("0.7"), dash=3 * frame_w)
-            painter.text(p.text, x0 + box[2] / 2, y0 + box[3] / 2, 8, color=mcolors.to_rgba("0.4"), ha="center",
-                         va="center", italic=True)
+            # a narrow panel (a docked viewer with many columns) gets smaller note text, so it stays inside
+            painter.text(p.text, x0 + box[2] / 2, y0 + box[3] / 2, 8 if per_column >= 1.2 else 6, italic=True,
+                         color=mcolors.to_rgba("0.4"), ha="center", va="center")
             continue
         if p.kind == "flux":
             rgba = flux_cmap(norm(p.image), bytes=True)
@@ -301,11 +302,14 @@ def _mosaic(
     if any(p.kind == "residual" for p in panels):
         span_x0 = grid_x0 + (n_cols - 1) * (cell_w + gap_w)
         bar_w = 0.8 * cell_w
-        ticks = np.linspace(-RESIDUAL_NSIGMA, RESIDUAL_NSIGMA, 5)
+        # five tick labels need ~1.4 in; a narrower bar gets three and a shorter label
+        wide = bar_w / dpi >= 1.4
+        ticks = np.linspace(-RESIDUAL_NSIGMA, RESIDUAL_NSIGMA, 5 if wide else 3)
         box = (int(round(span_x0 + (cell_w - bar_w) / 2)), int(round(cbar_y0)), max(int(round(bar_w)), 1),
                max(int(round(bar_w / 20)), 1))
+        label = f"residual (σ = {_short_number(sigma)} e⁻)" if wide else f"σ = {_short_number(sigma)} e⁻"
         painter.colourbar(box, resid_cmap, resid_norm, ticks * sigma, [f"{t:+g}σ" if t else "0" for t in ticks],
-                          f"residual (σ = {_short_number(sigma)} e⁻)")
+                          label)
     painter.text(suptitle, width / 2, 0.02 * height, 10, ha="center", va="top")
     return ComparisonMosaic(painter.pixels, painter.texts, boxes, kinds, float(dpi))
 
