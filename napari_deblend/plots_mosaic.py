@@ -250,7 +250,8 @@ def _mosaic(
     box_w = min(cell_w, cell_h * aspect)
     box_h = box_w / aspect
     per_column = width / dpi / max(n_cols, 1)  # inches, as in the "fast" layout
-    title_size = 8 if per_column >= 1.6 else 6.5
+    # narrower columns (a docked panel with many components or truth galaxies) get smaller titles
+    title_size = 8 if per_column >= 1.6 else 6.5 if per_column >= 1.0 else 5.5
     limit = RESIDUAL_NSIGMA * sigma
     flux_cmap, resid_cmap = matplotlib.colormaps[IMAGE_CMAP], matplotlib.colormaps[RESIDUAL_CMAP]
     resid_norm = mcolors.Normalize(vmin=-limit, vmax=limit)
@@ -266,7 +267,7 @@ def _mosaic(
         if p.kind == "note":
             _frame(painter.pixels, box, frame_w, _rgba8("0.7"), dash=3 * frame_w)
             # a narrow panel (a docked viewer with many columns) gets smaller note text, so it stays inside
-            painter.text(p.text, x0 + box[2] / 2, y0 + box[3] / 2, 8 if per_column >= 1.2 else 6, italic=True,
+            painter.text(p.text, x0 + box[2] / 2, y0 + box[3] / 2, 8 if per_column >= 1.2 else 6 if per_column >= 1.0 else 5, italic=True,
                          color=mcolors.to_rgba("0.4"), ha="center", va="center")
             continue
         if p.kind == "flux":

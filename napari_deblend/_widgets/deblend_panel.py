@@ -60,7 +60,7 @@ def model_summary(name: str) -> str:
     except DeblendError as exc:
         return f"{lines[0]}\n(unavailable: {exc})"
     if card:
-        lines.append(f"preset {card.get('preset', '?')}; trained {card.get('minutes', '?')} min on "
+        lines.append(f"preset {card.get('preset', '?')}; trained {card.get('total_minutes', card.get('minutes', '?'))} min on "
                      f"{card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
         metrics = (card.get("metrics") or {}).get("by_blend_multiplicity", {})
         for k, m in sorted(metrics.items()):
