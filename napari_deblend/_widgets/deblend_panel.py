@@ -242,11 +242,11 @@ class DeblendWidget(QWidget):
             takes = takes_positions(model)
         except DeblendError:
             return None  # the run reports the model's error
-        points = self.clicked.field_points()
         if not takes:
             self._tell_once(f"napari-deblend: {model} finds its own sources; clicked positions are used by "
                             "the models that take positions (vae, unet)")
             return None
+        points = self.clicked.field_points()
         if not len(points):
             self._tell_once("napari-deblend: no clicked positions yet (Click positions, then click on galaxy "
                             f"centres); {model} finds the sources itself")

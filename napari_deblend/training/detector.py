@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from ..deblenders.detector import MIN_DISTANCE, TARGET_SIGMA, CentreNet, find_peaks
 from ..deblenders.nets import normalise
 from ..deblenders.unet_nets import gaussian_blobs
+from .config import TrainConfig
 from .loop import Phase, run_phase, save_weights
 from .peeling import VALIDATION_SEED, prepare_run
 from .unet import UNetBatchMaker
@@ -34,22 +35,10 @@ THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 @dataclass
-class DetectorTrainConfig:
-    """Options of ``napari-deblend train detector``."""
+class DetectorTrainConfig(TrainConfig):
+    """Options of ``napari-deblend train detector``: the shared ones and the network's widths."""
 
-    preset: str = "lsst-i"
     minutes: float = 25.0
-    stamp_size: int = 48
-    n_train: int = 60_000
-    n_val: int = 400
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    checkpoint_minutes: float = 5.0
-    threads: int = 0
-    init: str | None = None
     widths: tuple[int, int, int] = (16, 32, 64)
 
 

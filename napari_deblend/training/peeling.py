@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from ..deblenders.nets import RDN, GalaxyCounter, normalise
 from ..errors import DeblendInputError
 from ..presets import get_preset
+from .config import TrainConfig
 
 TRAIN_SEED_BASE = 1_000  # the evaluation set uses training.evaluate.EVAL_SEED, never this range
 VALIDATION_SEED = 999_999
@@ -42,29 +43,18 @@ MAX_GALAXIES = 3
 
 
 @dataclass
-class PeelingTrainConfig:
-    """Options of ``napari-deblend train peeling``."""
+class PeelingTrainConfig(TrainConfig):
+    """Options of ``napari-deblend train peeling``: the shared ones and the losses and phases."""
 
-    preset: str = "lsst-i"
     minutes: float = 40.0
-    stamp_size: int = 48
-    n_train: int = 60_000
-    n_val: int = 400
     batch_size: int = 32
-    lr: float = 1e-3
     # the counter's cross-entropy (~0.5) dwarfs the RDN's L1 loss (~0.004): lambda 0.05 let it dominate
     # and undo the RDN pre-training (flux scatter 7.1% -> 9.9%); 5e-4 keeps it a small correction
     joint_lambda: float = 5e-4
     symmetric: bool = True
     # weight of a relative-flux term, |Σ pred − Σ target| / Σ target, added to the image loss (0: none)
     flux_weight: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
     phase_fractions: tuple[float, float, float] = (0.7, 0.12, 0.18)
-    checkpoint_minutes: float = 5.0
-    threads: int = 0  # 0: torch's default
-    init: str | None = None  # warm start (fine-tune) from these peeling weights
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
 

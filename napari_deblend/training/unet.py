@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from ..deblenders.nets import normalise
 from ..deblenders.unet_nets import UNet, source_hints
 from ..errors import DeblendInputError
+from .config import TrainConfig
 from .peeling import EMA, MAX_GALAXIES, VALIDATION_SEED, cosine_lr, prepare_run
 
 SHARE_SOFTENING = 0.5  # sigma added to the denominator of the soft share
@@ -44,22 +45,9 @@ EMA_DECAY = 0.998
 
 
 @dataclass
-class UNetTrainConfig:
-    """Options of ``napari-deblend train unet``."""
+class UNetTrainConfig(TrainConfig):
+    """Options of ``napari-deblend train unet``: the shared ones and the real-galaxy mix."""
 
-    preset: str = "lsst-i"
-    minutes: float = 20.0
-    stamp_size: int = 48
-    n_train: int = 60_000
-    n_val: int = 400
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    checkpoint_minutes: float = 5.0
-    threads: int = 0  # 0: torch's default
-    init: str | None = None  # warm start (fine-tune) from these unet weights
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
 

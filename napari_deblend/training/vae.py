@@ -32,6 +32,7 @@ import torch
 
 from ..deblenders.nets import normalise
 from ..deblenders.vae_nets import STAMP, Decoder, Encoder, from_asinh, recentre, to_asinh
+from .config import TrainConfig
 from .loop import Phase, run_phase, save_weights
 from .peeling import VALIDATION_SEED, prepare_run
 from .unet import UNetBatchMaker
@@ -43,23 +44,13 @@ VAE_FRACTION = 0.4
 
 
 @dataclass
-class VAETrainConfig:
-    """Options of ``napari-deblend train vae``."""
+class VAETrainConfig(TrainConfig):
+    """Options of ``napari-deblend train vae``: the shared ones and the latent size.
 
-    preset: str = "lsst-i"
-    minutes: float = 20.0
-    stamp_size: int = 48
-    n_train: int = 60_000
-    n_val: int = 400
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    checkpoint_minutes: float = 5.0
-    threads: int = 0
+    ``init`` fine-tunes both encoders from these vae weights (skipping the VAE phase).
+    """
+
     latent: int = 32
-    init: str | None = None  # fine-tune both encoders from these vae weights (skips the VAE phase)
 
 
 def relative_l1(image: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
