@@ -138,6 +138,39 @@ def _over_white(rgba: np.ndarray) -> np.ndarray:
     return np.round(out).astype(np.uint8)
 
 
+# shorter spellings tried, in order, on a title or note line wider than its panel
+_SHORTER = ((" unmatched", "*"), ("component ", "comp. "), ("components", "comps"), ("segmentation", "segm."),
+            ("noiseless sum", "Σ truth"), (" mag", ""), (" e⁻", ""))
+_CHAR_WIDTH = 0.62  # average glyph width of the sans-serif text (DejaVu digits: 0.636), in font sizes
+
+
+def fit_text(text: str, width_px: float, size_pt: float, pt: float) -> str:
+    """``text`` shortened to fit ``width_px``: shorter spellings, then later lines dropped, then cut with "…".
+
+    Every line is fitted on its own; the first line always stays (cut if it must).
+    A panel narrower than its title (many components in a docked panel) keeps the
+    id and what fits of the magnitude, instead of titles running into each other.
+    """
+    def fits(line: str) -> bool:
+        return len(line) * _CHAR_WIDTH * size_pt * pt <= width_px
+
+    fitted = []
+    for index, line in enumerate(text.split("\n")):
+        for long, short in _SHORTER:
+            if fits(line):
+                break
+            line = line.replace(long, short)
+        if " · " in line and not fits(line):
+            line = line.split(" · ")[0]
+        if not fits(line):
+            if index:
+                continue
+            keep = max(int(width_px / (_CHAR_WIDTH * size_pt * pt)) - 1, 1)
+            line = line[:keep] + "…" if keep < len(line) else line
+        fitted.append(line)
+    return "\n".join(fitted)
+
+
 class _MosaicPainter:
     """Draws the panels of :func:`_plan` into one image (see :func:`comparison_mosaic`)."""
 
@@ -181,14 +214,17 @@ class _MosaicPainter:
         marks = [m for m in marks if np.isfinite(m[0]) and np.isfinite(m[1])]
         clip = (x0, y0, x0 + bw, y0 + bh)
         half, white, black = 3.0 * self.pt, 1.2 * self.pt, 2.5 * self.pt  # markersize 6, edge 1.2, stroke 2.5
+        # ids need room: in a small panel with many marks they would cover each other and the image
+        with_ids = len(marks) <= max(2, int(bw * bh / (18 * self.pt) ** 2 / 4))
         for (y, x, text), (sx, sy) in zip(marks, _label_places(marks, shape)):
             cx, cy = x0 + (x + 0.5) / nx * bw, y0 + bh - (y + 0.5) / ny * bh
             for colour, width, length in ((_rgba8("black"), black, half + (black - white) / 2),
                                           (_rgba8("white"), white, half)):
                 _fill(self.pixels, cx - length, cy - width / 2, cx + length, cy + width / 2, colour, clip)
                 _fill(self.pixels, cx - width / 2, cy - length, cx + width / 2, cy + length, colour, clip)
-            self.text(text, cx + 3 * sx * self.pt, cy - 3 * sy * self.pt, _ID_STYLE["fontsize"], color=_WHITE,
-                      ha="left" if sx > 0 else "right", va="bottom" if sy > 0 else "top", bold=True, stroke=2.2)
+            if with_ids:
+                self.text(text, cx + 3 * sx * self.pt, cy - 3 * sy * self.pt, _ID_STYLE["fontsize"], color=_WHITE,
+                          ha="left" if sx > 0 else "right", va="bottom" if sy > 0 else "top", bold=True, stroke=2.2)
 
     def scalebar(self, box: tuple[int, int, int, int], shape: tuple[int, int], pixel_scale: float) -> None:
         """A 1″/2″/5″ bar in the lower-left corner (as :func:`_draw_scalebar`)."""
@@ -267,8 +303,11 @@ def _mosaic(
         if p.kind == "note":
             _frame(painter.pixels, box, frame_w, _rgba8("0.7"), dash=3 * frame_w)
             # a narrow panel (a docked viewer with many columns) gets smaller note text, so it stays inside
-            painter.text(p.text, x0 + box[2] / 2, y0 + box[3] / 2, 8 if per_column >= 1.2 else 6 if per_column >= 1.0 else 5, italic=True,
-                         color=mcolors.to_rgba("0.4"), ha="center", va="center")
+            note_size = 8 if per_column >= 1.2 else 6 if per_column >= 1.0 else 5
+            note = fit_text(p.text, 0.95 * box_w, note_size, pt)
+            note = note if note.count("\n") == p.text.count("\n") else "—"  # half a note says nothing
+            painter.text(note, x0 + box[2] / 2, y0 + box[3] / 2, note_size,
+                         italic=True, color=mcolors.to_rgba("0.4"), ha="center", va="center")
             continue
         if p.kind == "flux":
             rgba = flux_cmap(norm(p.image), bytes=True)
@@ -285,6 +324,7 @@ def _mosaic(
             painter.scalebar(box, p.image.shape, pixel_scale)
         _frame(painter.pixels, box, frame_w, _rgba8("black"))
         title = p.title if per_column >= 1.6 else p.title.replace(" · ", "\n")
+        title = fit_text(title, cell_w + 0.3 * gap_w, title_size, pt) if title else title
         if title:
             painter.text(title, x0 + box[2] / 2, y0 - 6.0 * pt, title_size, ha="center", va="baseline")
         if p.ylabel:

@@ -241,3 +241,4 @@ def test_comparison_on_the_sample_field_has_a_truth_row(make_napari_viewer, qtbo
     comparison.refresh()
     qtbot.waitUntil(lambda: not comparison.busy and comparison.current_table is not None, timeout=60_000)
     assert comparison.panels and not any(label.startswith("truth") for label in comparison.panels)  # row gone
+

@@ -110,3 +110,25 @@ def test_input_stamps_are_not_modified():
     results = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
     np.testing.assert_array_equal(blends.images, before)
     np.testing.assert_array_equal(results[0].blend, before[0])
+
+
+def test_folded_batchnorm_gives_the_same_outputs():
+    from napari_deblend.deblenders.inference import fold_batchnorm
+    from napari_deblend.deblenders.nets import GalaxyCounter
+
+    torch.manual_seed(1)
+    counter = GalaxyCounter()
+    for module in counter.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # trained-like statistics, not the identity
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    counter.eval()
+    x = torch.randn(4, 2, 48, 48)
+    with torch.no_grad():
+        expected = counter(x)
+        folded = fold_batchnorm(counter)
+        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in get_deblender("peeling", device="cpu").counter.modules())

@@ -301,3 +301,39 @@ def test_mosaic_figure_is_reused_and_saves(case, tmp_path):
     assert figure_mosaic(fig) is None and len(fig.axes) > 1
     with pytest.raises(DeblendInputError, match="layout"):
         comparison_figure(case["neural"], sextractor=False, layout="grid")
+
+
+def test_fit_text_shortens_then_drops_lines_then_cuts():
+    from napari_deblend.plots_mosaic import fit_text
+
+    pt = 100 / 72
+    title = "T3 unmatched\n24.23 mag · F 145k e⁻"
+    assert fit_text(title, 500, 8, pt) == title  # room: unchanged
+    narrow = fit_text(title, 45, 6.5, pt)
+    assert narrow.startswith("T3*") and "unmatched" not in narrow
+    assert all(len(line) * 0.62 * 6.5 * pt <= 45 for line in narrow.split("\n"))
+    assert fit_text("a very long first line\nsecond", 20, 8, pt).endswith("…")  # the first line stays, cut
+
+
+def test_crowded_mosaic_titles_do_not_overlap(case):
+    """Twelve truth columns in a docked-panel-sized figure: every title within its column, ids only where they fit."""
+    from napari_deblend.plots_mosaic import _CHAR_WIDTH
+
+    shape = case["blend"].shape[-2:]
+    rng = np.random.default_rng(0)
+    positions = np.column_stack([rng.uniform(5, 35, 12), rng.uniform(5, 35, 12)])
+    comps = np.stack([gaussian(shape, y, x, 1e5, 1.5) for y, x in positions])[:, None]
+    figure = Figure(figsize=(5.2, 4.0), dpi=100)
+    comparison_figure(case["neural"], sextractor=case["sep"], truth=Truth(comps, positions), figure=figure,
+                      layout="mosaic")
+    from napari_deblend.plots import figure_mosaic
+
+    mosaic = figure_mosaic(figure)
+    boxes = [box for label, box in mosaic.panels.items() if label.startswith("truth component")]
+    assert len(boxes) == 12
+    step = sorted(box[0] for box in boxes)[1] - sorted(box[0] for box in boxes)[0]
+    titles = [t for t in mosaic.texts if t.text.startswith("T") and "\n" in t.text]
+    assert len(titles) == 12
+    for t in titles:
+        widest = max(len(line) for line in t.text.split("\n")) * _CHAR_WIDTH * t.size
+        assert widest <= step  # within its column: no title runs into the next one

@@ -92,6 +92,12 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "--minutes=0" in capsys.readouterr().err
     assert main(["train", "unet", "--flux-weight", "0.1", "--out", str(tmp_path)]) == 2
     assert "only peeling" in capsys.readouterr().err
+    assert main(["train", "unet", "--refine-width", "8", "--out", str(tmp_path)]) == 2
+    assert "only peeling" in capsys.readouterr().err
+    assert main(["train", "peeling", "--refine-width", "-1", "--out", str(tmp_path)]) == 2
+    assert "--refine-width=-1" in capsys.readouterr().err
+    assert main(["train", "peeling", "--phases", "0", "0", "0", "--out", str(tmp_path)]) == 2
+    assert "--phases 0.0 0.0 0.0" in capsys.readouterr().err
 
 
 def test_recorded_training_command_reproduces_the_options():
@@ -103,7 +109,32 @@ def test_recorded_training_command_reproduces_the_options():
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers())
     args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric",
-                              "--flux-weight", "0.05"])
+                              "--flux-weight", "0.05", "--refine-width", "8", "--phases", "0.8", "0.05", "0.15"])
     again = parser.parse_args(shlex.split(train.training_command(args))[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
     assert again.install
+
+
+def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_path):
+    from napari_deblend.deblenders.nets import RDN, GalaxyCounter
+    from napari_deblend.training.peeling import save_checkpoint, warm_start
+
+    torch.manual_seed(0)
+    plain, counter = RDN(), GalaxyCounter()
+    assert "refine_width" not in plain.config  # older weights keep loading as they are
+    save_checkpoint(tmp_path / "plain.pt", plain, counter, {})
+    grafted = RDN(refine_width=8)
+    messages = []
+    warm_start(grafted, GalaxyCounter(), tmp_path / "plain.pt", log=messages.append)
+    assert "refiner grafted on" in messages[0]
+    x = torch.rand(3, 2, 40, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(grafted.eval()(x), plain.eval()(x))
+    # the refiner learns: after one step its output is no longer zero
+    grafted.train()
+    torch.optim.SGD(grafted.refiner.parameters(), lr=0.1).zero_grad()
+    loss = (grafted(x) - 1.0).abs().mean()
+    loss.backward()
+    assert grafted.refiner.out.weight.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="networks of another size"):
+        warm_start(RDN(features=16, refine_width=8), GalaxyCounter(), tmp_path / "plain.pt")

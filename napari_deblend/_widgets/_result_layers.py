@@ -6,7 +6,8 @@ Two kinds of layers:
   image (Σ components), the residual, the masks and the positions of every
   blend deblended with that model, painted where they belong in the field
   (:class:`~napari_deblend.mosaic.ResultMosaic`). New results are painted in
-  batches, a few times a second.
+  batches, at most once a second, and those of a run of many blends when the
+  run ends (:meth:`ResultLayers.hold_mosaics`).
 - **Detail layers** of the *selected* blend, as made by
   :func:`~napari_deblend.layers.deblend_result_layers`: one layer per component
   (``blend 12 · peeling · component 1``), residual, masks, positions; for every
@@ -40,7 +41,7 @@ from qtpy.QtCore import QTimer
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
 
-FLUSH_INTERVAL_MS = 250  # new results are painted into the mosaics at most this often
+FLUSH_INTERVAL_MS = 1000  # new results are painted into the mosaics at most this often (each paint: a UI stall)
 
 
 class ResultLayers:
@@ -65,6 +66,8 @@ class ResultLayers:
         self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
         self._flush_timer.timeout.connect(lambda: self._queue(self._flush))
         self._last_flush = -float("inf")
+        self.holding = False
+        self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
         self.closed = False
 
     # ---- queue ------------------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class ResultLayers:
     def drain(self) -> None:
         """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
         self._flush_timer.stop()
+        self.hold_mosaics(False)  # held results too
         if self._pending:
             self._tasks.append(self._flush)
         while self._tasks and not self.closed:
@@ -120,8 +124,11 @@ class ResultLayers:
         """Show a new result: paint it into its model's mosaic soon; detail layers if its blend is selected."""
         self._pending.append((model, result))
         if result.blend_id == self.session.selected_blend:
-            self._queue(lambda: self._replace_details(result.blend_id, model))
-        if self._flush_timer.isActive():
+            if self.holding:
+                self._held_details.add((result.blend_id, model))
+            else:
+                self._queue(lambda: self._replace_details(result.blend_id, model))
+        if self._flush_timer.isActive() or self.holding:
             return
         # the first result after a quiet spell is painted at once, later ones in batches
         wait = FLUSH_INTERVAL_MS - (time.perf_counter() - self._last_flush) * 1000.0
@@ -131,6 +138,24 @@ class ResultLayers:
             self._last_flush = time.perf_counter()
         else:
             self._flush_timer.start(int(wait))
+
+    def hold_mosaics(self, hold: bool) -> None:
+        """Hold back painting results into the mosaics (a run of many blends), or paint what waits now.
+
+        Each refresh repaints the canvas, 0.1-0.15 s of UI thread under software
+        OpenGL, and re-filling the selected blend's detail layers takes as long
+        again: while a run goes, the UI thread only moves the progress bar; the
+        mosaics and the selected blend's details follow at its end.
+        """
+        self.holding = hold
+        if hold:
+            return
+        for blend_id, model in sorted(self._held_details):
+            self._queue(lambda b=blend_id, m=model: self._replace_details(b, m))
+        self._held_details.clear()
+        if self._pending and not self._flush_timer.isActive():
+            self._queue(self._flush)
+            self._last_flush = time.perf_counter()
 
     def _source(self) -> Any:
         detections = self.session.detections
@@ -272,16 +297,21 @@ class ResultLayers:
                     refills.append((layer, data, kwargs))
                 else:  # a new layer: one per task
                     self._queue(lambda d=data, kw=kwargs, k=kind, sl=slot: self._put_detail(key, generation, d, kw, k, sl))
-            if refills:  # existing layers: all in one task, so the canvas repaints once
-                self._queue(lambda r=refills: self._refill_all(key, generation, r))
-            if latest:
-                self._queue(lambda n=result.n_components: self._hide_slots(model, keep=max(n, 1)))
+            # existing layers: all in one task with the hiding of unused slots, so the canvas repaints once
+            keep = max(result.n_components, 1) if latest else None
+            if refills:
+                self._queue(lambda r=refills, k=keep: self._refill_all(key, generation, r, hide_beyond=k))
+            elif latest:
+                self._queue(lambda k=keep: self._hide_slots(model, keep=k))
 
-    def _refill_all(self, key: tuple[int, str], generation: int, refills: list[tuple[Any, Any, dict]]) -> None:
+    def _refill_all(self, key: tuple[int, str], generation: int, refills: list[tuple[Any, Any, dict]],
+                    hide_beyond: int | None = None) -> None:
         if key[0] != self.session.selected_blend or self._generation.get(key) != generation:
             return
         refill_layers(self.viewer, [(layer, data, kwargs) for layer, data, kwargs in refills
                                     if layer in self.viewer.layers])
+        if hide_beyond is not None:
+            self._hide_slots(key[1], keep=hide_beyond)
         self._keep_source_active()
 
     def _put_detail(self, key: tuple[int, str], generation: int, data: Any, kwargs: dict[str, Any], kind: str,
@@ -308,6 +338,7 @@ class ResultLayers:
     def forget(self) -> None:
         """New detections: results of the old ones are gone, and so are their layers."""
         self._pending.clear()
+        self._held_details.clear()
         self.mosaics.clear()
         for layers in self.mosaic_layers.values():
             for layer in layers.values():

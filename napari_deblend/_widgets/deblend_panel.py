@@ -321,6 +321,7 @@ class DeblendWidget(QWidget):
         worker.errored.connect(lambda exc: self._record_failure(0, f"{type(exc).__name__}: {exc}"))
         worker.finished.connect(lambda: self._finished(model, len(blends)))
         self._worker = worker
+        self.result_layers.hold_mosaics(len(blends) > 1)  # a run of many: the mosaics are painted at its end
         worker.start()
         self.progress.setRange(0, len(blends))
         self.progress.setValue(0)
@@ -373,6 +374,7 @@ class DeblendWidget(QWidget):
         self._worker = None
         if self._viewer_closed():
             return
+        self.result_layers.hold_mosaics(False)
         try:
             self._set_running(False)
         except RuntimeError:

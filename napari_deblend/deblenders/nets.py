@@ -8,6 +8,15 @@ The RDN follows Zhang et al. (2018) as used by Wang et al. (2021), sized for a
 2-core CPU: the dense blocks run at a quarter of the resolution (two stride-2
 convolutions in, two pixel shuffles with skip connections out), which cuts the
 cost sixteen-fold and gives a receptive field wider than a 48-pixel stamp.
+
+An optional detail refiner (``refine_width`` > 0) adds what a quarter
+resolution cannot see: a small two-level network at full and half resolution
+that reads the input, the RDN's estimate and its full-resolution features and
+adds a correction to the estimate. Its last convolution starts at zero, so a
+refiner grafted onto trained weights starts from exactly their output. Tried
+once (width 16, 95 minutes on the shipped weights): on 1000 validation pairs the
+flux scatter went 7.08 / 14.56 % -> 6.98 / 14.55 % (brighter / fainter) for
+about half again the RDN's cost, so the shipped weights have none.
 """
 
 from __future__ import annotations
@@ -95,6 +104,9 @@ class RDN(nn.Module):
         C, layers per block.
     width : int
         Channels at full resolution (twice that at half resolution).
+    refine_width : int
+        Channels of the detail refiner at full resolution (twice that at half
+        resolution); 0 for none.
     """
 
     def __init__(
@@ -106,6 +118,7 @@ class RDN(nn.Module):
         n_blocks: int = 6,
         n_layers: int = 3,
         width: int = 8,
+        refine_width: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -117,6 +130,8 @@ class RDN(nn.Module):
             "n_layers": n_layers,
             "width": width,
         }
+        if refine_width:  # absent from the config of refiner-less weights, which stay loadable as they are
+            self.config["refine_width"] = refine_width
         w1, w2 = width, 2 * width
         self.head = nn.Sequential(nn.Conv2d(in_channels, w1, 3, padding=1), nn.ReLU())
         self.down1 = nn.Sequential(nn.Conv2d(w1, w2, 3, stride=2, padding=1), nn.ReLU())
@@ -130,6 +145,7 @@ class RDN(nn.Module):
         self.up2 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 3, padding=1), nn.PixelShuffle(2))
         self.merge2 = nn.Sequential(nn.Conv2d(2 * w1, w1, 3, padding=1), nn.ReLU())
         self.tail = nn.Conv2d(w1, out_channels, 3, padding=1)
+        self.refiner = DetailRefiner(in_channels + out_channels + w1, out_channels, refine_width) if refine_width else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -146,9 +162,48 @@ class RDN(nn.Module):
         f = self.global_fuse(torch.cat(outs, dim=1)) + f0
         f = self.merge1(torch.cat([self.up1(f), half], dim=1))
         f = self.merge2(torch.cat([self.up2(f), full], dim=1))
-        out = self.tail(f)[..., :h, :w]
+        out = self.tail(f)
+        if self.refiner is not None:
+            out = out + self.refiner(torch.cat([x, out, f], dim=1))
+        out = out[..., :h, :w]
         # linear while training (a ReLU output can die: all-zero images, no gradient); non-negative when used
         return out if self.training else F.relu(out)
+
+
+class DetailRefiner(nn.Module):
+    """Full/half-resolution correction network with a zero-initialised output (see module docstring).
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (network input, estimate and full-resolution features).
+    out_channels : int
+        Output bands.
+    width : int
+        Channels at full resolution (twice that at half resolution).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int) -> None:
+        super().__init__()
+        w1, w2 = width, 2 * width
+        self.full = nn.Sequential(nn.Conv2d(in_channels, w1, 3, padding=1), nn.ReLU())
+        self.coarse = nn.Sequential(
+            nn.Conv2d(w1, w2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w2, 4 * w1, 3, padding=1), nn.PixelShuffle(2),
+        )
+        self.merge = nn.Sequential(
+            nn.Conv2d(2 * w1, w1, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w1, w1, 3, padding=1), nn.ReLU(),
+        )
+        self.out = nn.Conv2d(w1, out_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = self.full(x)
+        return self.out(self.merge(torch.cat([self.coarse(full), full], dim=1)))
 
 
 class GalaxyCounter(nn.Module):

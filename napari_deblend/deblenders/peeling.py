@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendError, DeblendResult, load_weights
+from .inference import fold_batchnorm, memory_format_for
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train peeling --preset lsst-i --minutes 40 --out runs/peeling --install"
@@ -74,8 +75,9 @@ class PeelingDeblender(Deblender):
             self.counter.load_state_dict(checkpoint["counter"])
         except RuntimeError as exc:
             raise DeblendError(f"peeling weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`") from None
-        self.rdn.eval().to(self.device)
-        self.counter.eval().to(self.device)
+        self.memory_format = memory_format_for(self.device)
+        self.rdn.eval().to(self.device, memory_format=self.memory_format)
+        self.counter = fold_batchnorm(self.counter).to(self.device, memory_format=self.memory_format)
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
 
@@ -106,6 +108,7 @@ class PeelingDeblender(Deblender):
                     break
                 idx = torch.from_numpy(active).to(device)
                 inp, scale = normalise(x[idx], sigma[idx])
+                inp = inp.contiguous(memory_format=self.memory_format)
                 count = self.counter(inp).argmax(dim=1).cpu().numpy()
                 peel = []
                 for j, i in enumerate(active):
@@ -147,7 +150,7 @@ class PeelingDeblender(Deblender):
             x = torch.from_numpy(stamps[rows] - others).to(device)
             idx = torch.as_tensor(rows, device=device)
             inp, scale = normalise(x, sigma[idx])
-            galaxy = (self.rdn(inp) * scale).float().cpu().numpy()
+            galaxy = (self.rdn(inp.contiguous(memory_format=self.memory_format)) * scale).float().cpu().numpy()
             for k, i in enumerate(rows):
                 components[i][rank] = galaxy[k]
 

@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendError, DeblendResult, load_weights
+from .inference import fold_batchnorm
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train unet --preset lsst-i --minutes 20 --out runs/unet --install"
@@ -87,7 +88,7 @@ class UNetDeblender(Deblender):
             raise DeblendError(
                 f"unet weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`"
             ) from None
-        self.net.eval().to(self.device)
+        self.net = fold_batchnorm(self.net).to(self.device)
         self.hint_sigma = float(self.net.config["hint_sigma"])
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))

@@ -57,6 +57,7 @@ class PeelingTrainConfig(TrainConfig):
     phase_fractions: tuple[float, float, float] = (0.7, 0.12, 0.18)
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
+    refine_width: int = 0  # channels of the RDN's full-resolution detail refiner (0: none; see nets.py)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -296,6 +297,25 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
     return out, device, preset, train_data, val_data
 
 
+def warm_start(rdn: RDN, counter: GalaxyCounter, path: Path, log: Callable[[str], None] = print) -> None:
+    """Load ``--init`` weights into ``rdn`` and ``counter``.
+
+    Weights without a detail refiner also start a network with one: the refiner
+    keeps its fresh (zero-output) initialisation, so training starts from
+    exactly the given weights' output. Any other difference in size is an error.
+    """
+    from ..deblenders.peeling import load_checkpoint
+
+    init = load_checkpoint(path)
+    body = {k: v for k, v in rdn.config.items() if k != "refine_width"}
+    if init["rdn_config"] not in (rdn.config, body) or init["counter_config"] != counter.config:
+        raise DeblendInputError(f"--init {path}: networks of another size ({init['rdn_config']}); expected {rdn.config}")
+    missing, _ = rdn.load_state_dict(init["rdn"], strict=init["rdn_config"] == rdn.config)
+    counter.load_state_dict(init["counter"])
+    grafted = " (a new detail refiner grafted on)" if missing else ""
+    log(f"warm start from {path}{grafted}")
+
+
 def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool = False,
                   log: Callable[[str], None] = print, progress: Callable[[float], None] | None = None) -> Path:
     """Train the peeling deblender for ``config.minutes`` of wall time; returns the weights path.
@@ -309,18 +329,11 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     val = BatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, peel_probability=0.3,
                                                                                   empty_fraction=0.1)
 
-    rdn, counter = RDN().to(device), GalaxyCounter().to(device)
+    rdn, counter = RDN(refine_width=config.refine_width).to(device), GalaxyCounter().to(device)
     opt_rdn = torch.optim.AdamW(rdn.parameters(), lr=config.lr, weight_decay=1e-5)
     opt_counter = torch.optim.AdamW(counter.parameters(), lr=config.lr / 2, weight_decay=1e-4)
     if config.init and not resume:
-        from ..deblenders.peeling import load_checkpoint
-
-        init = load_checkpoint(Path(config.init))
-        if init["rdn_config"] != rdn.config or init["counter_config"] != counter.config:
-            raise DeblendInputError(f"--init {config.init}: networks of another size ({init['rdn_config']}); expected {rdn.config}")
-        rdn.load_state_dict(init["rdn"])
-        counter.load_state_dict(init["counter"])
-        log(f"warm start from {config.init}")
+        warm_start(rdn, counter, Path(config.init), log)
     ema_rdn = EMA(rdn)
     elapsed_before, step = 0.0, 0
     checkpoint_path = out / "checkpoint.pt"
