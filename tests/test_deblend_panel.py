@@ -242,3 +242,27 @@ def test_comparison_on_the_sample_field_has_a_truth_row(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: not comparison.busy and comparison.current_table is not None, timeout=60_000)
     assert comparison.panels and not any(label.startswith("truth") for label in comparison.panels)  # row gone
 
+
+
+def test_a_run_of_many_blends_paints_its_results_when_it_ends(viewer_with_detections, qtbot):
+    """While a run of several blends goes, the UI thread only moves the progress bar; layers follow at the end."""
+    viewer, session = viewer_with_detections
+    panel = _deblend_panel(viewer, "sextractor")
+    layers = panel.result_layers
+    ids = [blend.id for blend in session.blends]
+    session.select(ids[0])
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    panel.run(ids)
+    assert layers.holding
+    shown_mid_run = []
+    panel.session.deblended.connect(lambda *_: shown_mid_run.append(
+        (bool(layers._tasks), any(layer.name.startswith(f"blend {ids[0]} · ") for layer in viewer.layers))))
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    assert shown_mid_run and not any(queued or shown for queued, shown in shown_mid_run)
+    assert not layers.holding
+    assert f"blend {ids[0]} · sextractor · residual" in viewer.layers
+    mosaic = viewer.layers["sextractor · all blends · positions"]
+    assert len(mosaic.data) == sum(session.results[(i, "sextractor")].n_components for i in ids)
+    # one blend: shown at once, no hold
+    panel.deblend_selected()
+    assert not layers.holding
