@@ -5,9 +5,9 @@ Two kinds of layers:
 - **Mosaic layers**, four per model whatever the number of blends: the model
   image (Σ components), the residual, the masks and the positions of every
   blend deblended with that model, painted where they belong in the field
-  (:class:`~napari_deblend.mosaic.ResultMosaic`). New results are painted in
-  batches, at most once a second, and those of a run of many blends when the
-  run ends (:meth:`ResultLayers.hold_mosaics`).
+  (:class:`~napari_deblend.mosaic.ResultMosaic`). A new result is painted in
+  at once; those of a run of many blends all together when the run ends
+  (:meth:`ResultLayers.hold_mosaics`).
 - **Detail layers** of the *selected* blend, as made by
   :func:`~napari_deblend.layers.deblend_result_layers`: one layer per component
   (``blend 12 · peeling · component 1``), residual, masks, positions; for every
@@ -28,7 +28,6 @@ the viewer updates its extent once.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,8 +39,6 @@ from qtpy.QtCore import QTimer
 
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
-
-FLUSH_INTERVAL_MS = 1000  # new results are painted into the mosaics at most this often (each paint: a UI stall)
 
 
 class ResultLayers:
@@ -61,11 +58,7 @@ class ResultLayers:
         self._timer = QTimer()
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._run_one)
-        self._flush_timer = QTimer()
-        self._flush_timer.setSingleShot(True)
-        self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
-        self._flush_timer.timeout.connect(lambda: self._queue(self._flush))
-        self._last_flush = -float("inf")
+        self._flush_queued = False
         self.holding = False
         self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
         self.closed = False
@@ -74,7 +67,7 @@ class ResultLayers:
     @property
     def busy(self) -> bool:
         """True while results or layer changes are waiting to be shown."""
-        return bool(self._tasks or self._pending or self._flush_timer.isActive())
+        return bool(self._tasks or self._pending)
 
     def _queue(self, task: Callable[[], None]) -> None:
         if self.closed:
@@ -108,13 +101,11 @@ class ResultLayers:
         self._tasks.clear()
         self._pending.clear()
         self._timer.stop()
-        self._flush_timer.stop()
 
     def drain(self) -> None:
         """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
-        self._flush_timer.stop()
         self.hold_mosaics(False)  # held results too
-        if self._pending:
+        if self._pending and not self._flush_queued:
             self._tasks.append(self._flush)
         while self._tasks and not self.closed:
             self._run_one()
@@ -128,16 +119,14 @@ class ResultLayers:
                 self._held_details.add((result.blend_id, model))
             else:
                 self._queue(lambda: self._replace_details(result.blend_id, model))
-        if self._flush_timer.isActive() or self.holding:
-            return
-        # the first result after a quiet spell is painted at once, later ones in batches
-        wait = FLUSH_INTERVAL_MS - (time.perf_counter() - self._last_flush) * 1000.0
-        if wait <= 0:
-            self._flush_timer.stop()
+        if not self.holding:
+            self._queue_flush()
+
+    def _queue_flush(self) -> None:
+        """Paint the waiting results into the mosaics in a coming turn (once, however many wait)."""
+        if not self._flush_queued:
+            self._flush_queued = True
             self._queue(self._flush)
-            self._last_flush = time.perf_counter()
-        else:
-            self._flush_timer.start(int(wait))
 
     def hold_mosaics(self, hold: bool) -> None:
         """Hold back painting results into the mosaics (a run of many blends), or paint what waits now.
@@ -153,9 +142,8 @@ class ResultLayers:
         for blend_id, model in sorted(self._held_details):
             self._queue(lambda b=blend_id, m=model: self._replace_details(b, m))
         self._held_details.clear()
-        if self._pending and not self._flush_timer.isActive():
-            self._queue(self._flush)
-            self._last_flush = time.perf_counter()
+        if self._pending:
+            self._queue_flush()
 
     def _source(self) -> Any:
         detections = self.session.detections
@@ -173,7 +161,7 @@ class ResultLayers:
     def _flush(self) -> None:
         """Paint waiting results into their mosaics and refresh those layers (one refresh per layer)."""
         pending, self._pending = self._pending, []
-        self._last_flush = time.perf_counter()
+        self._flush_queued = False
         detections = self.session.detections
         if not pending or detections is None:
             return
@@ -236,9 +224,12 @@ class ResultLayers:
             return
         if part == "positions":
             data, features = self.mosaics[model].positions()
+            # one refresh for both (half the UI time): each setter alone re-draws the layer
             with _viewer_extent_held(self.viewer, [layer]):
-                layer.data = data
-                layer.features = pd.DataFrame(features)
+                with layer.events.blocker_all():
+                    layer.data = data
+                    layer.features = pd.DataFrame(features)
+                layer.refresh()
         elif layer.visible:  # napari refreshes a hidden layer when it is shown again
             layer.refresh()
 
@@ -412,9 +403,13 @@ def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
     # a hidden Points layer keeps stale view indices, and new features then fail to index them
     if layer._type_string == "points" and not layer.visible:
         layer.visible = True
-    layer.data = data
     if layer._type_string == "points" and "features" in kwargs:
-        layer.features = kwargs["features"]
+        with layer.events.blocker_all():  # one refresh for both: each setter alone re-draws the layer
+            layer.data = data
+            layer.features = kwargs["features"]
+        layer.refresh()
+    else:
+        layer.data = data
     for name in ("scale", "translate", "contrast_limits", "gamma"):
         if name in kwargs and not np.allclose(np.asarray(getattr(layer, name), float)[-2:] if name in ("scale", "translate")
                                               else np.asarray(getattr(layer, name), float), kwargs[name]):
