@@ -26,7 +26,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_deblend._widgets import BlendBrowserWidget, ComparisonWidget, DeblendWidget, DetectionWidget
-    from napari_deblend.commands.demo import _wait_for
+    from napari_deblend.commands.demo import _process_events_until, _wait_for
     from napari_deblend.deblenders.base import get_deblender
 
     viewer = napari.Viewer()
@@ -74,17 +74,11 @@ def main() -> None:
 
     # the same from the Deblend click alone: the blend selected beforehand and its selection drawn (a user
     # selects a blend, looks at it, then presses Deblend / d)
-    def settle(seconds: float = 0.3) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            QApplication.processEvents()
-            time.sleep(0.002)
-
     deblend_times = []
     for i in range(args.repeat):
         blend = session.blends[(i + 1 + args.repeat) % len(session.blends)]
         session.select(blend.id)
-        settle()
+        _process_events_until(lambda: False, timeout=0.3)  # the selection drawn
         comparison.current_table = None
         t0 = time.perf_counter()
         panel.deblend_selected()

@@ -58,7 +58,6 @@ class ResultLayers:
         self._timer = QTimer()
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._run_one)
-        self._flush_queued = False
         self.holding = False
         self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
         self.closed = False
@@ -104,9 +103,7 @@ class ResultLayers:
 
     def drain(self) -> None:
         """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
-        self.hold_mosaics(False)  # held results too
-        if self._pending and not self._flush_queued:
-            self._tasks.append(self._flush)
+        self.hold_mosaics(False)  # queues the held results and the flush
         while self._tasks and not self.closed:
             self._run_one()
 
@@ -114,18 +111,18 @@ class ResultLayers:
     def add(self, model: str, result: Any) -> None:
         """Show a new result: paint it into its model's mosaic soon; detail layers if its blend is selected."""
         self._pending.append((model, result))
-        if result.blend_id == self.session.selected_blend:
-            if self.holding:
+        selected = result.blend_id == self.session.selected_blend
+        if self.holding:
+            if selected:
                 self._held_details.add((result.blend_id, model))
-            else:
-                self._queue(lambda: self._replace_details(result.blend_id, model))
-        if not self.holding:
-            self._queue_flush()
+            return
+        if selected:
+            self._queue(lambda: self._replace_details(result.blend_id, model))
+        self._queue_flush()
 
     def _queue_flush(self) -> None:
         """Paint the waiting results into the mosaics in a coming turn (once, however many wait)."""
-        if not self._flush_queued:
-            self._flush_queued = True
+        if self._flush not in self._tasks:
             self._queue(self._flush)
 
     def hold_mosaics(self, hold: bool) -> None:
@@ -161,7 +158,6 @@ class ResultLayers:
     def _flush(self) -> None:
         """Paint waiting results into their mosaics and refresh those layers (one refresh per layer)."""
         pending, self._pending = self._pending, []
-        self._flush_queued = False
         detections = self.session.detections
         if not pending or detections is None:
             return
@@ -224,12 +220,8 @@ class ResultLayers:
             return
         if part == "positions":
             data, features = self.mosaics[model].positions()
-            # one refresh for both (half the UI time): each setter alone re-draws the layer
             with _viewer_extent_held(self.viewer, [layer]):
-                with layer.events.blocker_all():
-                    layer.data = data
-                    layer.features = pd.DataFrame(features)
-                layer.refresh()
+                _set_points(layer, data, pd.DataFrame(features))
         elif layer.visible:  # napari refreshes a hidden layer when it is shown again
             layer.refresh()
 
@@ -404,10 +396,7 @@ def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
     if layer._type_string == "points" and not layer.visible:
         layer.visible = True
     if layer._type_string == "points" and "features" in kwargs:
-        with layer.events.blocker_all():  # one refresh for both: each setter alone re-draws the layer
-            layer.data = data
-            layer.features = kwargs["features"]
-        layer.refresh()
+        _set_points(layer, data, kwargs["features"])
     else:
         layer.data = data
     for name in ("scale", "translate", "contrast_limits", "gamma"):
@@ -418,3 +407,11 @@ def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
         layer.name = kwargs["name"]
     if layer.visible != visible:
         layer.visible = visible
+
+
+def _set_points(layer: Any, data: Any, features: Any) -> None:
+    """New positions and features for a Points layer under one refresh (each setter alone re-draws it)."""
+    with layer.events.blocker_all():
+        layer.data = data
+        layer.features = features
+    layer.refresh()
