@@ -11,6 +11,7 @@ import torch
 from napari_deblend import deblend
 from napari_deblend.deblenders import DeblendError, get_deblender
 from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, peeling_quality
+from napari_deblend.deblenders.refit import refit_component
 from napari_deblend.simulate import simulate_blends
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "peeling.pt").exists(), reason="peeling weights not built")
@@ -47,6 +48,7 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
     blends = simulate_blends(8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     model.refine_sweeps = 0
+    model.refit_brightest = False
     first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
     stamp, sigma = blends.images[i], torch.tensor([blends.noise_sigma], dtype=torch.float32)
@@ -68,8 +70,27 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
     assert not np.allclose(new_bright, bright, atol=1e-2)
     # and deblend_batch applies it by default
     assert PeelingDeblender.refine_sweeps == 1
-    refined = get_deblender("peeling", device="cpu").deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)[0]
+    model.refine_sweeps = 1
+    refined = model.deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)[0]
     np.testing.assert_allclose(refined.components, np.stack([new_bright, new_faint]), atol=1e-2)
+
+
+def test_the_brightest_component_is_refit_to_the_blend_by_default():
+    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    model = PeelingDeblender(device="cpu")
+    model.refit_brightest = False
+    unrefit = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    refit = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
+    assert PeelingDeblender.refit_brightest
+    for stamp, before, after in zip(blends.images, unrefit, refit):
+        expected = refit_component(stamp, before.components, 0, blends.noise_sigma)
+        np.testing.assert_allclose(after.components[0], expected, atol=1e-2)
+        np.testing.assert_allclose(after.components[1:], before.components[1:], atol=1e-4)
+        np.testing.assert_allclose(after.residual, after.blend - after.components.sum(0), atol=1e-2)
+    true_bright = blends.components[:, 0].sum(axis=(1, 2, 3))
+    error_before = np.abs([r.components[0].sum() for r in unrefit] / true_bright - 1)
+    error_after = np.abs([r.components[0].sum() for r in refit] / true_bright - 1)
+    assert np.median(error_after) < np.median(error_before)
 
 
 def test_quality_rules():
