@@ -135,10 +135,15 @@ def deblend(
             raise DeblendError("deblend(field, blend): a Blend is needed to cut a stamp from a Field")
         preset = preset if preset is not None else data.preset
         deblender = get_deblender(model, device=device, preset=preset)
-        image = data.data if background is None else data.data - background
         side = stamp_size or stamp_side(blend, deblender.stamp_size or DEFAULT_STAMP)
-        stamp = cut_stamp(image, blend, size=side, mask=data.mask)
-        pixels = np.where(stamp.mask, 0.0, stamp.data).astype(np.float32)
+        stamp = cut_stamp(data.data, blend, size=side, mask=data.mask)
+        pixels = stamp.data
+        if background is not None:  # the background's stamp only, not the whole field per blend
+            if np.shape(background) != np.shape(data.data):
+                raise DeblendInputError(f"background has shape {np.shape(background)}: expected the field's "
+                                        f"{np.shape(data.data)}")
+            pixels = pixels - cut_stamp(background, blend, size=side).data
+        pixels = np.where(stamp.mask, 0.0, pixels).astype(np.float32)
         sigma = noise if noise is not None else field_noise(data, deblender.preset.background_sigma)
         given = positions
         if field_positions is not None:

@@ -11,6 +11,7 @@ import pytest
 from napari_deblend import available_deblenders, deblend, detect, find_blends
 from napari_deblend.deblenders import DeblendError, DeblendResult, get_deblender, resolve_device
 from napari_deblend.deblenders.base import masks_from_components
+from napari_deblend.errors import DeblendInputError
 
 from .conftest import gaussian_field
 
@@ -81,6 +82,22 @@ def test_sextractor_baseline_on_field_blend(blend_field):
     y0, x0 = result.origin
     np.testing.assert_allclose(np.sort(result.positions[:, 1] + x0), np.sort(blend.positions[:, 1]), atol=0.5)
     assert 0.8 < result.info["flux_auto"][0] / 6e5 < 1.05
+
+
+def test_a_background_is_subtracted_on_the_blends_stamp(blend_field):
+    import dataclasses
+
+    cat, seg = detect(blend_field)
+    blend = find_blends(cat, seg)[0]
+    yy, xx = np.indices(blend_field.data.shape[-2:])
+    background = (50.0 + 0.2 * xx + 0.1 * yy)[None].astype(np.float32)  # a sloped sky
+    with_sky = dataclasses.replace(blend_field, data=blend_field.data + background)
+    result = deblend(with_sky, blend, model="sextractor", background=background)
+    plain = deblend(blend_field, blend, model="sextractor")
+    np.testing.assert_allclose(result.blend, plain.blend, atol=1e-2)
+    np.testing.assert_allclose(result.components, plain.components, atol=1e-2)
+    with pytest.raises(DeblendInputError, match="background has shape \\(1, 8, 8\\): expected the field's"):
+        deblend(with_sky, blend, model="sextractor", background=np.zeros((1, 8, 8)))
 
 
 def test_bare_stamp_bad_input():
