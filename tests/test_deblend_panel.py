@@ -266,3 +266,53 @@ def test_a_run_of_many_blends_paints_its_results_when_it_ends(viewer_with_detect
     # one blend: shown at once, no hold
     panel.deblend_selected()
     assert not layers.holding
+
+
+def test_a_lone_result_is_shown_in_the_turn_it_arrives_and_a_short_run_is_not_shown_busy(viewer_with_detections, qtbot):
+    """One blend's result re-fills the detail layers at once (one paint); the busy state shows only for long runs."""
+    from napari_deblend._widgets.deblend_panel import BUSY_DELAY_MS
+
+    viewer, session = viewer_with_detections
+    panel = _deblend_panel(viewer, "sextractor")
+    first, second = session.blends[0].id, session.blends[1].id
+    for blend_id in (first, second):  # the detail layers (slots) exist after the first run
+        session.select(blend_id)
+        panel.deblend_selected()
+        qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    session.select(first)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    assert not panel.result_layers._tasks
+    result = session.results[(first, "sextractor")]
+    residual = viewer.layers[f"blend {first} · sextractor · residual"]
+    session.results.pop((first, "sextractor"))
+    # the result arrives: its layers are re-filled before control returns to the event loop
+    panel._one_done("sextractor", 1, 0, first, result, None)
+    np.testing.assert_allclose(residual.data, result.residual.sum(axis=0))
+    np.testing.assert_allclose(residual.translate[-2:], result.origin)
+    assert not panel.result_layers._tasks and panel.progress.value() == 1
+    # a run shows as busy (Cancel enabled, status) only once it has lasted BUSY_DELAY_MS
+    panel.run([first])
+    assert not panel.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    assert panel.selected_button.isEnabled() and "1 of 1 blend(s) deblended" in panel.status.text()
+    ids = [blend.id for blend in session.blends] * 200  # a long run
+    panel.run(ids)
+    qtbot.wait(BUSY_DELAY_MS + 200)
+    running = panel.cancel_button.isEnabled() and not panel.selected_button.isEnabled()
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert running and panel.selected_button.isEnabled()
+
+
+def test_a_refilled_layer_gets_the_thumbnail_of_its_new_data_and_settings(make_napari_viewer):
+    from napari_deblend._widgets._result_layers import refill_layers
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((32, 32)), contrast_limits=(0.0, 1.0), name="old")
+    data = np.random.default_rng(0).random((32, 32))
+    refill_layers(viewer, [(layer, data, {"name": "new", "contrast_limits": (0.0, 0.5), "gamma": 0.7,
+                                          "translate": (10.0, 20.0)})])
+    reference = viewer.add_image(data, contrast_limits=(0.0, 0.5), gamma=0.7)
+    assert "_update_thumbnail" not in vars(layer)  # the hold is lifted
+    np.testing.assert_array_equal(layer.thumbnail, reference.thumbnail)
+    assert layer.name == "new" and tuple(layer.translate) == (10.0, 20.0)

@@ -43,10 +43,12 @@ class ProgressBar(QWidget):
         return self._value
 
     def setRange(self, minimum: int, maximum: int) -> None:  # noqa: N802 (Qt name)
-        """Set the range; the value is clamped into it."""
+        """Set the range; the value is clamped into it (a paint is scheduled if anything changed)."""
+        before = (self._minimum, self._maximum, self._value)
         self._minimum, self._maximum = int(minimum), max(int(maximum), int(minimum))
         self._value = min(max(self._value, self._minimum), self._maximum)
-        self.update()
+        if (self._minimum, self._maximum, self._value) != before:
+            self.update()
 
     def setValue(self, value: int) -> None:  # noqa: N802 (Qt name)
         """Set the value (clamped to the range) and schedule a paint."""

@@ -16,7 +16,11 @@ Two kinds of layers:
 
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
-go on between them.
+go on between them. One exception: a lone result of the selected blend, with
+nothing else waiting, re-fills the existing detail layers (and the mosaics) in
+the turn it arrives, so that one repaint shows it with the rest of what it
+changed in the window. Under software OpenGL every repaint composes the whole
+window (40-100 ms here), and it holds the GIL against the workers meanwhile.
 
 Re-filling an existing layer is much cheaper than adding one, but each napari
 setter (``data``, ``translate``) re-slices the layer and makes the viewer
@@ -116,9 +120,14 @@ class ResultLayers:
             if selected:
                 self._held_details.add((result.blend_id, model))
             return
-        if selected:
-            self._queue(lambda: self._replace_details(result.blend_id, model))
-        self._queue_flush()
+        if selected and not self._tasks and not self.closed:
+            # nothing else waits: re-fill the details now, and paint the mosaics in the same turn, so that
+            # one paint shows them with whatever else this result changed in the window
+            self._replace_details(result.blend_id, model, then_flush=True, refill_now=True)
+        elif selected:
+            self._queue(lambda: self._replace_details(result.blend_id, model, then_flush=True))
+        else:
+            self._queue_flush()
 
     def _queue_flush(self) -> None:
         """Paint the waiting results into the mosaics in a coming turn (once, however many wait)."""
@@ -155,8 +164,12 @@ class ResultLayers:
         scale = np.asarray(source.scale[-2:], float)
         return {"scale": tuple(scale), "translate": tuple(translate * scale + np.asarray(source.translate[-2:], float))}
 
-    def _flush(self) -> None:
-        """Paint waiting results into their mosaics and refresh those layers (one refresh per layer)."""
+    def _flush(self, refresh_now: bool = False) -> None:
+        """Paint waiting results into their mosaics and refresh those layers (one refresh per layer).
+
+        The refresh of existing mosaic layers is a task of its own, unless ``refresh_now``
+        (it then joins the current task and its canvas repaint).
+        """
         pending, self._pending = self._pending, []
         detections = self.session.detections
         if not pending or detections is None:
@@ -175,6 +188,8 @@ class ResultLayers:
             ):
                 for part in ("model image", "residual", "masks", "positions"):
                     self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
+            elif refresh_now:
+                self._refresh_mosaic_layers(model)
             else:  # one task: one repaint of the canvas for the four layers
                 self._queue(lambda m=model: self._refresh_mosaic_layers(m))
 
@@ -254,9 +269,16 @@ class ResultLayers:
                     layer.visible = False
                 layer.name = f"{model} · {part} (unused)"
 
-    def _replace_details(self, blend_id: int, model: str) -> None:
-        """Detail layers of (blend, model): the latest result in the slots, kept earlier runs beside them."""
+    def _replace_details(self, blend_id: int, model: str, then_flush: bool = False, refill_now: bool = False) -> None:
+        """Detail layers of (blend, model): the latest result in the slots, kept earlier runs beside them.
+
+        With ``then_flush``, the waiting results are painted into the mosaics after the
+        details, in the same task as their re-fill when there is one. With ``refill_now``,
+        that task runs at once instead of in a coming turn (layers to add still wait their turn).
+        """
         if blend_id != self.session.selected_blend:
+            if then_flush:
+                self._queue_flush()
             return
         key = (blend_id, model)
         self._remove_details(key)
@@ -282,10 +304,23 @@ class ResultLayers:
                     self._queue(lambda d=data, kw=kwargs, k=kind, sl=slot: self._put_detail(key, generation, d, kw, k, sl))
             # existing layers: all in one task with the hiding of unused slots, so the canvas repaints once
             keep = max(result.n_components, 1) if latest else None
-            if refills:
+            flush_too = then_flush and latest and self._flush not in self._tasks
+            if refills and flush_too:
+                def refill_and_flush(r=refills, k=keep) -> None:
+                    self._refill_all(key, generation, r, hide_beyond=k)
+                    self._flush(refresh_now=True)
+
+                if refill_now and not self._tasks:
+                    refill_and_flush()
+                else:
+                    self._queue(refill_and_flush)
+                then_flush = False
+            elif refills:
                 self._queue(lambda r=refills, k=keep: self._refill_all(key, generation, r, hide_beyond=k))
             elif latest:
                 self._queue(lambda k=keep: self._hide_slots(model, keep=k))
+        if then_flush:
+            self._queue_flush()
 
     def _refill_all(self, key: tuple[int, str], generation: int, refills: list[tuple[Any, Any, dict]],
                     hide_beyond: int | None = None) -> None:
@@ -354,6 +389,27 @@ def _viewer_extent_held(viewer: Any, layers: list[Any]) -> Iterator[None]:
     update()
 
 
+def _skip_thumbnail(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+@contextmanager
+def _thumbnail_held(layer: Any) -> Iterator[None]:
+    """Skip a layer's thumbnail updates inside the block (napari makes one per display setter).
+
+    The layer's refresh after the block makes the thumbnail once; a hidden layer
+    makes it when shown again (napari refreshes a layer when it becomes visible).
+    """
+    if "_update_thumbnail" in vars(layer) or not callable(getattr(layer, "_update_thumbnail", None)):
+        yield  # already held, or another napari
+        return
+    layer._update_thumbnail = _skip_thumbnail
+    try:
+        yield
+    finally:
+        del layer._update_thumbnail
+
+
 def refill_layers(viewer: Any, refills: list[tuple[Any, Any, dict[str, Any]]]) -> None:
     """Give existing layers new data, place, name and display settings, refreshing each once.
 
@@ -367,9 +423,9 @@ def refill_layers(viewer: Any, refills: list[tuple[Any, Any, dict[str, Any]]]) -
 
     Notes
     -----
-    Image and labels layers are re-filled with their refreshes held back, then
-    refreshed once; napari skips the refresh of a hidden layer until it is
-    shown. Points layers are re-filled one by one (their view indices must
+    Image and labels layers are re-filled with their refreshes and thumbnail
+    updates held back, then refreshed once; napari skips the refresh of a hidden
+    layer until it is shown. Points layers are re-filled one by one (their view indices must
     follow each change). The viewer's extent is updated once at the end.
     """
     layers = [layer for layer, _, _ in refills]
@@ -379,6 +435,7 @@ def refill_layers(viewer: Any, refills: list[tuple[Any, Any, dict[str, Any]]]) -
             for layer, _, _ in held:
                 if hasattr(layer, "_block_refresh"):
                     stack.enter_context(layer._block_refresh())
+                stack.enter_context(_thumbnail_held(layer))
             for layer, data, kwargs in held:
                 _refill(layer, data, kwargs)
         for layer, _, _ in held:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QSettings
+from qtpy.QtCore import QSettings, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,9 @@ from ._result_layers import ResultLayers
 from ._session import DeblendSession, session_for
 
 SETTINGS_KEY = "napari-deblend/deblend-panel"
+# the panel shows a run as busy (buttons, status) only once it has lasted this long: a one-blend run is
+# usually done by then, and repainting the panel as it starts would only slow it down
+BUSY_DELAY_MS = 300
 #: Choices of the "Positions" box: sources found by the model, or clicked on the canvas.
 POSITION_CHOICES = ("found by the model", "clicked on the canvas")
 
@@ -120,6 +123,7 @@ class DeblendWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session: DeblendSession = session_for(napari_viewer)
+        self._done_count = 0  # blends of the current run done (shown by the progress bar once the run is long)
         _viewer_hooks.install(napari_viewer)
         self._worker = None
         self._closed = False
@@ -323,10 +327,19 @@ class DeblendWidget(QWidget):
         self._worker = worker
         self.result_layers.hold_mosaics(len(blends) > 1)  # a run of many: the mosaics are painted at its end
         worker.start()
-        self.progress.setRange(0, len(blends))
-        self.progress.setValue(0)
-        self._set_running(True)
-        self.status.setText(f"deblending {len(blends)} blend(s) with {model}…")
+        self._done_count = 0
+
+        def show_busy() -> None:  # a run over by then never repaints the panel for its start (each paint
+            if self._worker is worker and not self._closed:  # holds the UI thread and the GIL)
+                try:
+                    self.progress.setRange(0, len(blends))
+                    self.progress.setValue(self._done_count)
+                    self._set_running(True)
+                    self.status.setText(f"deblending {len(blends)} blend(s) with {model}…")
+                except RuntimeError:  # the panel is gone
+                    pass
+
+        QTimer.singleShot(BUSY_DELAY_MS, show_busy)
         return worker
 
     @property
@@ -360,6 +373,8 @@ class DeblendWidget(QWidget):
         if self._viewer_closed():
             return  # the viewer was closed while the worker ran: nothing to show
         try:
+            self._done_count = index + 1
+            self.progress.setRange(0, total)
             self.progress.setValue(index + 1)
             if result is None:
                 self._record_failure(blend_id, reason)
