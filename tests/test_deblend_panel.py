@@ -316,3 +316,21 @@ def test_a_refilled_layer_gets_the_thumbnail_of_its_new_data_and_settings(make_n
     assert "_update_thumbnail" not in vars(layer)  # the hold is lifted
     np.testing.assert_array_equal(layer.thumbnail, reference.thumbnail)
     assert layer.name == "new" and tuple(layer.translate) == (10.0, 20.0)
+
+
+def test_points_with_labels_are_refilled_with_fewer_and_more_points(make_napari_viewer):
+    """A labelled Points layer re-filled with fewer, then more points: texts follow (napari indexes them by view)."""
+    import pandas as pd
+
+    from napari_deblend._widgets._result_layers import _set_points
+
+    viewer = make_napari_viewer()
+    features = pd.DataFrame({"component": [1, 2, 3]})
+    layer = viewer.add_points(np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]]), features=features,
+                              text={"string": "{component}", "color": "white"})
+    for n in (2, 4, 1):
+        data = np.arange(2 * n, dtype=float).reshape(n, 2) * 5
+        _set_points(layer, data, pd.DataFrame({"component": np.arange(1, n + 1)}))
+        assert len(layer.data) == n and len(layer._view_data) == n
+        assert list(layer._view_text) == [str(i) for i in range(1, n + 1)]
+    assert "_update_thumbnail" not in vars(layer)

@@ -468,7 +468,8 @@ def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
 
 def _set_points(layer: Any, data: Any, features: Any) -> None:
     """New positions and features for a Points layer under one refresh (each setter alone re-draws it)."""
-    with layer.events.blocker_all():
+    # the data setter's own refresh must run: it moves the view indices that the text labels follow
+    with layer.events.blocker_all(), _thumbnail_held(layer):
         layer.data = data
         layer.features = features
     layer.refresh()
