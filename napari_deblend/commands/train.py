@@ -183,8 +183,10 @@ def _inference_settings(model: str) -> dict:
     """How the deblender uses the weights (part of what the card's metrics depend on)."""
     if model == "peeling":
         from ..deblenders.peeling import PeelingDeblender
+        from ..deblenders.refit import BROADEN_PX
 
-        return {"max_steps": PeelingDeblender.max_steps, "refine_sweeps": PeelingDeblender.refine_sweeps}
+        return {"max_steps": PeelingDeblender.max_steps, "refine_sweeps": PeelingDeblender.refine_sweeps,
+                "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX}
     return {}
 
 
