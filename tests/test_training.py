@@ -138,3 +138,36 @@ def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_pat
     assert grafted.refiner.out.weight.grad.abs().sum() > 0
     with pytest.raises(Exception, match="networks of another size"):
         warm_start(RDN(features=16, refine_width=8), GalaxyCounter(), tmp_path / "plain.pt")
+
+
+def test_noise_rms_image_loss_is_the_residual_in_noise_units():
+    from napari_deblend.training.peeling import NOISE_RMS_WEIGHT, image_loss
+
+    target = torch.zeros(2, 1, 4, 4)
+    target[:, :, 1, 1] = 300.0  # variance there: sigma² + 300
+    scale = torch.full((2, 1, 1, 1), 10.0)
+    sigma = torch.full((2,), 10.0)
+    assert torch.allclose(image_loss(target / scale, target, scale, sigma, kind="noise-rms"),
+                          torch.full((2,), NOISE_RMS_WEIGHT * 1e-3), atol=1e-6)
+    pred = target / scale
+    pred[0, 0, 0, 0] += 2.0  # 20 e- on a sky-only pixel: 2 sigma, in one of 16 pixels
+    pred[1, 0, 1, 1] += 4.0  # 40 e- on the source pixel: 40 / sqrt(400) = 2 sigma too
+    loss = image_loss(pred, target, scale, sigma, kind="noise-rms")
+    expected = NOISE_RMS_WEIGHT * np.sqrt(4.0 / 16 + 1e-6)
+    np.testing.assert_allclose(loss.numpy(), [expected, expected], rtol=1e-4)
+    # the L1 loss counts the two differently (it ignores the noise)
+    l1 = image_loss(pred, target, scale, sigma, kind="l1")
+    assert not torch.allclose(l1[0], l1[1])
+
+
+def test_image_loss_option_reaches_the_config_and_the_model_cards_command(tmp_path):
+    import argparse
+
+    from napari_deblend.commands.train import training_command
+
+    args = argparse.Namespace(model="peeling", preset="lsst-i", minutes=1.0, device="cpu", out="runs/x",
+                              n_train=10, seed=0, workers=1, batch_size=None, lr=1e-3, init=None,
+                              no_symmetric=False, flux_weight=0.0, refine_width=0, phases=None,
+                              real_galaxies=None, image_loss="noise-rms")
+    assert "--image-loss noise-rms" in training_command(args)
+    assert main(["train", "unet", "--image-loss", "noise-rms", "--out", str(tmp_path)]) == 2

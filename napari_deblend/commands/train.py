@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-symmetric", action="store_true", help="peeling only: train without the symmetric loss (ablation)")
     p.add_argument("--flux-weight", type=float, default=0.0,
                    help="peeling only: weight of a relative-flux term |ΣRDN − Σtrue| / Σtrue in the RDN loss")
+    p.add_argument("--image-loss", choices=("l1", "noise-rms"), default="l1",
+                   help="peeling only: the RDN's image loss: l1 (default) or noise-rms (root mean square of the "
+                        "residual in units of each pixel's noise)")
     p.add_argument("--refine-width", type=int, default=0,
                    help="peeling only: channels of a full-resolution detail refiner grafted onto the RDN (0: none; "
                         "16 for 95 minutes gained 0.1 point of flux scatter, see the README)")
@@ -66,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--flux-weight: only peeling has it, not {args.model!r}")
     if args.flux_weight < 0:
         raise DeblendInputError(f"--flux-weight={args.flux_weight}: expected a weight >= 0")
-    if args.model != "peeling" and (args.refine_width or args.phases):
-        raise DeblendInputError(f"--refine-width / --phases: only peeling has them, not {args.model!r}")
+    if args.model != "peeling" and (args.refine_width or args.phases or args.image_loss != "l1"):
+        raise DeblendInputError(f"--refine-width / --phases / --image-loss: only peeling has them, not {args.model!r}")
     if args.refine_width < 0:
         raise DeblendInputError(f"--refine-width={args.refine_width}: expected 0 (no refiner) or a number of channels")
     if args.phases and (min(args.phases) < 0 or sum(args.phases) <= 0):
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         config = PeelingTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
-            lr=args.lr, init=args.init, flux_weight=args.flux_weight, refine_width=args.refine_width, **real,
+            lr=args.lr, init=args.init, flux_weight=args.flux_weight, refine_width=args.refine_width,
+            image_loss=args.image_loss, **real,
         )
         if args.phases:
             config.phase_fractions = tuple(args.phases)
@@ -139,6 +143,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append("--no-symmetric")
     if getattr(args, "flux_weight", 0.0):
         parts.append(f"--flux-weight {args.flux_weight:g}")
+    if args.model == "peeling" and getattr(args, "image_loss", "l1") != "l1":
+        parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
     if getattr(args, "phases", None):

@@ -58,6 +58,7 @@ class PeelingTrainConfig(TrainConfig):
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
     refine_width: int = 0  # channels of the RDN's full-resolution detail refiner (0: none; see nets.py)
+    image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -170,17 +171,31 @@ class BatchMaker:
 # ---- losses ---------------------------------------------------------------------------------------
 
 
-def image_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor,
-               flux_weight: float = 0.0) -> torch.Tensor:
-    """Per-sample loss: L1 in units of the stamp scale plus L1 of asinh(./sigma) (faint wings).
+IMAGE_LOSSES = ("l1", "noise-rms")
+NOISE_RMS_WEIGHT = 0.025  # brings the noise-rms term to the size of the L1 one (~0.005 at the shipped weights)
 
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor,
+               flux_weight: float = 0.0, kind: str = "l1") -> torch.Tensor:
+    """Per-sample loss of the RDN's image against the noiseless target.
+
+    ``kind="l1"``: L1 in units of the stamp scale plus L1 of asinh(./sigma) (faint
+    wings). ``kind="noise-rms"``: the root mean square of the residual in units of
+    each pixel's noise (sky + source Poisson variance of the target), so that every
+    pixel counts as much as it does in a noise-weighted fit; squared within an
+    image, it does not let a few bright core pixels dominate the wings.
     With ``flux_weight``, plus that weight times the relative flux error
     ``|Σ pred − Σ target| / Σ target`` (the quantity the evaluation's Δf/f measures).
     """
     s = sigma.view(-1, 1, 1, 1)
-    linear = (pred - target / scale).abs().mean(dim=(1, 2, 3))
-    soft = (torch.asinh(pred * scale / s) - torch.asinh(target / s)).abs().mean(dim=(1, 2, 3))
-    loss = linear + 0.02 * soft
+    if kind == "noise-rms":
+        variance = s**2 + target.clamp(min=0)
+        chi2 = ((pred * scale - target) ** 2 / variance).mean(dim=(1, 2, 3))
+        loss = NOISE_RMS_WEIGHT * torch.sqrt(chi2 + 1e-6)
+    else:
+        linear = (pred - target / scale).abs().mean(dim=(1, 2, 3))
+        soft = (torch.asinh(pred * scale / s) - torch.asinh(target / s)).abs().mean(dim=(1, 2, 3))
+        loss = linear + 0.02 * soft
     if flux_weight:
         true_flux = (target / scale).sum(dim=(1, 2, 3))
         flux_error = (pred.sum(dim=(1, 2, 3)) - true_flux).abs() / true_flux.clamp_min(1e-6)
@@ -188,12 +203,12 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, si
     return loss
 
 
-def rdn_loss(pred, batch, scale, symmetric: bool, flux_weight: float = 0.0) -> torch.Tensor:
+def rdn_loss(pred, batch, scale, symmetric: bool, flux_weight: float = 0.0, kind: str = "l1") -> torch.Tensor:
     """RDN loss against the brightest galaxy; symmetric in the two brightest when their fluxes are close."""
-    loss_first = image_loss(pred, batch["target"], scale, batch["sigma"], flux_weight)
+    loss_first = image_loss(pred, batch["target"], scale, batch["sigma"], flux_weight, kind)
     if not symmetric:
         return loss_first.mean()
-    loss_second = image_loss(pred, batch["second"], scale, batch["sigma"], flux_weight)
+    loss_second = image_loss(pred, batch["second"], scale, batch["sigma"], flux_weight, kind)
     ambiguous = batch["ratio"] >= AMBIGUOUS_RATIO
     return torch.where(ambiguous, torch.minimum(loss_first, loss_second), loss_first).mean()
 
@@ -387,7 +402,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
         if phase == 0:
             has = batch["count"] > 0
             loss = rdn_loss(rdn(inp[has]), {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric,
-                            config.flux_weight)
+                            config.flux_weight, config.image_loss)
             opt_rdn.zero_grad()
             loss.backward()
             opt_rdn.step()
@@ -401,7 +416,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             has = batch["count"] > 0
             pred = rdn(inp[has])
             loss_rdn = rdn_loss(pred, {k: v[has] for k, v in batch.items()}, scale[has], config.symmetric,
-                                config.flux_weight)
+                                config.flux_weight, config.image_loss)
             residual = batch["x"][has] - pred * scale[has]
             res_inp, _ = normalise(residual, batch["sigma"][has])
             loss_count = F.cross_entropy(counter(res_inp), batch["count"][has] - 1)
