@@ -171,3 +171,22 @@ def test_image_loss_option_reaches_the_config_and_the_model_cards_command(tmp_pa
                               real_galaxies=None, image_loss="noise-rms")
     assert "--image-loss noise-rms" in training_command(args)
     assert main(["train", "unet", "--image-loss", "noise-rms", "--out", str(tmp_path)]) == 2
+
+
+def test_validation_loss_is_the_loss_being_trained():
+    from napari_deblend.deblenders.nets import RDN, GalaxyCounter, normalise
+    from napari_deblend.training.peeling import BatchMaker, image_loss, validate
+
+    val = BatchMaker(_fake_components(16), sigma=400.0, seed=1).batch(16)
+    rdn, counter = RDN(), GalaxyCounter()
+    with torch.no_grad():
+        rdn.eval()
+        inp, scale = normalise(val["x"], val["sigma"])
+        pred = rdn(inp)
+        has = val["count"] > 0
+        expected = {kind: float(image_loss(pred[has], val["target"][has], scale[has], val["sigma"][has], kind=kind)
+                                .mean()) for kind in ("l1", "noise-rms")}
+    for kind in ("l1", "noise-rms"):
+        # symmetric in near-equal pairs: at most the loss against the brightest alone
+        assert validate(rdn, counter, val, kind)["val_loss"] <= expected[kind] + 1e-6
+    assert validate(rdn, counter, val, "noise-rms")["val_loss"] != pytest.approx(validate(rdn, counter, val)["val_loss"])

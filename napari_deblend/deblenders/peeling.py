@@ -23,7 +23,7 @@ test set, ``refine_sweeps`` 0 vs 1). Cost: one RDN pass per component.
 Photometric refit (also ours): last, the brightest component is refit to the
 blend minus the others as a non-negative mix of itself and a broadened copy
 (:mod:`~napari_deblend.deblenders.refit`), which undoes most of the flux the
-RDN's L1 loss leaves out of its wings.
+RDN leaves out of a galaxy's faint wings.
 """
 
 from __future__ import annotations

@@ -241,14 +241,16 @@ def cosine_lr(base: float, progress: float, warmup: float = 0.03) -> float:
 
 
 @torch.no_grad()
-def validate(rdn: RDN, counter: GalaxyCounter, val: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Validation metrics on a fixed batch: RDN loss, brightest-galaxy Δf/f bias and scatter, counter accuracy."""
+def validate(rdn: RDN, counter: GalaxyCounter, val: dict[str, torch.Tensor], kind: str = "l1") -> dict[str, float]:
+    """Validation metrics on a fixed batch: RDN loss (image loss ``kind``), brightest-galaxy Δf/f bias and
+    scatter, counter accuracy."""
     rdn.eval()
     counter.eval()
     inp, scale = normalise(val["x"], val["sigma"])
     pred = rdn(inp)
     has = val["target"].sum(dim=(1, 2, 3)) > 0
-    loss = float(rdn_loss(pred[has], {k: v[has] for k, v in val.items()}, scale[has], symmetric=True))
+    loss = float(rdn_loss(pred[has], {k: v[has] for k, v in val.items()}, scale[has], symmetric=True,
+                           kind=kind))
     flux_pred = (pred * scale).sum(dim=(1, 2, 3))
     flux_true = val["target"].sum(dim=(1, 2, 3))
     flux_second = val["second"].sum(dim=(1, 2, 3))
@@ -435,7 +437,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             ema_model = RDN(**rdn.config)
             ema_model.load_state_dict(ema_rdn.shadow)
             metrics = {"step": step, "minutes": round(elapsed() / 60, 2), "phase": phase, "loss": loss.item(),
-                       **validate(ema_model, counter, val)}
+                       **validate(ema_model, counter, val, config.image_loss)}
             history.write(json.dumps(metrics) + "\n")
             history.flush()
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
