@@ -257,8 +257,14 @@ def test_a_run_of_many_blends_paints_its_results_when_it_ends(viewer_with_detect
     shown_mid_run = []
     panel.session.deblended.connect(lambda *_: shown_mid_run.append(
         (bool(layers._tasks), any(layer.name.startswith(f"blend {ids[0]} · ") for layer in viewer.layers))))
+    # each result is painted into the mosaic's arrays as it comes (cheap), so that no pile waits for the end
+    painted_mid_run = []
+    panel.session.deblended.connect(lambda *_: painted_mid_run.append(
+        (len(painted_mid_run) + 1, len(layers.mosaics["sextractor"]) if "sextractor" in layers.mosaics else 0)))
     qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     assert shown_mid_run and not any(queued or shown for queued, shown in shown_mid_run)
+    assert painted_mid_run and all(painted >= done - 1 for done, painted in painted_mid_run)
+    assert painted_mid_run[-1][1] >= len(ids) - 1
     assert not layers.holding
     assert f"blend {ids[0]} · sextractor · residual" in viewer.layers
     mosaic = viewer.layers["sextractor · all blends · positions"]
@@ -334,3 +340,29 @@ def test_points_with_labels_are_refilled_with_fewer_and_more_points(make_napari_
         assert len(layer.data) == n and len(layer._view_data) == n
         assert list(layer._view_text) == [str(i) for i in range(1, n + 1)]
     assert "_update_thumbnail" not in vars(layer)
+
+
+def test_a_layer_task_is_repainted_in_a_turn_of_its_own(viewer_with_detections, qtbot):
+    """The canvas repaint for a queued layer change comes in the next turn, never in the task's own."""
+    viewer, session = viewer_with_detections
+    panel = _deblend_panel(viewer, "sextractor")
+    layers = panel.result_layers
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    canvas = layers._canvas_widget()
+    ran = []
+    layers._queue(lambda: ran.append(canvas.updatesEnabled()))
+    layers._queue(lambda: ran.append("second"))
+    layers._timer.stop()  # turn by turn, by hand
+    layers._run_one()
+    assert ran == [False] and not canvas.updatesEnabled()  # the task ran with the canvas held
+    layers._run_one()
+    assert ran == [False] and canvas.updatesEnabled()  # the repaint turn: nothing else of ours ran in it
+    layers._run_one()
+    assert ran == [False, "second"]
+    layers.drain()
+    assert canvas.updatesEnabled()  # drained: nothing held
+    layers._queue(lambda: None)
+    layers._timer.stop()
+    layers._run_one()
+    layers.close()  # closing lets a held canvas go
+    assert canvas.updatesEnabled()

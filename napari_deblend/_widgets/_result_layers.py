@@ -6,8 +6,9 @@ Two kinds of layers:
   image (Σ components), the residual, the masks and the positions of every
   blend deblended with that model, painted where they belong in the field
   (:class:`~napari_deblend.mosaic.ResultMosaic`). A new result is painted in
-  at once; those of a run of many blends all together when the run ends
-  (:meth:`ResultLayers.hold_mosaics`).
+  and shown at once; those of a run of many blends are painted into the
+  mosaic's arrays as they come (~0.2 ms each) and shown together when the run
+  ends (:meth:`ResultLayers.hold_mosaics`).
 - **Detail layers** of the *selected* blend, as made by
   :func:`~napari_deblend.layers.deblend_result_layers`: one layer per component
   (``blend 12 · peeling · component 1``), residual, masks, positions; for every
@@ -16,7 +17,9 @@ Two kinds of layers:
 
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
-go on between them. One exception: a lone result of the selected blend, with
+go on between them. A task runs with the canvas's repaints held; the canvas
+repaints in a turn of its own after it, and the next task waits one frame
+(``FRAME_MS``), so a task and a repaint never add up into one stall. One exception: a lone result of the selected blend, with
 nothing else waiting, re-fills the existing detail layers (and the mosaics) in
 the turn it arrives, so that one repaint shows it with the rest of what it
 changed in the window. Under software OpenGL every repaint composes the whole
@@ -44,6 +47,8 @@ from qtpy.QtCore import QTimer
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
 
+FRAME_MS = 16  # pause between a canvas repaint and the next layer task (one 60 Hz frame)
+
 
 class ResultLayers:
     """Mosaic and detail layers of one viewer's deblending results (see the module docstring)."""
@@ -64,6 +69,8 @@ class ResultLayers:
         self._timer.timeout.connect(self._run_one)
         self.holding = False
         self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
+        self._painted_held: set[str] = set()  # models whose mosaics got results while held, not yet shown
+        self._frozen_canvas: Any = None  # the canvas widget while its repaint is held (see _freeze_canvas)
         self.closed = False
 
     # ---- queue ------------------------------------------------------------------------------------
@@ -87,16 +94,54 @@ class ResultLayers:
             window is not None and not hasattr(window, "_qt_window"))
 
     def _run_one(self) -> None:
+        if self._thaw_canvas():
+            # the canvas repaints for the previous task after this turn; the next task waits a frame,
+            # so that input and timers come due during the repaint run before it
+            self._timer.start(FRAME_MS)
+            return
         if self._tasks and not self.closed and self._viewer_gone():
             self.close()  # a layer added now would find half of the viewer's Qt side gone
         if not self._tasks or self.closed:
             self._timer.stop()
             return
         task = self._tasks.popleft()
+        self._freeze_canvas()
         try:
             task()
         except RuntimeError:  # Qt objects deleted: the viewer is closing
             self.close()
+            return
+        self._timer.start(0)  # due from now: what waited during the task runs before the repaint turn
+
+    def _canvas_widget(self) -> Any:
+        qt_viewer = getattr(getattr(self.viewer, "window", None), "_qt_viewer", None)
+        canvas = getattr(qt_viewer, "canvas", None)
+        return getattr(canvas, "native", None)
+
+    def _freeze_canvas(self) -> None:
+        """Hold the canvas's repaint back while a task changes layers (it follows in a turn of its own).
+
+        Under software OpenGL a canvas repaint composes the whole window (60-90 ms);
+        done in the task's turn it would add to the task's own time in one stall.
+        """
+        widget = self._canvas_widget()
+        try:
+            if widget is not None and widget.updatesEnabled():
+                widget.setUpdatesEnabled(False)
+                self._frozen_canvas = widget
+        except RuntimeError:  # already deleted
+            pass
+
+    def _thaw_canvas(self) -> bool:
+        """Let a held canvas repaint (once, for everything the task changed); True if it was held."""
+        widget, self._frozen_canvas = self._frozen_canvas, None
+        if widget is None:
+            return False
+        try:
+            widget.setUpdatesEnabled(True)
+        except RuntimeError:  # already deleted
+            pass
+        return True
 
     def close(self) -> None:
         """Stop showing anything (the viewer or panel is going away)."""
@@ -104,22 +149,27 @@ class ResultLayers:
         self._tasks.clear()
         self._pending.clear()
         self._timer.stop()
+        self._thaw_canvas()
 
     def drain(self) -> None:
         """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
         self.hold_mosaics(False)  # queues the held results and the flush
         while self._tasks and not self.closed:
             self._run_one()
+        self._thaw_canvas()
 
     # ---- results ----------------------------------------------------------------------------------
     def add(self, model: str, result: Any) -> None:
         """Show a new result: paint it into its model's mosaic soon; detail layers if its blend is selected."""
-        self._pending.append((model, result))
         selected = result.blend_id == self.session.selected_blend
         if self.holding:
+            # painted into the mosaic's arrays now (~0.2 ms), shown when the run ends: no pile of work then
+            self._paint_into_mosaic(model, result)
+            self._painted_held.add(model)
             if selected:
                 self._held_details.add((result.blend_id, model))
             return
+        self._pending.append((model, result))
         if selected and not self._tasks and not self.closed:
             # nothing else waits: re-fill the details now, and paint the mosaics in the same turn, so that
             # one paint shows them with whatever else this result changed in the window
@@ -137,10 +187,11 @@ class ResultLayers:
     def hold_mosaics(self, hold: bool) -> None:
         """Hold back painting results into the mosaics (a run of many blends), or paint what waits now.
 
-        Each refresh repaints the canvas, 0.1-0.15 s of UI thread under software
-        OpenGL, and re-filling the selected blend's detail layers takes as long
-        again: while a run goes, the UI thread only moves the progress bar; the
-        mosaics and the selected blend's details follow at its end.
+        Each refresh repaints the canvas, 60-90 ms of UI thread under software
+        OpenGL, and re-filling the selected blend's detail layers takes 25-40 ms:
+        while a run goes, the UI thread only moves the progress bar and paints
+        each result into its mosaic's arrays; the mosaics and the selected blend's
+        details are shown at its end.
         """
         self.holding = hold
         if hold:
@@ -148,6 +199,9 @@ class ResultLayers:
         for blend_id, model in sorted(self._held_details):
             self._queue(lambda b=blend_id, m=model: self._replace_details(b, m))
         self._held_details.clear()
+        painted, self._painted_held = self._painted_held, set()
+        for model in sorted(painted):
+            self._queue(lambda m=model: self._show_mosaic(m))
         if self._pending:
             self._queue_flush()
 
@@ -174,24 +228,35 @@ class ResultLayers:
         detections = self.session.detections
         if not pending or detections is None:
             return
-        shape = tuple(detections.field.shape)
-        changed: set[str] = set()
-        for model, result in pending:
-            mosaic = self.mosaics.get(model)
-            if mosaic is None or mosaic.shape != tuple(shape):
-                mosaic = self.mosaics[model] = ResultMosaic(shape, model)
-            mosaic.add(result)
-            changed.add(model)
+        changed = {model for model, result in pending if self._paint_into_mosaic(model, result)}
         for model in sorted(changed):
-            if model not in self.mosaic_layers or any(
-                layer not in self.viewer.layers for layer in self.mosaic_layers[model].values()
-            ):
-                for part in ("model image", "residual", "masks", "positions"):
-                    self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
-            elif refresh_now:
-                self._refresh_mosaic_layers(model)
-            else:  # one task: one repaint of the canvas for the four layers
-                self._queue(lambda m=model: self._refresh_mosaic_layers(m))
+            self._show_mosaic(model, refresh_now=refresh_now)
+
+    def _paint_into_mosaic(self, model: str, result: Any) -> bool:
+        """Paint a result into its model's mosaic arrays (not yet shown); False without detections."""
+        detections = self.session.detections
+        if detections is None:
+            return False
+        shape = tuple(detections.field.shape)
+        mosaic = self.mosaics.get(model)
+        if mosaic is None or mosaic.shape != shape:
+            mosaic = self.mosaics[model] = ResultMosaic(shape, model)
+        mosaic.add(result)
+        return True
+
+    def _show_mosaic(self, model: str, refresh_now: bool = False) -> None:
+        """Show a model's mosaic: make its layers (one per task), or refresh them (one task, or now)."""
+        if model not in self.mosaics:
+            return
+        if model not in self.mosaic_layers or any(
+            layer not in self.viewer.layers for layer in self.mosaic_layers[model].values()
+        ):
+            for part in ("model image", "residual", "masks", "positions"):
+                self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
+        elif refresh_now:
+            self._refresh_mosaic_layers(model)
+        else:  # one task: one repaint of the canvas for the four layers
+            self._queue(lambda m=model: self._refresh_mosaic_layers(m))
 
     def _make_mosaic_layer(self, model: str, part: str) -> None:
         mosaic = self.mosaics[model]
@@ -357,6 +422,7 @@ class ResultLayers:
         """New detections: results of the old ones are gone, and so are their layers."""
         self._pending.clear()
         self._held_details.clear()
+        self._painted_held.clear()
         self.mosaics.clear()
         for layers in self.mosaic_layers.values():
             for layer in layers.values():
