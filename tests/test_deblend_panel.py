@@ -358,7 +358,10 @@ def test_a_layer_task_is_repainted_in_a_turn_of_its_own(viewer_with_detections, 
     layers._run_one()
     assert ran == [False] and canvas.updatesEnabled()  # the repaint turn: nothing else of ours ran in it
     layers._run_one()
-    assert ran == [False, "second"]
+    assert ran == [False, "second"] and not layers._tasks
+    assert layers.busy  # not shown until the canvas may repaint it
+    layers._run_one()
+    assert not layers.busy
     layers.drain()
     assert canvas.updatesEnabled()  # drained: nothing held
     layers._queue(lambda: None)

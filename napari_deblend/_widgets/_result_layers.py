@@ -76,8 +76,8 @@ class ResultLayers:
     # ---- queue ------------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        """True while results or layer changes are waiting to be shown."""
-        return bool(self._tasks or self._pending)
+        """True while results or layer changes are waiting to be shown (or the canvas to repaint them)."""
+        return bool(self._tasks or self._pending or self._frozen_canvas is not None)
 
     def _queue(self, task: Callable[[], None]) -> None:
         if self.closed:
