@@ -268,6 +268,14 @@ class ResultLayers:
         name = mosaic_layer_name(model, part)
         placement = self._placement()
         noise = float(np.nanmax(self.session.detections.field.noise)) if self.session.detections else 1.0
+        with _added_inactive(self.viewer):
+            layer = self._add_mosaic_layer(mosaic, part, name, placement, noise)
+        layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
+        layers[part] = layer
+        self._keep_source_active()
+
+    def _add_mosaic_layer(self, mosaic: ResultMosaic, part: str, name: str, placement: dict[str, Any],
+                          noise: float) -> Any:
         if part == "model image":
             source = self._source()
             limits = tuple(source.contrast_limits) if source is not None else (0.0, 10 * noise)
@@ -285,9 +293,7 @@ class ResultLayers:
                 data, name=name, features=pd.DataFrame(features), symbol="x", size=3, face_color="white",
                 border_width=0, **placement,
             )
-        layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
-        layers[part] = layer
-        self._keep_source_active()
+        return layer
 
     def _refresh_mosaic_layers(self, model: str) -> None:
         """Show the mosaic's new pixels and positions (hidden image layers refresh when shown)."""
@@ -406,7 +412,8 @@ class ResultLayers:
         if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
             _refill(layer, data, kwargs)
         else:
-            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            with _added_inactive(self.viewer):
+                layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
             if slot:
                 self.slots.setdefault(slot[0], {})[slot[1]] = layer
             else:
@@ -436,6 +443,25 @@ class ResultLayers:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
         self.detail_blend = 0
+
+
+@contextmanager
+def _added_inactive(viewer: Any) -> Iterator[None]:
+    """Layers added inside the block do not become the active layer (the field image stays active).
+
+    napari makes an added layer active, which switches the layer controls to it
+    (and our panel then switches them back): two of the costliest parts of adding a layer.
+    """
+    layers = viewer.layers
+    if not hasattr(layers, "_activate_on_insert"):  # another napari: added layers become active
+        yield
+        return
+    before = layers._activate_on_insert
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = before
 
 
 @contextmanager

@@ -181,6 +181,9 @@ class ComparisonWidget(QWidget):
 
         @thread_worker(ignore_errors=True)
         def build():
+            nonlocal figure
+            if figure is None:  # the first comparison: matplotlib is imported (~0.7 s) off the UI thread
+                figure = self._make_figures()
             figure.set_dpi(dpi)
             figure.set_size_inches(width / dpi, height / dpi)
             built, table = comparison_for(self.session, blend_id, model, other, figure=figure, layout="mosaic")
@@ -203,12 +206,17 @@ class ComparisonWidget(QWidget):
         return dict(mosaic.panels) if mosaic is not None else {}
 
     def _back_figure(self) -> Any:
-        """The figure not on show, to draw the next comparison into."""
+        """The figure not on show, to draw the next comparison into (None before the first comparison)."""
+        if not self._figures:
+            return None
+        return self._figures[1] if self.figure is self._figures[0] else self._figures[0]
+
+    def _make_figures(self) -> Any:
+        """Make the two figures drawn in turn (in the worker: one runs at a time); return the first."""
         from matplotlib.figure import Figure
 
-        if not self._figures:
-            self._figures = [Figure(), Figure()]
-        return self._figures[1] if self.figure is self._figures[0] else self._figures[0]
+        self._figures = [Figure(), Figure()]
+        return self._figures[0]
 
     def _built(self) -> None:
         self._worker = None
