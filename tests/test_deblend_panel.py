@@ -369,3 +369,21 @@ def test_a_layer_task_is_repainted_in_a_turn_of_its_own(viewer_with_detections, 
     layers._run_one()
     layers.close()  # closing lets a held canvas go
     assert canvas.updatesEnabled()
+
+
+def test_a_run_keeps_the_collector_off_older_objects_until_its_results_are_shown(viewer_with_detections, qtbot):
+    """gc.freeze() while a run goes (full collections stay short), gc.unfreeze() once its layers are shown."""
+    import gc
+
+    viewer, session = viewer_with_detections
+    panel = _deblend_panel(viewer, "sextractor")
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    assert gc.get_freeze_count() == 0
+    panel.run([blend.id for blend in session.blends])
+    assert gc.get_freeze_count() > 0
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5_000)
+    assert "sextractor · all blends · positions" in viewer.layers
+    panel.run([session.blends[0].id])  # closing the viewer mid-run hands the objects back too
+    panel._on_close()
+    assert gc.get_freeze_count() == 0

@@ -71,6 +71,7 @@ class ResultLayers:
         self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
         self._painted_held: set[str] = set()  # models whose mosaics got results while held, not yet shown
         self._frozen_canvas: Any = None  # the canvas widget while its repaint is held (see _freeze_canvas)
+        self._idle_callbacks: list[Callable[[], None]] = []
         self.closed = False
 
     # ---- queue ------------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class ResultLayers:
             self.close()  # a layer added now would find half of the viewer's Qt side gone
         if not self._tasks or self.closed:
             self._timer.stop()
+            self._call_idle()
             return
         task = self._tasks.popleft()
         self._freeze_canvas()
@@ -112,6 +114,17 @@ class ResultLayers:
             self.close()
             return
         self._timer.start(0)  # due from now: what waited during the task runs before the repaint turn
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once nothing waits to be shown (now, if nothing does)."""
+        self._idle_callbacks.append(callback)
+        if not self.busy:
+            self._call_idle()
+
+    def _call_idle(self) -> None:
+        callbacks, self._idle_callbacks = self._idle_callbacks, []
+        for callback in callbacks:
+            callback()
 
     def _canvas_widget(self) -> Any:
         qt_viewer = getattr(getattr(self.viewer, "window", None), "_qt_viewer", None)
@@ -150,6 +163,7 @@ class ResultLayers:
         self._pending.clear()
         self._timer.stop()
         self._thaw_canvas()
+        self._call_idle()
 
     def drain(self) -> None:
         """Run every waiting task now (scripts and tests; the panel lets the timer do it)."""
@@ -157,6 +171,8 @@ class ResultLayers:
         while self._tasks and not self.closed:
             self._run_one()
         self._thaw_canvas()
+        if not self.busy:
+            self._call_idle()
 
     # ---- results ----------------------------------------------------------------------------------
     def add(self, model: str, result: Any) -> None:

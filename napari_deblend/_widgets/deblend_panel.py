@@ -42,6 +42,7 @@ from ..deblending import deblend, positions_in_window, stamp_window
 from ..errors import DeblendInputError
 from ..layers import result_layer_name
 from ._clicked_positions import ClickedPositions
+from ._gc_hold import hold_collector, release_collector
 from ._progress import ProgressBar
 from ._result_layers import ResultLayers
 from ._session import DeblendSession, session_for
@@ -128,6 +129,7 @@ class DeblendWidget(QWidget):
         self._worker = None
         self._closed = False
         self.result_layers = ResultLayers(napari_viewer, self.session)
+        self._collector_held = False  # see _gc_hold: during a run and until its results are shown
         self.failures: list[str] = []
 
         self.model_combo = QComboBox()
@@ -326,6 +328,7 @@ class DeblendWidget(QWidget):
         worker.finished.connect(lambda: self._finished(model, len(blends)))
         self._worker = worker
         self.result_layers.hold_mosaics(len(blends) > 1)  # a run of many: the mosaics are painted at its end
+        self._hold_collector()  # until its results are shown: full garbage collections stay short
         worker.start()
         self._done_count = 0
 
@@ -351,6 +354,7 @@ class DeblendWidget(QWidget):
         """The panel (or its viewer) is going away: stop the worker, show nothing more."""
         self._closed = True
         self.result_layers.close()
+        self._release_collector()
         if self._worker is not None:
             self._worker.quit()
 
@@ -385,11 +389,23 @@ class DeblendWidget(QWidget):
         except RuntimeError:  # Qt objects already deleted: the viewer is closing
             self._on_close()
 
+    def _hold_collector(self) -> None:
+        if not self._collector_held:
+            hold_collector()
+            self._collector_held = True
+
+    def _release_collector(self) -> None:
+        if self._collector_held:
+            self._collector_held = False
+            release_collector()
+
     def _finished(self, model: str, total: int) -> None:
         self._worker = None
         if self._viewer_closed():
+            self._release_collector()
             return
         self.result_layers.hold_mosaics(False)
+        self.result_layers.when_idle(self._release_collector)
         try:
             self._set_running(False)
         except RuntimeError:
