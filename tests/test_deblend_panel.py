@@ -384,6 +384,28 @@ def test_a_run_keeps_the_collector_off_older_objects_until_its_results_are_shown
     qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
     qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5_000)
     assert "sextractor · all blends · positions" in viewer.layers
-    panel.run([session.blends[0].id])  # closing the viewer mid-run hands the objects back too
+    panel.run([session.blends[0].id])  # closing the panel mid-run hands the objects back too
     panel._on_close()
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_collector_hold_leaves_objects_frozen_by_others_alone():
+    """Someone else's gc.freeze() is neither added to nor undone by a run's hold."""
+    import gc
+
+    from napari_deblend._widgets._gc_hold import hold_collector, release_collector
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        hold_collector()
+        hold_collector()  # nested, e.g. a second viewer's panel
+        release_collector()
+        release_collector()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    hold_collector()
+    assert gc.get_freeze_count() > 0
+    release_collector()
     assert gc.get_freeze_count() == 0

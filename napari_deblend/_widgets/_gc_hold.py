@@ -8,6 +8,8 @@ are shown), :func:`hold_collector` moves the objects that existed before it
 out of the collector's sight (:func:`gc.freeze`); full collections then take
 ~60-75 ms. When the last run ends they are handed back (:func:`gc.unfreeze`),
 so nothing is kept alive for good: garbage among them is collected later.
+Objects someone else froze (``gc.get_freeze_count()`` not 0 at the first hold)
+are left alone: no freeze, and no unfreeze that would undo theirs.
 """
 
 from __future__ import annotations
@@ -15,21 +17,24 @@ from __future__ import annotations
 import gc
 
 _holders = 0
+_froze = False  # whether the first hold froze (nothing was frozen before it)
 
 
 def hold_collector() -> None:
     """Start a hold (nested holds count); the first one freezes the objects alive now."""
-    global _holders
+    global _holders, _froze
     if _holders == 0:
-        gc.freeze()
+        _froze = gc.get_freeze_count() == 0
+        if _froze:
+            gc.freeze()
     _holders += 1
 
 
 def release_collector() -> None:
-    """End a hold; the last one hands the frozen objects back to the collector."""
+    """End a hold; the last one hands the objects it froze back to the collector."""
     global _holders
     if _holders == 0:
         return
     _holders -= 1
-    if _holders == 0:
+    if _holders == 0 and _froze:
         gc.unfreeze()

@@ -19,11 +19,12 @@ Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
 go on between them. A task runs with the canvas's repaints held; the canvas
 repaints in a turn of its own after it, and the next task waits one frame
-(``FRAME_MS``), so a task and a repaint never add up into one stall. One exception: a lone result of the selected blend, with
-nothing else waiting, re-fills the existing detail layers (and the mosaics) in
-the turn it arrives, so that one repaint shows it with the rest of what it
-changed in the window. Under software OpenGL every repaint composes the whole
-window (40-100 ms here), and it holds the GIL against the workers meanwhile.
+(``FRAME_MS``), so a task and a repaint never add up into one stall. One
+exception: a lone result of the selected blend, with nothing else waiting,
+re-fills the existing detail layers (and the mosaics) in the turn it arrives,
+so that one repaint shows it with the rest of what it changed in the window.
+Under software OpenGL every repaint composes the whole window (60-140 ms
+here), and it holds the GIL against the workers meanwhile.
 
 Re-filling an existing layer is much cheaper than adding one, but each napari
 setter (``data``, ``translate``) re-slices the layer and makes the viewer
@@ -134,7 +135,7 @@ class ResultLayers:
     def _freeze_canvas(self) -> None:
         """Hold the canvas's repaint back while a task changes layers (it follows in a turn of its own).
 
-        Under software OpenGL a canvas repaint composes the whole window (60-90 ms);
+        Under software OpenGL a canvas repaint composes the whole window (60-140 ms);
         done in the task's turn it would add to the task's own time in one stall.
         """
         widget = self._canvas_widget()
@@ -203,7 +204,7 @@ class ResultLayers:
     def hold_mosaics(self, hold: bool) -> None:
         """Hold back painting results into the mosaics (a run of many blends), or paint what waits now.
 
-        Each refresh repaints the canvas, 60-90 ms of UI thread under software
+        Each refresh repaints the canvas, 60-140 ms of UI thread under software
         OpenGL, and re-filling the selected blend's detail layers takes 25-40 ms:
         while a run goes, the UI thread only moves the progress bar and paints
         each result into its mosaic's arrays; the mosaics and the selected blend's
