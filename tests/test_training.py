@@ -99,6 +99,10 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "--refine-width=-1" in capsys.readouterr().err
     assert main(["train", "peeling", "--phases", "0", "0", "0", "--out", str(tmp_path)]) == 2
     assert "--phases 0.0 0.0 0.0" in capsys.readouterr().err
+    assert main(["train", "peeling", "--blocks", "0", "--out", str(tmp_path)]) == 2
+    assert "--blocks=0" in capsys.readouterr().err
+    assert main(["train", "vae", "--blocks", "8", "--out", str(tmp_path)]) == 2
+    assert "only peeling" in capsys.readouterr().err
 
 
 def test_recorded_training_command_reproduces_the_options():
@@ -110,7 +114,8 @@ def test_recorded_training_command_reproduces_the_options():
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers())
     args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric",
-                              "--flux-weight", "0.05", "--refine-width", "8", "--phases", "0.8", "0.05", "0.15"])
+                              "--flux-weight", "0.05", "--refine-width", "8", "--phases", "0.8", "0.05", "0.15",
+                              "--blocks", "9"])
     again = parser.parse_args(shlex.split(train.training_command(args))[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
     assert again.install
@@ -141,6 +146,39 @@ def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_pat
         warm_start(RDN(features=16, refine_width=8), GalaxyCounter(), tmp_path / "plain.pt")
 
 
+def test_deeper_rdn_grown_from_shallower_weights_starts_from_their_output(tmp_path):
+    from napari_deblend.deblenders.nets import RDN, GalaxyCounter
+    from napari_deblend.training.peeling import save_checkpoint, warm_start
+
+    torch.manual_seed(0)
+    shallow, counter = RDN(n_blocks=2), GalaxyCounter()
+    with torch.no_grad():  # trained-looking weights: every block and fusion does something
+        for parameter in shallow.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    save_checkpoint(tmp_path / "shallow.pt", shallow, counter, {})
+    deep = RDN(n_blocks=4)
+    messages = []
+    warm_start(deep, GalaxyCounter(), tmp_path / "shallow.pt", log=messages.append)
+    assert "2 residual dense blocks grown to 4" in messages[0]
+    x = torch.rand(3, 2, 40, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(deep.eval()(x), shallow.eval()(x))
+    # the added blocks learn: first the global fusion's new inputs, then (a step later) the blocks themselves
+    deep.train()
+    optimiser = torch.optim.SGD(deep.parameters(), lr=0.01)
+    (deep(x) - 1.0).abs().mean().backward()
+    assert deep.global_fuse[0].weight.grad[:, 2 * deep.config["features"]:].abs().sum() > 0
+    optimiser.step()
+    optimiser.zero_grad()
+    (deep(x) - 1.0).abs().mean().backward()
+    assert deep.blocks[3].fuse.weight.grad.abs().sum() > 0
+    # shrinking or another width is not a warm start
+    with pytest.raises(Exception, match="networks of another size"):
+        warm_start(RDN(n_blocks=1), GalaxyCounter(), tmp_path / "shallow.pt")
+    with pytest.raises(Exception, match="networks of another size"):
+        warm_start(RDN(n_blocks=4, growth=8), GalaxyCounter(), tmp_path / "shallow.pt")
+
+
 def test_noise_rms_image_loss_is_the_residual_in_noise_units():
     from napari_deblend.training.peeling import NOISE_RMS_WEIGHT, image_loss
 
@@ -169,7 +207,7 @@ def test_image_loss_option_reaches_the_config_and_the_model_cards_command(tmp_pa
     args = argparse.Namespace(model="peeling", preset="lsst-i", minutes=1.0, device="cpu", out="runs/x",
                               n_train=10, seed=0, workers=1, batch_size=None, lr=1e-3, init=None,
                               no_symmetric=False, flux_weight=0.0, refine_width=0, phases=None,
-                              real_galaxies=None, image_loss="noise-rms")
+                              real_galaxies=None, image_loss="noise-rms", blocks=6)
     assert "--image-loss noise-rms" in training_command(args)
     assert main(["train", "unet", "--image-loss", "noise-rms", "--out", str(tmp_path)]) == 2
 

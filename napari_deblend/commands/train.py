@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-width", type=int, default=0,
                    help="peeling only: channels of a full-resolution detail refiner grafted onto the RDN (0: none; "
                         "16 for 95 minutes gained 0.1 point of flux scatter, see the README)")
+    p.add_argument("--blocks", type=int, default=6,
+                   help="peeling only: residual dense blocks of the RDN; --init weights with fewer are grown, "
+                        "starting from their exact output")
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
@@ -71,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--flux-weight={args.flux_weight}: expected a weight >= 0")
     if args.model != "peeling" and (args.refine_width or args.phases or args.image_loss != "l1"):
         raise DeblendInputError(f"--refine-width / --phases / --image-loss: only peeling has them, not {args.model!r}")
+    if args.model != "peeling" and args.blocks != 6:
+        raise DeblendInputError(f"--blocks: only peeling has it, not {args.model!r}")
+    if args.blocks < 1:
+        raise DeblendInputError(f"--blocks={args.blocks}: expected a positive number of residual dense blocks")
     if args.refine_width < 0:
         raise DeblendInputError(f"--refine-width={args.refine_width}: expected 0 (no refiner) or a number of channels")
     if args.phases and (min(args.phases) < 0 or sum(args.phases) <= 0):
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
             lr=args.lr, init=args.init, flux_weight=args.flux_weight, refine_width=args.refine_width,
-            image_loss=args.image_loss, **real,
+            blocks=args.blocks, image_loss=args.image_loss, **real,
         )
         if args.phases:
             config.phase_fractions = tuple(args.phases)
@@ -147,6 +154,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
+    if args.model == "peeling" and getattr(args, "blocks", 6) != 6:
+        parts.append(f"--blocks {args.blocks}")
     if getattr(args, "phases", None):
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))
     if getattr(args, "real_galaxies", None):

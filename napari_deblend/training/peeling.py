@@ -58,6 +58,7 @@ class PeelingTrainConfig(TrainConfig):
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
     refine_width: int = 0  # channels of the RDN's full-resolution detail refiner (0: none; see nets.py)
+    blocks: int = 6  # the RDN's residual dense blocks (D); --init weights with fewer are grown (see grow_blocks)
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
 
 
@@ -318,19 +319,61 @@ def warm_start(rdn: RDN, counter: GalaxyCounter, path: Path, log: Callable[[str]
     """Load ``--init`` weights into ``rdn`` and ``counter``.
 
     Weights without a detail refiner also start a network with one: the refiner
-    keeps its fresh (zero-output) initialisation, so training starts from
-    exactly the given weights' output. Any other difference in size is an error.
+    keeps its fresh (zero-output) initialisation. Weights with fewer residual
+    dense blocks start a deeper network (:func:`grow_blocks`). Either way training
+    starts from exactly the given weights' output. Any other difference in size is an error.
     """
     from ..deblenders.peeling import load_checkpoint
 
     init = load_checkpoint(path)
     body = {k: v for k, v in rdn.config.items() if k != "refine_width"}
-    if init["rdn_config"] not in (rdn.config, body) or init["counter_config"] != counter.config:
+    init_body = {k: v for k, v in init["rdn_config"].items() if k != "refine_width"}
+    n_init = int(init_body.get("n_blocks", 0))
+    same_but_depth = {**init_body, "n_blocks": body["n_blocks"]} == body and 0 < n_init < body["n_blocks"]
+    if init["rdn_config"] not in (rdn.config, body) and not same_but_depth or init["counter_config"] != counter.config:
         raise DeblendInputError(f"--init {path}: networks of another size ({init['rdn_config']}); expected {rdn.config}")
-    missing, _ = rdn.load_state_dict(init["rdn"], strict=init["rdn_config"] == rdn.config)
+    if same_but_depth:
+        grow_blocks(rdn, init["rdn"], n_init)
+        missing = [k for k in rdn.state_dict() if k not in init["rdn"]]
+    else:
+        missing, _ = rdn.load_state_dict(init["rdn"], strict=init["rdn_config"] == rdn.config)
     counter.load_state_dict(init["counter"])
-    grafted = " (a new detail refiner grafted on)" if missing else ""
-    log(f"warm start from {path}{grafted}")
+    grafted = " (a new detail refiner grafted on)" if any(k.startswith("refiner.") for k in missing) else ""
+    grown = f" ({n_init} residual dense blocks grown to {body['n_blocks']})" if same_but_depth else ""
+    log(f"warm start from {path}{grafted}{grown}")
+
+
+def grow_blocks(rdn: RDN, state: dict[str, torch.Tensor], n_init: int) -> None:
+    """Load the weights of an RDN with ``n_init`` residual dense blocks into the deeper ``rdn``.
+
+    The first ``n_init`` blocks take the given weights. Each added block starts
+    as the identity (its local fusion is zero, so its residual passes its input
+    through), and the global fusion gives the added blocks' outputs zero weight:
+    the deeper network computes exactly what the given one did, and training
+    goes on from there with the added capacity.
+
+    Parameters
+    ----------
+    rdn : RDN
+        The deeper network (modified in place).
+    state : dict
+        State dict of the shallower RDN (same sizes but ``n_blocks``).
+    n_init : int
+        Its number of residual dense blocks.
+    """
+    own = rdn.state_dict()
+    fuse_in = "global_fuse.0.weight"
+    for key, value in state.items():
+        if key == fuse_in:
+            weight = torch.zeros_like(own[key])
+            weight[:, : value.shape[1]] = value
+            own[key] = weight
+        elif key in own:
+            own[key] = value.clone()
+    for index in range(n_init, len(rdn.blocks)):
+        own[f"blocks.{index}.fuse.weight"] = torch.zeros_like(own[f"blocks.{index}.fuse.weight"])
+        own[f"blocks.{index}.fuse.bias"] = torch.zeros_like(own[f"blocks.{index}.fuse.bias"])
+    rdn.load_state_dict(own)
 
 
 def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool = False,
@@ -346,7 +389,8 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     val = BatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, peel_probability=0.3,
                                                                                   empty_fraction=0.1)
 
-    rdn, counter = RDN(refine_width=config.refine_width).to(device), GalaxyCounter().to(device)
+    rdn = RDN(n_blocks=getattr(config, "blocks", 6), refine_width=config.refine_width).to(device)
+    counter = GalaxyCounter().to(device)
     opt_rdn = torch.optim.AdamW(rdn.parameters(), lr=config.lr, weight_decay=1e-5)
     opt_counter = torch.optim.AdamW(counter.parameters(), lr=config.lr / 2, weight_decay=1e-4)
     if config.init and not resume:
