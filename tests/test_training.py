@@ -121,21 +121,30 @@ def test_recorded_training_command_reproduces_the_options():
     assert again.install
 
 
-def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_path):
-    from napari_deblend.deblenders.nets import RDN, GalaxyCounter
+def _warm_started_from(given, started, path) -> tuple[str, torch.Tensor]:
+    """Warm-start ``started`` from ``given`` saved at ``path``; check both compute the same; the log and an input."""
+    from napari_deblend.deblenders.nets import GalaxyCounter
     from napari_deblend.training.peeling import save_checkpoint, warm_start
 
-    torch.manual_seed(0)
-    plain, counter = RDN(), GalaxyCounter()
-    assert "refine_width" not in plain.config  # older weights keep loading as they are
-    save_checkpoint(tmp_path / "plain.pt", plain, counter, {})
-    grafted = RDN(refine_width=8)
+    save_checkpoint(path, given, GalaxyCounter(), {})
     messages = []
-    warm_start(grafted, GalaxyCounter(), tmp_path / "plain.pt", log=messages.append)
-    assert "refiner grafted on" in messages[0]
+    warm_start(started, GalaxyCounter(), path, log=messages.append)
     x = torch.rand(3, 2, 40, 44)
     with torch.no_grad():
-        torch.testing.assert_close(grafted.eval()(x), plain.eval()(x))
+        torch.testing.assert_close(started.eval()(x), given.eval()(x))
+    return messages[0], x
+
+
+def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_path):
+    from napari_deblend.deblenders.nets import RDN, GalaxyCounter
+    from napari_deblend.training.peeling import warm_start
+
+    torch.manual_seed(0)
+    plain = RDN()
+    assert "refine_width" not in plain.config  # older weights keep loading as they are
+    grafted = RDN(refine_width=8)
+    message, x = _warm_started_from(plain, grafted, tmp_path / "plain.pt")
+    assert "refiner grafted on" in message
     # the refiner learns: after one step its output is no longer zero
     grafted.train()
     torch.optim.SGD(grafted.refiner.parameters(), lr=0.1).zero_grad()
@@ -148,21 +157,16 @@ def test_refiner_grafted_on_weights_without_one_starts_from_their_output(tmp_pat
 
 def test_deeper_rdn_grown_from_shallower_weights_starts_from_their_output(tmp_path):
     from napari_deblend.deblenders.nets import RDN, GalaxyCounter
-    from napari_deblend.training.peeling import save_checkpoint, warm_start
+    from napari_deblend.training.peeling import warm_start
 
     torch.manual_seed(0)
-    shallow, counter = RDN(n_blocks=2), GalaxyCounter()
+    shallow = RDN(n_blocks=2)
     with torch.no_grad():  # trained-looking weights: every block and fusion does something
         for parameter in shallow.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    save_checkpoint(tmp_path / "shallow.pt", shallow, counter, {})
     deep = RDN(n_blocks=4)
-    messages = []
-    warm_start(deep, GalaxyCounter(), tmp_path / "shallow.pt", log=messages.append)
-    assert "2 residual dense blocks grown to 4" in messages[0]
-    x = torch.rand(3, 2, 40, 44)
-    with torch.no_grad():
-        torch.testing.assert_close(deep.eval()(x), shallow.eval()(x))
+    message, x = _warm_started_from(shallow, deep, tmp_path / "shallow.pt")
+    assert "2 residual dense blocks grown to 4" in message
     # the added blocks learn: first the global fusion's new inputs, then (a step later) the blocks themselves
     deep.train()
     optimiser = torch.optim.SGD(deep.parameters(), lr=0.01)
