@@ -76,7 +76,7 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
 
 
 def test_the_brightest_component_is_refit_to_the_blend_by_default():
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(64, n_galaxies=2, seed=5)  # enough for the gain to show over blend-to-blend noise
     model = PeelingDeblender(device="cpu")
     model.refit_brightest = False
     unrefit = model.deblend_batch(blends.images, noise=blends.noise_sigma)
@@ -88,9 +88,11 @@ def test_the_brightest_component_is_refit_to_the_blend_by_default():
         np.testing.assert_allclose(after.components[1:], before.components[1:], atol=1e-4)
         np.testing.assert_allclose(after.residual, after.blend - after.components.sum(0), atol=1e-2)
     true_bright = blends.components[:, 0].sum(axis=(1, 2, 3))
-    error_before = np.abs([r.components[0].sum() for r in unrefit] / true_bright - 1)
-    error_after = np.abs([r.components[0].sum() for r in refit] / true_bright - 1)
-    assert np.median(error_after) < np.median(error_before)
+    error_before = np.array([r.components[0].sum() for r in unrefit]) / true_bright - 1
+    error_after = np.array([r.components[0].sum() for r in refit]) / true_bright - 1
+    # the network's flux runs low (-1.8 % here); the refit takes most of that back and narrows the errors
+    assert abs(np.median(error_after)) < 0.5 * abs(np.median(error_before))
+    assert np.median(np.abs(error_after)) < np.median(np.abs(error_before))
 
 
 def test_quality_rules():

@@ -167,6 +167,12 @@ def test_deeper_rdn_grown_from_shallower_weights_starts_from_their_output(tmp_pa
     deep = RDN(n_blocks=4)
     message, x = _warm_started_from(shallow, deep, tmp_path / "shallow.pt")
     assert "2 residual dense blocks grown to 4" in message
+    # without --blocks a run trains as many blocks as the weights it starts from (the fine-tune path)
+    from napari_deblend.training.peeling import rdn_blocks
+
+    assert rdn_blocks(PeelingTrainConfig(init=str(tmp_path / "shallow.pt")), tmp_path, resume=False) == 2
+    assert rdn_blocks(PeelingTrainConfig(init=str(tmp_path / "shallow.pt"), blocks=4), tmp_path, resume=False) == 4
+    assert rdn_blocks(PeelingTrainConfig(), tmp_path, resume=False) == 6
     # the added blocks learn: first the global fusion's new inputs, then (a step later) the blocks themselves
     deep.train()
     optimiser = torch.optim.SGD(deep.parameters(), lr=0.01)
@@ -211,7 +217,7 @@ def test_image_loss_option_reaches_the_config_and_the_model_cards_command(tmp_pa
     args = argparse.Namespace(model="peeling", preset="lsst-i", minutes=1.0, device="cpu", out="runs/x",
                               n_train=10, seed=0, workers=1, batch_size=None, lr=1e-3, init=None,
                               no_symmetric=False, flux_weight=0.0, refine_width=0, phases=None,
-                              real_galaxies=None, image_loss="noise-rms", blocks=6)
+                              real_galaxies=None, image_loss="noise-rms", blocks=None)
     assert "--image-loss noise-rms" in training_command(args)
     assert main(["train", "unet", "--image-loss", "noise-rms", "--out", str(tmp_path)]) == 2
 

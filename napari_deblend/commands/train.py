@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-width", type=int, default=0,
                    help="peeling only: channels of a full-resolution detail refiner grafted onto the RDN (0: none; "
                         "16 for 95 minutes gained 0.1 point of flux scatter, see the README)")
-    p.add_argument("--blocks", type=int, default=6,
-                   help="peeling only: residual dense blocks of the RDN; --init weights with fewer are grown, "
-                        "starting from their exact output")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="peeling only: residual dense blocks of the RDN (default: as many as the --init weights have, "
+                        "6 without); --init weights with fewer are grown, starting from their exact output")
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--flux-weight={args.flux_weight}: expected a weight >= 0")
     if args.model != "peeling" and (args.refine_width or args.phases or args.image_loss != "l1"):
         raise DeblendInputError(f"--refine-width / --phases / --image-loss: only peeling has them, not {args.model!r}")
-    if args.model != "peeling" and args.blocks != 6:
+    if args.model != "peeling" and args.blocks is not None:
         raise DeblendInputError(f"--blocks: only peeling has it, not {args.model!r}")
-    if args.blocks < 1:
+    if args.blocks is not None and args.blocks < 1:
         raise DeblendInputError(f"--blocks={args.blocks}: expected a positive number of residual dense blocks")
     if args.refine_width < 0:
         raise DeblendInputError(f"--refine-width={args.refine_width}: expected 0 (no refiner) or a number of channels")
@@ -154,7 +154,7 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
-    if args.model == "peeling" and getattr(args, "blocks", 6) != 6:
+    if args.model == "peeling" and getattr(args, "blocks", None) is not None:
         parts.append(f"--blocks {args.blocks}")
     if getattr(args, "phases", None):
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))

@@ -58,7 +58,9 @@ class PeelingTrainConfig(TrainConfig):
     real_galaxies: str | None = None  # export-training folder whose clean isolated galaxies join the sources
     real_fraction: float = 0.5  # probability that a training galaxy is a real one (with real_galaxies)
     refine_width: int = 0  # channels of the RDN's full-resolution detail refiner (0: none; see nets.py)
-    blocks: int = 6  # the RDN's residual dense blocks (D); --init weights with fewer are grown (see grow_blocks)
+    # the RDN's residual dense blocks (D); None: as many as the --init weights (or the checkpoint resumed) have,
+    # 6 without them; --init weights with fewer are grown (see grow_blocks)
+    blocks: int | None = None
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
 
 
@@ -343,6 +345,20 @@ def warm_start(rdn: RDN, counter: GalaxyCounter, path: Path, log: Callable[[str]
     log(f"warm start from {path}{grafted}{grown}")
 
 
+def rdn_blocks(config: PeelingTrainConfig, out_dir: Path, resume: bool) -> int:
+    """Residual dense blocks of the RDN to train: ``config.blocks``, else those of the weights it starts from, else 6."""
+    if config.blocks:
+        return int(config.blocks)
+    checkpoint = out_dir / "checkpoint.pt"
+    if resume and checkpoint.exists():
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["rdn_config"].get("n_blocks", 6))
+    if config.init:
+        from ..deblenders.peeling import load_checkpoint
+
+        return int(load_checkpoint(Path(config.init))["rdn_config"].get("n_blocks", 6))
+    return 6
+
+
 def grow_blocks(rdn: RDN, state: dict[str, torch.Tensor], n_init: int) -> None:
     """Load the weights of an RDN with ``n_init`` residual dense blocks into the deeper ``rdn``.
 
@@ -384,12 +400,13 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     ``peeling.pt`` (the EMA weights to ship), ``history.jsonl`` (validation curve)
     and ``config.json``.
     """
+    config.blocks = rdn_blocks(config, Path(out_dir), resume)
     out, device, preset, train_data, val_data = prepare_run(config, out_dir, log)
     maker = BatchMaker(train_data, preset.background_sigma, seed=config.seed)
     val = BatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, peel_probability=0.3,
                                                                                   empty_fraction=0.1)
 
-    rdn = RDN(n_blocks=getattr(config, "blocks", 6), refine_width=config.refine_width).to(device)
+    rdn = RDN(n_blocks=config.blocks, refine_width=config.refine_width).to(device)
     counter = GalaxyCounter().to(device)
     opt_rdn = torch.optim.AdamW(rdn.parameters(), lr=config.lr, weight_decay=1e-5)
     opt_counter = torch.optim.AdamW(counter.parameters(), lr=config.lr / 2, weight_decay=1e-4)
