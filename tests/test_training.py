@@ -182,7 +182,12 @@ def test_deeper_rdn_grown_from_shallower_weights_starts_from_their_output(tmp_pa
     optimiser.zero_grad()
     (deep(x) - 1.0).abs().mean().backward()
     assert deep.blocks[3].fuse.weight.grad.abs().sum() > 0
-    # shrinking or another width is not a warm start
+    # grown and grafted at once: still the given weights' output
+    message, _ = _warm_started_from(shallow, RDN(n_blocks=3, refine_width=8), tmp_path / "shallow.pt")
+    assert "refiner grafted on" in message and "grown to 3" in message
+    # shrinking, another width or a refiner of another width is not a warm start
+    with pytest.raises(Exception, match="networks of another size"):
+        _warm_started_from(RDN(n_blocks=2, refine_width=8), RDN(n_blocks=4, refine_width=16), tmp_path / "r8.pt")
     with pytest.raises(Exception, match="networks of another size"):
         warm_start(RDN(n_blocks=1), GalaxyCounter(), tmp_path / "shallow.pt")
     with pytest.raises(Exception, match="networks of another size"):

@@ -328,21 +328,29 @@ def warm_start(rdn: RDN, counter: GalaxyCounter, path: Path, log: Callable[[str]
     from ..deblenders.peeling import load_checkpoint
 
     init = load_checkpoint(path)
-    body = {k: v for k, v in rdn.config.items() if k != "refine_width"}
-    init_body = {k: v for k, v in init["rdn_config"].items() if k != "refine_width"}
-    n_init = int(init_body.get("n_blocks", 0))
-    same_but_depth = {**init_body, "n_blocks": body["n_blocks"]} == body and 0 < n_init < body["n_blocks"]
-    if init["rdn_config"] not in (rdn.config, body) and not same_but_depth or init["counter_config"] != counter.config:
-        raise DeblendInputError(f"--init {path}: networks of another size ({init['rdn_config']}); expected {rdn.config}")
-    if same_but_depth:
-        grow_blocks(rdn, init["rdn"], n_init)
-        missing = [k for k in rdn.state_dict() if k not in init["rdn"]]
+    given, own = init["rdn_config"], rdn.config
+    n_given, n_own = given.get("n_blocks", 6), own.get("n_blocks", 6)
+    refiner_given, refiner_own = given.get("refine_width", 0), own.get("refine_width", 0)
+    fits = (
+        _without(given, "n_blocks", "refine_width") == _without(own, "n_blocks", "refine_width")
+        and n_given <= n_own  # as deep, or grown deeper
+        and refiner_given in (0, refiner_own)  # the same refiner, or a new one grafted on
+        and init["counter_config"] == counter.config
+    )
+    if not fits:
+        raise DeblendInputError(f"--init {path}: networks of another size ({given}); expected {own}")
+    if n_given < n_own:
+        grow_blocks(rdn, init["rdn"], n_given)
     else:
-        missing, _ = rdn.load_state_dict(init["rdn"], strict=init["rdn_config"] == rdn.config)
+        rdn.load_state_dict(init["rdn"], strict=given == own)
     counter.load_state_dict(init["counter"])
-    grafted = " (a new detail refiner grafted on)" if any(k.startswith("refiner.") for k in missing) else ""
-    grown = f" ({n_init} residual dense blocks grown to {body['n_blocks']})" if same_but_depth else ""
+    grafted = " (a new detail refiner grafted on)" if refiner_own and not refiner_given else ""
+    grown = f" ({n_given} residual dense blocks grown to {n_own})" if n_given < n_own else ""
     log(f"warm start from {path}{grafted}{grown}")
+
+
+def _without(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in keys}
 
 
 def rdn_blocks(config: PeelingTrainConfig, out_dir: Path, resume: bool) -> int:
@@ -400,7 +408,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     ``peeling.pt`` (the EMA weights to ship), ``history.jsonl`` (validation curve)
     and ``config.json``.
     """
-    config.blocks = rdn_blocks(config, Path(out_dir), resume)
+    config.blocks = rdn_blocks(config, Path(out_dir), resume)  # resolved, so that config.json records it
     out, device, preset, train_data, val_data = prepare_run(config, out_dir, log)
     maker = BatchMaker(train_data, preset.background_sigma, seed=config.seed)
     val = BatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, peel_probability=0.3,
