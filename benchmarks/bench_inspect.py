@@ -140,8 +140,8 @@ def main() -> None:
     viewer, panel, comparison, session = open_sample()
     _, during, showing = _stalls_while_deblending(panel, _cycled([b.id for b in session.blends], args.n),
                                                   _process_events_until)
-    print(f"  as a session's first run, whose end adds the result layers (napari adds a layer in 0.1-0.3 s of UI "
-          f"thread here): {_stall_line(during, showing)}")
+    print(f"  as a session's first run, whose end adds the result layers (each in parts of 10-80 ms of UI thread, "
+          f"where napari's whole add takes 0.15-0.3 s here): {_stall_line(during, showing)}")
     viewer.close()
 
 

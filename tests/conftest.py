@@ -38,3 +38,23 @@ def blend_field() -> Field:
         (150, 162, 3e5, 2.5),
     ]
     return gaussian_field(sources)
+
+
+def viewer_with_deblend_panel(make_napari_viewer, qtbot, path, model: str):
+    """A viewer with the field at ``path`` detected, a blend browser and a Deblend panel on ``model`` (CPU).
+
+    Returns ``(viewer, session, panel)``; the panel replaces earlier results (keep unchecked).
+    """
+    from napari_deblend._widgets import BlendBrowserWidget, DeblendWidget, DetectionWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-deblend")
+    detection = DetectionWidget(viewer)
+    BlendBrowserWidget(viewer)
+    detection.run()
+    qtbot.waitUntil(lambda: detection.session.detections is not None, timeout=30_000)
+    panel = DeblendWidget(viewer)
+    panel.keep_box.setChecked(False)
+    panel.model_combo.setCurrentText(model)
+    panel.device_combo.setCurrentText("cpu")
+    return viewer, detection.session, panel

@@ -13,7 +13,7 @@ from napari_deblend.detection import detect
 from napari_deblend.errors import DeblendInputError
 from napari_deblend.field import write_field
 
-from .conftest import gaussian_field
+from .conftest import gaussian_field, viewer_with_deblend_panel
 
 # a pair 8 px apart and a single galaxy
 SOURCES = [(100, 100, 6e5, 2.5), (100, 108, 4e5, 2.0), (40, 180, 4e5, 2.5)]
@@ -73,22 +73,11 @@ def test_bad_field_positions_are_clear_errors(pair_field):
 
 def test_deblend_panel_uses_clicked_positions(make_napari_viewer, qtbot, tmp_path):
     pytest.importorskip("napari")
-    from napari_deblend._widgets import BlendBrowserWidget, DeblendWidget, DetectionWidget
     from napari_deblend._widgets._clicked_positions import LAYER_NAME
     from napari_deblend._widgets.deblend_panel import POSITION_CHOICES
 
     path = write_field(gaussian_field(SOURCES, seed=5), tmp_path / "pair.fits")
-    viewer = make_napari_viewer()
-    viewer.open(str(path), plugin="napari-deblend")
-    detection = DetectionWidget(viewer)
-    BlendBrowserWidget(viewer)
-    detection.run()
-    qtbot.waitUntil(lambda: detection.session.detections is not None, timeout=30_000)
-    session = detection.session
-    panel = DeblendWidget(viewer)
-    panel.keep_box.setChecked(False)
-    panel.model_combo.setCurrentText("vae")
-    panel.device_combo.setCurrentText("cpu")
+    viewer, session, panel = viewer_with_deblend_panel(make_napari_viewer, qtbot, path, "vae")
 
     layer = panel.click_positions()
     assert panel.use_clicked_positions and layer.name == LAYER_NAME and layer.mode == "add"

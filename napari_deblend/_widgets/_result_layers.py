@@ -17,9 +17,13 @@ Two kinds of layers:
 
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
-go on between them. A task runs with the canvas's repaints held; the canvas
-repaints in a turn of its own after it, and the next task waits one frame
-(``FRAME_MS``), so a task and a repaint never add up into one stall. One
+go on between them. A new layer is added in parts (:mod:`._layer_parts`): the
+layer joins the list in one task, and its visual, its place in the scene and
+the build of its shader programs follow as the next tasks, each 10-60 ms where
+the whole add took 150-300 ms; its controls are made when first needed. A task that changes what the canvas draws runs with the canvas's
+repaints held; the canvas repaints in a turn of its own after it, and the next
+task waits one frame (``FRAME_MS``), so a task and a repaint never add up into
+one stall. One
 exception: a lone result of the selected blend, with nothing else waiting,
 re-fills the existing detail layers (and the mosaics) in the turn it arrives,
 so that one repaint shows it with the rest of what it changed in the window.
@@ -47,6 +51,7 @@ from qtpy.QtCore import QTimer
 
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
+from ._layer_parts import HELD, HOLDS, LayerParts
 
 FRAME_MS = 16  # pause between a canvas repaint and the next layer task (one 60 Hz frame)
 
@@ -73,6 +78,7 @@ class ResultLayers:
         self._painted_held: set[str] = set()  # models whose mosaics got results while held, not yet shown
         self._frozen_canvas: Any = None  # the canvas widget while its repaint is held (see _freeze_canvas)
         self._idle_callbacks: list[Callable[[], None]] = []
+        self._parts = LayerParts(viewer)
         self.closed = False
 
     # ---- queue ------------------------------------------------------------------------------------
@@ -96,7 +102,8 @@ class ResultLayers:
             window is not None and not hasattr(window, "_qt_window"))
 
     def _run_one(self) -> None:
-        if self._thaw_canvas():
+        continues_hold = bool(self._tasks) and getattr(self._tasks[0], "continues_hold", False)
+        if not continues_hold and self._thaw_canvas():
             # the canvas repaints for the previous task after this turn; the next task waits a frame,
             # so that input and timers come due during the repaint run before it
             self._timer.start(FRAME_MS)
@@ -108,7 +115,8 @@ class ResultLayers:
             self._call_idle()
             return
         task = self._tasks.popleft()
-        self._freeze_canvas()
+        if getattr(task, "holds_canvas", True):
+            self._freeze_canvas()
         try:
             task()
         except RuntimeError:  # Qt objects deleted: the viewer is closing
@@ -163,6 +171,10 @@ class ResultLayers:
         self._tasks.clear()
         self._pending.clear()
         self._timer.stop()
+        try:  # layers added in parts get their visual and controls now, unless the viewer is gone
+            self._parts.close(finish=not self._viewer_gone())
+        except RuntimeError:  # Qt objects deleted: the viewer is closing
+            pass
         self._thaw_canvas()
         self._call_idle()
 
@@ -269,7 +281,7 @@ class ResultLayers:
             layer not in self.viewer.layers for layer in self.mosaic_layers[model].values()
         ):
             for part in ("model image", "residual", "masks", "positions"):
-                self._queue(lambda m=model, p=part: self._make_mosaic_layer(m, p))
+                self._queue(_adds_layers(lambda m=model, p=part: self._make_mosaic_layer(m, p)))
         elif refresh_now:
             self._refresh_mosaic_layers(model)
         else:  # one task: one repaint of the canvas for the four layers
@@ -280,13 +292,13 @@ class ResultLayers:
         layers = self.mosaic_layers.setdefault(model, {})
         old = layers.get(part)
         if old is not None and old in self.viewer.layers:
+            self._freeze_canvas()
             self._refresh_mosaic_layer(model, part)
             return
         name = mosaic_layer_name(model, part)
         placement = self._placement()
         noise = float(np.nanmax(self.session.detections.field.noise)) if self.session.detections else 1.0
-        with _added_inactive(self.viewer):
-            layer = self._add_mosaic_layer(mosaic, part, name, placement, noise)
+        layer = self._add_layer(lambda: self._add_mosaic_layer(mosaic, part, name, placement, noise))
         layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
         layers[part] = layer
         self._keep_source_active()
@@ -389,7 +401,8 @@ class ResultLayers:
                 if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
                     refills.append((layer, data, kwargs))
                 else:  # a new layer: one per task
-                    self._queue(lambda d=data, kw=kwargs, k=kind, sl=slot: self._put_detail(key, generation, d, kw, k, sl))
+                    self._queue(_adds_layers(
+                        lambda d=data, kw=kwargs, k=kind, sl=slot: self._put_detail(key, generation, d, kw, k, sl)))
             # existing layers: all in one task with the hiding of unused slots, so the canvas repaints once
             keep = max(result.n_components, 1) if latest else None
             flush_too = then_flush and latest and self._flush not in self._tasks
@@ -427,15 +440,42 @@ class ResultLayers:
             return
         layer = self.slots.get(slot[0], {}).get(slot[1]) if slot else None
         if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
+            self._freeze_canvas()
             _refill(layer, data, kwargs)
         else:
-            with _added_inactive(self.viewer):
-                layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            layer = self._add_layer(lambda: getattr(self.viewer, f"add_{kind}")(data, **kwargs))
             if slot:
                 self.slots.setdefault(slot[0], {})[slot[1]] = layer
             else:
                 self.detail_layers.setdefault(key, []).append(layer)
         self._keep_source_active()
+
+    def _add_layer(self, add: Callable[[], Any]) -> Any:
+        """Add the layer that ``add`` makes, inactive; the parts of its view are the next tasks (see LayerParts).
+
+        With a napari that cannot add a layer in parts, it is added whole, with the canvas held.
+        """
+        if not self._parts.supported:
+            self._freeze_canvas()
+            with _added_inactive(self.viewer):
+                return add()
+        with _added_inactive(self.viewer), self._parts.views_held() as added:
+            layer = add()
+        for each in reversed(added):
+            self._queue_layer_step(each)
+        return layer
+
+    def _queue_layer_step(self, layer: Any) -> None:
+        """Queue the layer's next step (see :class:`LayerParts`) first in line, if one is due."""
+        canvas = self._parts.next_step_canvas(layer)
+        if canvas is None:
+            return
+
+        def step() -> None:
+            self._parts.next_step(layer)
+            self._queue_layer_step(layer)
+
+        self._tasks.appendleft(_step(step, holds_canvas=canvas == HOLDS, continues_hold=canvas == HELD))
 
     def _keep_source_active(self) -> None:
         source = self._source()
@@ -460,6 +500,21 @@ class ResultLayers:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
         self.detail_blend = 0
+
+
+def _step(task: Callable[[], None], holds_canvas: bool, continues_hold: bool = False) -> Callable[[], None]:
+    """Mark a queue task as changing what the canvas draws (its repaint is held) or not.
+
+    With ``continues_hold``, the task runs before the held canvas repaints (it prepares what that repaint draws).
+    """
+    task.holds_canvas = holds_canvas  # type: ignore[attr-defined]
+    task.continues_hold = continues_hold  # type: ignore[attr-defined]
+    return task
+
+
+def _adds_layers(task: Callable[[], None]) -> Callable[[], None]:
+    """A task that adds layers: it holds the canvas itself if it needs to (see ``ResultLayers._add_layer``)."""
+    return _step(task, holds_canvas=False)
 
 
 @contextmanager

@@ -1,0 +1,233 @@
+"""Add napari layers in parts, so that no part holds the UI thread for long.
+
+napari adds a layer in one go: the layer joins the layer list, then the Qt viewer
+makes its vispy visual and puts it in the scene (drawing the scene's state
+anew), and the layer-controls container makes its controls widget. Under
+software OpenGL with a field, its detections and a few result layers open, that
+is 150-300 ms of UI thread for one layer, and the controls' widget makes the
+window lay out and repaint (another ~100 ms).
+
+:class:`LayerParts` lets the layer join the list alone (20-50 ms) and hands
+back the rest as steps, each well under 100 ms, for the caller to run in turns
+of the event loop of their own: make the visual; put it in the scene; for
+each of its parts, prepare its data and build its shader program, before its
+first draw (a Points layer's parts add 100-200 ms of Python to the repaint
+that draws it first: glyphs, shader parsing). The controls are made when napari first looks them up (the layer is
+selected, say), as napari does with its "dynamic layer controls" setting, or
+on :meth:`finish`. A layer removed before its steps have run is finished first.
+With a napari that lacks the parts used here, layers are added in one go.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+# what a step does to the canvas, for the caller to hold its repaint or not
+FREE = "free"  # nothing the canvas draws changes
+HOLDS = "holds"  # changes what the canvas draws: hold its repaint until the steps after it that run held
+HELD = "held"  # runs with the canvas still held from the step before, so the repaint comes after it
+ON_DEMAND = "on demand"  # not run in a turn: waits until needed (selection, removal, finish)
+
+
+class Step(NamedTuple):
+    """One part of adding a layer: what to run, and what it does to the canvas (see ``FREE`` etc.)."""
+
+    run: Callable[[], None]
+    canvas: str
+
+
+def _qt_parts(viewer: Any) -> tuple[Any, Any, Any] | None:
+    """The Qt viewer, its layer-controls container and napari's vispy-layer factory; None if missing."""
+    try:
+        from napari._vispy.utils.visual import create_vispy_layer
+    except ImportError:  # another napari
+        return None
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    controls = getattr(qt_viewer, "controls", None)
+    needed = (
+        hasattr(qt_viewer, "_on_add_layer_change") and getattr(qt_viewer, "_qt_poll", None) is None
+        and hasattr(getattr(qt_viewer, "canvas", None), "add_layer_visual_mapping")
+        and hasattr(controls, "_add") and hasattr(getattr(viewer, "layers", None), "events")
+    )
+    return (qt_viewer, controls, create_vispy_layer) if needed else None
+
+
+def _draw_steps(visual: Any) -> list[Step]:
+    """Steps doing what a vispy visual's first draw does before it draws, so that draw finds it done.
+
+    Two steps: its transforms and data (a text's glyphs), then its shader program.
+    Each is only a head start: the draw does whatever is not done here.
+    """
+    will_draw: list[bool] = []
+
+    def prepare() -> None:
+        try:
+            visual._prepare_transforms(visual)
+            will_draw.append(visual._prepare_draw(visual) is not False)
+        except Exception:  # noqa: BLE001 - a head start only (see above)
+            return
+
+    def build() -> None:
+        if will_draw and will_draw[0]:
+            try:
+                visual._program.build_if_needed()
+            except Exception:  # noqa: BLE001 - a head start only (see above)
+                return
+
+    return [Step(prepare, HELD), Step(build, HELD)]
+
+
+class _ControlsOnDemand(dict):
+    """napari's layer -> controls-widget dict that makes a waiting layer's controls when first looked up."""
+
+    def __init__(self, entries: dict[Any, Any]) -> None:
+        super().__init__(entries)
+        self.owners: list[weakref.ref] = []  # the LayerParts whose layers may wait
+
+    def __missing__(self, layer: Any) -> Any:
+        for ref in self.owners:
+            owner = ref()
+            if owner is not None and layer in owner._unfinished:
+                owner.finish(layer)
+                return dict.__getitem__(self, layer)
+        raise KeyError(layer)
+
+
+def _controls_on_demand(controls: Any) -> _ControlsOnDemand:
+    """The container's controls dict, made one that makes waiting layers' controls on demand."""
+    if not isinstance(controls.widgets, _ControlsOnDemand):
+        controls.widgets = _ControlsOnDemand(controls.widgets)
+    return controls.widgets
+
+
+class LayerParts:
+    """Adds layers to one viewer with their visual and controls made in later steps.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer to add layers to.
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        # looked up when needed, never kept: a kept Qt viewer would outlive a closed viewer
+        self._supported = _qt_parts(viewer) is not None
+        self._unfinished: dict[Any, list[Step]] = {}
+        if self._supported:
+            viewer.layers.events.removing.connect(self._on_removing)
+            _controls_on_demand(_qt_parts(viewer)[1]).owners.append(weakref.ref(self))
+
+    @property
+    def supported(self) -> bool:
+        """True if this napari lets a layer's view be made in steps."""
+        return self._supported
+
+    @property
+    def unfinished(self) -> list[Any]:
+        """Layers whose visual or controls are not made yet."""
+        return list(self._unfinished)
+
+    @contextmanager
+    def views_held(self) -> Iterator[list[Any]]:
+        """Layers added inside the block join the layer list only; yields the list they are put in.
+
+        Each one then waits for its steps (:meth:`next_step`) and for its
+        controls to be needed (its selection or removal, or :meth:`finish`).
+        """
+        added: list[Any] = []
+        parts = _qt_parts(self.viewer) if self._supported else None
+        if parts is None:
+            yield added
+            return
+        qt_viewer, controls, _ = parts
+        inserted = self.viewer.layers.events.inserted
+
+        def record(event: Any) -> None:  # at once: a layer made active as it is inserted gets its controls
+            added.append(event.value)
+            self._unfinished[event.value] = self._steps(event.value)
+
+        inserted.connect(record)
+        try:
+            with inserted.blocker(qt_viewer._on_add_layer_change), inserted.blocker(controls._add):
+                yield added
+        finally:
+            inserted.disconnect(record)
+
+    def _steps(self, layer: Any) -> list[Step]:
+        made: dict[str, Any] = {}
+
+        def parts() -> tuple[Any, Any, Any]:
+            found = _qt_parts(self.viewer)
+            if found is None:
+                raise RuntimeError("the viewer's Qt side is gone")
+            return found
+
+        def make_visual() -> None:
+            qt_viewer, _, create_vispy_layer = parts()
+            made["visual"] = create_vispy_layer(layer, font_info=qt_viewer.canvas.font_info())
+
+        def show_visual() -> None:
+            visual = made.pop("visual")
+            parts()[0].canvas.add_layer_visual_mapping(layer, visual)
+            node = visual.node
+            pieces = [piece for piece in getattr(node, "_subvisuals", None) or [node] if piece.visible]
+            # next in line (before the controls)
+            self._unfinished[layer][0:0] = [step for piece in pieces for step in _draw_steps(piece)]
+
+        def make_controls() -> None:
+            from napari.utils.events import Event
+
+            parts()[1]._add(Event("inserted", value=layer))
+
+        return [Step(make_visual, FREE), Step(show_visual, HOLDS), Step(make_controls, ON_DEMAND)]
+
+    def next_step_canvas(self, layer: Any) -> str | None:
+        """What the layer's next step does to the canvas (``FREE``, ``HOLDS``, ``HELD``); None if none is due."""
+        steps = self._unfinished.get(layer)
+        if not steps or steps[0].canvas == ON_DEMAND:
+            return None
+        return steps[0].canvas
+
+    def next_step(self, layer: Any) -> None:
+        """Run the layer's next step, unless none is due (its controls wait until needed)."""
+        if self.next_step_canvas(layer) is not None:
+            self._run_next(layer)
+
+    def _run_next(self, layer: Any) -> None:
+        steps = self._unfinished.get(layer)
+        if not steps:
+            return
+        step = steps.pop(0)
+        if not steps:
+            del self._unfinished[layer]
+        step.run()
+
+    def finish(self, layer: Any | None = None) -> None:
+        """Run the remaining steps of ``layer`` (of every layer if None) now."""
+        for each in [layer] if layer is not None else list(self._unfinished):
+            while each in self._unfinished:
+                self._run_next(each)
+
+    def close(self, finish: bool = True) -> None:
+        """Stop following the viewer's layer list, finishing every layer first if ``finish``."""
+        try:
+            if finish:
+                self.finish()
+        finally:
+            self._unfinished.clear()
+            if self._supported:
+                self._supported = False
+                self.viewer.layers.events.removing.disconnect(self._on_removing)
+                parts = _qt_parts(self.viewer)
+                if parts is not None and isinstance(parts[1].widgets, _ControlsOnDemand):
+                    owners = parts[1].widgets.owners
+                    owners[:] = [ref for ref in owners if ref() not in (None, self)]
+
+    def _on_removing(self, event: Any) -> None:
+        index = getattr(event, "index", None)
+        if self._unfinished and isinstance(index, int) and 0 <= index < len(self.viewer.layers):
+            self.finish(self.viewer.layers[index])

@@ -1,0 +1,131 @@
+"""Layers added in parts (visual, scene, shader programs in steps; controls on demand) in a real viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("napari")
+
+
+def _viewer_with_image(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).normal(size=(64, 64)).astype("float32"), name="field")
+    return viewer
+
+
+def _add_labelled_points(viewer, parts=None):
+    """Points with text labels (a Points visual has four parts), added inactive, in parts if ``parts``."""
+    from contextlib import nullcontext
+
+    from napari_deblend._widgets._result_layers import _added_inactive
+
+    data = np.array([[20.0, 20.0], [30.0, 40.0], [45.0, 25.0]])
+    kwargs = dict(features=pd.DataFrame({"component": [1, 2, 3]}), size=4, symbol="x", face_color="white",
+                  text={"string": "{component}", "color": "white", "size": 9}, name="positions")
+    with _added_inactive(viewer), (parts.views_held() if parts is not None else nullcontext([])) as added:
+        layer = viewer.add_points(data, **kwargs)
+    assert added == ([layer] if parts is not None and parts.supported else [])
+    return layer
+
+
+def _qt(viewer):
+    qt_viewer = viewer.window._qt_viewer
+    return qt_viewer.canvas.layer_to_visual, qt_viewer.controls
+
+
+def _has_controls(controls, layer) -> bool:
+    return dict.__contains__(controls.widgets, layer)  # a look-up would make them
+
+
+def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes(make_napari_viewer):
+    from napari_deblend._widgets._layer_parts import FREE, HELD, HOLDS, LayerParts
+
+    viewer = _viewer_with_image(make_napari_viewer)
+    visuals, controls = _qt(viewer)
+    parts = LayerParts(viewer)
+    layer = _add_labelled_points(viewer, parts)
+    assert layer in viewer.layers and layer not in visuals and not _has_controls(controls, layer)
+    kinds = []
+    while parts.next_step_canvas(layer) is not None:
+        kinds.append(parts.next_step_canvas(layer))
+        parts.next_step(layer)
+    # make the visual, put it in the scene (the canvas changes), then data and program of its four parts
+    assert kinds == [FREE, HOLDS] + [HELD] * 8
+    assert layer in visuals and parts.unfinished == [layer] and not _has_controls(controls, layer)
+    parts_shot = viewer.screenshot(canvas_only=True, flash=False)
+
+    viewer.layers.selection.active = layer  # napari looks its controls up: made now
+    assert _has_controls(controls, layer) and controls.currentWidget() is controls.widgets[layer]
+    assert parts.unfinished == []
+
+    viewer.layers.selection.active = viewer.layers["field"]
+    viewer.layers.remove(layer)
+    whole = _add_labelled_points(viewer)
+    assert whole in visuals and _has_controls(controls, whole)
+    np.testing.assert_array_equal(viewer.screenshot(canvas_only=True, flash=False), parts_shot)
+
+
+def test_a_layer_selected_or_removed_before_its_steps_is_finished_first(make_napari_viewer):
+    from napari_deblend._widgets._layer_parts import LayerParts
+
+    viewer = _viewer_with_image(make_napari_viewer)
+    visuals, controls = _qt(viewer)
+    parts = LayerParts(viewer)
+    selected = _add_labelled_points(viewer, parts)
+    viewer.layers.selection.active = selected  # napari's controls would fail on a layer they do not know
+    assert selected in visuals and _has_controls(controls, selected) and parts.unfinished == []
+
+    removed = _add_labelled_points(viewer, parts)
+    viewer.layers.remove(removed)  # napari's canvas would fail on a layer without a visual
+    assert removed not in viewer.layers and removed not in visuals and parts.unfinished == []
+
+    waiting = _add_labelled_points(viewer, parts)
+    parts.close()  # the panel goes away: nothing is left half-made
+    assert waiting in visuals and _has_controls(controls, waiting)
+    later = _add_labelled_points(viewer, parts)  # closed: a whole add
+    assert later in visuals and _has_controls(controls, later)
+
+
+def test_without_a_qt_viewer_layers_are_added_whole():
+    from napari.components import ViewerModel
+
+    from napari_deblend._widgets._layer_parts import LayerParts
+
+    viewer = ViewerModel()
+    parts = LayerParts(viewer)
+    assert not parts.supported
+    layer = _add_labelled_points(viewer, parts=None)
+    with parts.views_held() as added:
+        viewer.add_points(np.zeros((1, 2)))
+    assert added == [] and parts.unfinished == [] and layer in viewer.layers
+
+
+def test_deblend_results_are_added_in_parts_and_their_controls_made_when_selected(make_napari_viewer, qtbot, tmp_path):
+    from napari_deblend.field import write_field
+
+    from .conftest import gaussian_field, viewer_with_deblend_panel
+
+    path = write_field(gaussian_field([(60, 60, 6e5, 3.0), (60, 72, 3e5, 2.5)], seed=3, shape=(128, 128)),
+                       tmp_path / "pair.fits")
+    viewer, session, panel = viewer_with_deblend_panel(make_napari_viewer, qtbot, path, "sextractor")
+    session.select(session.blends[0].id)
+    visuals, controls = _qt(viewer)
+    layers = panel.result_layers
+    layers._timer.stop()  # turn by turn, by hand
+    before = set(viewer.layers)
+    panel.deblend_selected()
+    seen_without_visual = False
+    qtbot.waitUntil(lambda: bool(layers._tasks), timeout=30_000)
+    while layers.busy:
+        layers._timer.stop()
+        layers._run_one()
+        seen_without_visual |= any(layer not in visuals for layer in viewer.layers)
+    added = [layer for layer in viewer.layers if layer not in before]
+    assert seen_without_visual  # a layer joined the list in a turn before its visual was made
+    assert added and all(layer in visuals for layer in added)
+    assert not any(_has_controls(controls, layer) for layer in added)  # made when first needed
+    component = next(layer for layer in added if layer.name.endswith("component 1"))
+    viewer.layers.selection.active = component
+    assert controls.currentWidget() is controls.widgets[component]
