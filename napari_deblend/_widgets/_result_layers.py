@@ -17,10 +17,11 @@ Two kinds of layers:
 
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
-go on between them. A new layer is added in parts (:mod:`._layer_parts`): the
-layer joins the list in one task, and its visual, its place in the scene and
-the build of its shader programs follow as the next tasks, each 10-60 ms where
-the whole add took 150-300 ms; its controls are made when first needed. A task that changes what the canvas draws runs with the canvas's
+go on between them. A new layer is added in parts (:mod:`._layer_parts`): one
+task makes the layer, the next adds it to the list, and its visual, its place
+in the scene and the data and shader program of each of its parts follow as the
+next tasks, each 10-90 ms where napari's whole add took 150-300 ms; its
+controls are made when first needed. A task that changes what the canvas draws runs with the canvas's
 repaints held; the canvas repaints in a turn of its own after it, and the next
 task waits one frame (``FRAME_MS``), so a task and a repaint never add up into
 one stall. One
@@ -298,31 +299,34 @@ class ResultLayers:
         name = mosaic_layer_name(model, part)
         placement = self._placement()
         noise = float(np.nanmax(self.session.detections.field.noise)) if self.session.detections else 1.0
-        layer = self._add_layer(lambda: self._add_mosaic_layer(mosaic, part, name, placement, noise))
-        layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
-        layers[part] = layer
-        self._keep_source_active()
 
-    def _add_mosaic_layer(self, mosaic: ResultMosaic, part: str, name: str, placement: dict[str, Any],
-                          noise: float) -> Any:
+        def added(layer: Any) -> None:
+            layer.metadata["napari_deblend_mosaic"] = {"model": model, "part": part}
+            layers[part] = layer
+            self._keep_source_active()
+
+        self._add_layer(lambda: self._mosaic_layer(mosaic, part, name, placement, noise), added,
+                        still_wanted=lambda: self.mosaics.get(model) is mosaic and part not in layers)
+
+    def _mosaic_layer(self, mosaic: ResultMosaic, part: str, name: str, placement: dict[str, Any],
+                      noise: float) -> Any:
+        """A new napari layer (not yet in the viewer) showing one part of a mosaic."""
+        from napari.layers import Image, Labels, Points
+
         if part == "model image":
             source = self._source()
             limits = tuple(source.contrast_limits) if source is not None else (0.0, 10 * noise)
-            layer = self.viewer.add_image(mosaic.model_image, name=name, colormap="magma", blending="additive",
-                                          contrast_limits=limits, visible=False, **placement)
-        elif part == "residual":
+            return Image(mosaic.model_image, name=name, colormap="magma", blending="additive",
+                         contrast_limits=limits, visible=False, **placement)
+        if part == "residual":
             limit = 5.0 * noise
-            layer = self.viewer.add_image(mosaic.residual, name=name, colormap="RdBu_r",
-                                          contrast_limits=(-limit, limit), visible=False, **placement)
-        elif part == "masks":
-            layer = self.viewer.add_labels(mosaic.masks, name=name, opacity=0.35, visible=False, **placement)
-        else:
-            data, features = mosaic.positions()
-            layer = self.viewer.add_points(
-                data, name=name, features=pd.DataFrame(features), symbol="x", size=3, face_color="white",
-                border_width=0, **placement,
-            )
-        return layer
+            return Image(mosaic.residual, name=name, colormap="RdBu_r", contrast_limits=(-limit, limit),
+                         visible=False, **placement)
+        if part == "masks":
+            return Labels(mosaic.masks, name=name, opacity=0.35, visible=False, **placement)
+        data, features = mosaic.positions()
+        return Points(data, name=name, features=pd.DataFrame(features), symbol="x", size=3, face_color="white",
+                      border_width=0, **placement)
 
     def _refresh_mosaic_layers(self, model: str) -> None:
         """Show the mosaic's new pixels and positions (hidden image layers refresh when shown)."""
@@ -442,28 +446,46 @@ class ResultLayers:
         if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
             self._freeze_canvas()
             _refill(layer, data, kwargs)
-        else:
-            layer = self._add_layer(lambda: getattr(self.viewer, f"add_{kind}")(data, **kwargs))
+            self._keep_source_active()
+            return
+        import napari.layers
+
+        def added(layer: Any) -> None:
             if slot:
                 self.slots.setdefault(slot[0], {})[slot[1]] = layer
             else:
                 self.detail_layers.setdefault(key, []).append(layer)
-        self._keep_source_active()
+            self._keep_source_active()
 
-    def _add_layer(self, add: Callable[[], Any]) -> Any:
-        """Add the layer that ``add`` makes, inactive; the parts of its view are the next tasks (see LayerParts).
+        self._add_layer(lambda: getattr(napari.layers, kind.capitalize())(data, **kwargs), added,
+                        still_wanted=lambda: key[0] == self.session.selected_blend
+                        and self._generation.get(key) == generation)
 
-        With a napari that cannot add a layer in parts, it is added whole, with the canvas held.
+    def _add_layer(self, make: Callable[[], Any], added: Callable[[Any], None],
+                   still_wanted: Callable[[], bool]) -> None:
+        """Add the layer that ``make`` makes, inactive, in parts: one task makes it, the next adds it to the viewer
+        (if ``still_wanted()``) and calls ``added(layer)``, the next ones make its view (see :class:`LayerParts`).
+
+        With a napari that cannot add a layer in parts, it is made and added at once, with the canvas held.
         """
+        layer = make()
         if not self._parts.supported:
             self._freeze_canvas()
             with _added_inactive(self.viewer):
-                return add()
-        with _added_inactive(self.viewer), self._parts.views_held() as added:
-            layer = add()
-        for each in reversed(added):
-            self._queue_layer_step(each)
-        return layer
+                self.viewer.add_layer(layer)
+            added(layer)
+            return
+
+        def insert() -> None:
+            if not still_wanted():
+                return
+            with _added_inactive(self.viewer), self._parts.views_held() as inserted:
+                self.viewer.add_layer(layer)
+            added(layer)
+            for each in reversed(inserted):
+                self._queue_layer_step(each)
+
+        self._tasks.appendleft(_adds_layers(insert))
 
     def _queue_layer_step(self, layer: Any) -> None:
         """Queue the layer's next step (see :class:`LayerParts`) first in line, if one is due."""
