@@ -390,22 +390,29 @@ def test_a_run_keeps_the_collector_off_older_objects_until_its_results_are_shown
 
 
 def test_the_collector_hold_leaves_objects_frozen_by_others_alone():
-    """Someone else's gc.freeze() is neither added to nor undone by a run's hold."""
+    """A run's hold freezes the objects alive then and, once its worker is done, those it made; someone else's
+    gc.freeze() is neither added to nor undone by it."""
     import gc
 
-    from napari_deblend._widgets._gc_hold import hold_collector, release_collector
+    from napari_deblend._widgets._gc_hold import hold_collector, hold_new_objects, release_collector
 
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
         hold_collector()
         hold_collector()  # nested, e.g. a second viewer's panel
+        made_by_another_run = [[i] for i in range(1000)]
+        hold_new_objects()
         release_collector()
         release_collector()
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen and made_by_another_run
     finally:
         gc.unfreeze()
     hold_collector()
-    assert gc.get_freeze_count() > 0
+    before_run = gc.get_freeze_count()
+    assert before_run > 0
+    made_by_a_run = [[i] for i in range(1000)]
+    hold_new_objects()  # the run's objects are frozen too while its results are shown
+    assert gc.get_freeze_count() >= before_run + len(made_by_a_run)
     release_collector()
     assert gc.get_freeze_count() == 0

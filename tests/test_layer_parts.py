@@ -15,17 +15,23 @@ def _viewer_with_image(make_napari_viewer):
     return viewer
 
 
-def _add_labelled_points(viewer, parts=None):
-    """Points with text labels (a Points visual has four parts), added inactive, in parts if ``parts``."""
+def _add_result_layer(viewer, parts=None, kind="points"):
+    """Points with text labels (a Points visual has four parts), or masks as Labels (one part),
+    added inactive, in parts if ``parts``."""
     from contextlib import nullcontext
 
     from napari_deblend._widgets._result_layers import _added_inactive
 
-    data = np.array([[20.0, 20.0], [30.0, 40.0], [45.0, 25.0]])
-    kwargs = dict(features=pd.DataFrame({"component": [1, 2, 3]}), size=4, symbol="x", face_color="white",
-                  text={"string": "{component}", "color": "white", "size": 9}, name="positions")
     with _added_inactive(viewer), (parts.views_held() if parts is not None else nullcontext([])) as added:
-        layer = viewer.add_points(data, **kwargs)
+        if kind == "points":
+            layer = viewer.add_points(
+                np.array([[20.0, 20.0], [30.0, 40.0], [45.0, 25.0]]), features=pd.DataFrame({"component": [1, 2, 3]}),
+                size=4, symbol="x", face_color="white", text={"string": "{component}", "color": "white", "size": 9},
+                name="positions")
+        else:
+            masks = np.zeros((64, 64), np.int32)
+            masks[10:30, 12:28], masks[35:50, 30:55] = 1, 2
+            layer = viewer.add_labels(masks, opacity=0.6, name="masks")
     assert added == ([layer] if parts is not None and parts.supported else [])
     return layer
 
@@ -39,20 +45,22 @@ def _has_controls(controls, layer) -> bool:
     return dict.__contains__(controls.widgets, layer)  # a look-up would make them
 
 
-def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes(make_napari_viewer):
-    from napari_deblend._widgets._layer_parts import FREE, HELD, HOLDS, LayerParts
+@pytest.mark.parametrize(("kind", "pieces"), [("points", 4), ("labels", 1)])
+def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes(make_napari_viewer, kind, pieces):
+    from napari_deblend._widgets._layer_parts import LayerParts
 
     viewer = _viewer_with_image(make_napari_viewer)
     visuals, controls = _qt(viewer)
     parts = LayerParts(viewer)
-    layer = _add_labelled_points(viewer, parts)
+    layer = _add_result_layer(viewer, parts, kind)
     assert layer in viewer.layers and layer not in visuals and not _has_controls(controls, layer)
-    kinds = []
-    while parts.next_step_canvas(layer) is not None:
-        kinds.append(parts.next_step_canvas(layer))
+    steps = 0
+    while parts.next_step_due(layer):
         parts.next_step(layer)
-    # make the visual, put it in the scene (the canvas changes), then data and program of its four parts
-    assert kinds == [FREE, HOLDS] + [HELD] * 8
+        steps += 1
+    # make the visual, put it in the scene, make its overlays, update the scene, then the data and program
+    # of each of its parts
+    assert steps == 4 + 2 * pieces
     assert layer in visuals and parts.unfinished == [layer] and not _has_controls(controls, layer)
     parts_shot = viewer.screenshot(canvas_only=True, flash=False)
 
@@ -62,7 +70,7 @@ def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes
 
     viewer.layers.selection.active = viewer.layers["field"]
     viewer.layers.remove(layer)
-    whole = _add_labelled_points(viewer)
+    whole = _add_result_layer(viewer, kind=kind)
     assert whole in visuals and _has_controls(controls, whole)
     np.testing.assert_array_equal(viewer.screenshot(canvas_only=True, flash=False), parts_shot)
 
@@ -73,18 +81,18 @@ def test_a_layer_selected_or_removed_before_its_steps_is_finished_first(make_nap
     viewer = _viewer_with_image(make_napari_viewer)
     visuals, controls = _qt(viewer)
     parts = LayerParts(viewer)
-    selected = _add_labelled_points(viewer, parts)
+    selected = _add_result_layer(viewer, parts)
     viewer.layers.selection.active = selected  # napari's controls would fail on a layer they do not know
     assert selected in visuals and _has_controls(controls, selected) and parts.unfinished == []
 
-    removed = _add_labelled_points(viewer, parts)
+    removed = _add_result_layer(viewer, parts)
     viewer.layers.remove(removed)  # napari's canvas would fail on a layer without a visual
     assert removed not in viewer.layers and removed not in visuals and parts.unfinished == []
 
-    waiting = _add_labelled_points(viewer, parts)
+    waiting = _add_result_layer(viewer, parts)
     parts.close()  # the panel goes away: nothing is left half-made
     assert waiting in visuals and _has_controls(controls, waiting)
-    later = _add_labelled_points(viewer, parts)  # closed: a whole add
+    later = _add_result_layer(viewer, parts)  # closed: a whole add
     assert later in visuals and _has_controls(controls, later)
 
 
@@ -96,7 +104,7 @@ def test_without_a_qt_viewer_layers_are_added_whole():
     viewer = ViewerModel()
     parts = LayerParts(viewer)
     assert not parts.supported
-    layer = _add_labelled_points(viewer, parts=None)
+    layer = _add_result_layer(viewer, parts=None)
     with parts.views_held() as added:
         viewer.add_points(np.zeros((1, 2)))
     assert added == [] and parts.unfinished == [] and layer in viewer.layers

@@ -9,12 +9,16 @@ window lay out and repaint (another ~100 ms).
 
 :class:`LayerParts` lets the layer join the list alone (20-50 ms) and hands
 back the rest as steps, each well under 100 ms, for the caller to run in turns
-of the event loop of their own: make the visual; put it in the scene; for
-each of its parts, prepare its data and build its shader program, before its
-first draw (a Points layer's parts add 100-200 ms of Python to the repaint
-that draws it first: glyphs, shader parsing). The controls are made when napari first looks them up (the layer is
-selected, say), as napari does with its "dynamic layer controls" setting, or
-on :meth:`finish`. A layer removed before its steps have run is finished first.
+of the event loop of their own: make the visual; put it in the scene; make its
+overlays (a Labels layer's editing overlays take ~50 ms); update the scene;
+for each of its parts, prepare its data and build its shader program before
+its first draw (a Points layer's parts add 100-200 ms of Python to the repaint
+that draws it first: glyphs, shader parsing). The controls are made when
+napari first looks them up (the layer is selected, say), as napari does with
+its "dynamic layer controls" setting, or on :meth:`finish`. A layer removed
+before its steps have run is finished first. The caller holds the canvas's
+repaint from the insertion to the last step, so that one repaint draws the
+layer, everything built.
 With a napari that lacks the parts used here, layers are added in one go.
 """
 
@@ -25,18 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-# what a step does to the canvas, for the caller to hold its repaint or not
-FREE = "free"  # nothing the canvas draws changes
-HOLDS = "holds"  # changes what the canvas draws: hold its repaint until the steps after it that run held
-HELD = "held"  # runs with the canvas still held from the step before, so the repaint comes after it
-ON_DEMAND = "on demand"  # not run in a turn: waits until needed (selection, removal, finish)
-
 
 class Step(NamedTuple):
-    """One part of adding a layer: what to run, and what it does to the canvas (see ``FREE`` etc.)."""
+    """One part of adding a layer: what to run, and whether it waits until needed instead of a turn of its own."""
 
     run: Callable[[], None]
-    canvas: str
+    on_demand: bool = False
 
 
 def _qt_parts(viewer: Any) -> tuple[Any, Any, Any] | None:
@@ -77,7 +75,14 @@ def _draw_steps(visual: Any) -> list[Step]:
             except Exception:  # noqa: BLE001 - a head start only (see above)
                 return
 
-    return [Step(prepare, HELD), Step(build, HELD)]
+    return [Step(prepare), Step(build)]
+
+
+def _scene_update_can_wait(canvas: Any) -> bool:
+    """True if napari's canvas lets putting a visual in the scene and updating the scene be separate steps."""
+    return (getattr(canvas, "_pause_scene_graph", None) is False
+            and callable(getattr(canvas, "_update_layer_overlays", None))
+            and callable(getattr(canvas, "_update_scenegraph", None)))
 
 
 class _ControlsOnDemand(dict):
@@ -172,29 +177,39 @@ class LayerParts:
 
         def show_visual() -> None:
             visual = made.pop("visual")
-            parts()[0].canvas.add_layer_visual_mapping(layer, visual)
+            canvas = parts()[0].canvas
+            scene_steps = []
+            if _scene_update_can_wait(canvas):
+                # napari would also make the layer's overlays and update the whole scene now: two steps more
+                canvas._pause_scene_graph = True
+                try:
+                    canvas.add_layer_visual_mapping(layer, visual)
+                finally:
+                    canvas._pause_scene_graph = False
+                scene_steps = [Step(lambda: parts()[0].canvas._update_layer_overlays(layer)),
+                               Step(lambda: parts()[0].canvas._update_scenegraph())]
+            else:
+                canvas.add_layer_visual_mapping(layer, visual)
             node = visual.node
             pieces = [piece for piece in getattr(node, "_subvisuals", None) or [node] if piece.visible]
-            # next in line (before the controls)
-            self._unfinished[layer][0:0] = [step for piece in pieces for step in _draw_steps(piece)]
+            # next in line (before the controls); the scene first: it puts the layer's node in it
+            self._unfinished[layer][0:0] = scene_steps + [step for piece in pieces for step in _draw_steps(piece)]
 
         def make_controls() -> None:
             from napari.utils.events import Event
 
             parts()[1]._add(Event("inserted", value=layer))
 
-        return [Step(make_visual, FREE), Step(show_visual, HOLDS), Step(make_controls, ON_DEMAND)]
+        return [Step(make_visual), Step(show_visual), Step(make_controls, on_demand=True)]
 
-    def next_step_canvas(self, layer: Any) -> str | None:
-        """What the layer's next step does to the canvas (``FREE``, ``HOLDS``, ``HELD``); None if none is due."""
+    def next_step_due(self, layer: Any) -> bool:
+        """True if the layer has a step to run in a turn (its controls wait until needed)."""
         steps = self._unfinished.get(layer)
-        if not steps or steps[0].canvas == ON_DEMAND:
-            return None
-        return steps[0].canvas
+        return bool(steps) and not steps[0].on_demand
 
     def next_step(self, layer: Any) -> None:
         """Run the layer's next step, unless none is due (its controls wait until needed)."""
-        if self.next_step_canvas(layer) is not None:
+        if self.next_step_due(layer):
             self._run_next(layer)
 
     def _run_next(self, layer: Any) -> None:

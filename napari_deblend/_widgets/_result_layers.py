@@ -52,7 +52,7 @@ from qtpy.QtCore import QTimer
 
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
-from ._layer_parts import HELD, HOLDS, LayerParts
+from ._layer_parts import LayerParts
 
 FRAME_MS = 16  # pause between a canvas repaint and the next layer task (one 60 Hz frame)
 
@@ -146,6 +146,8 @@ class ResultLayers:
 
         Under software OpenGL a canvas repaint composes the whole window (60-140 ms);
         done in the task's turn it would add to the task's own time in one stall.
+        (Holding the layer list's repaint too, so that one repaint shows a new layer's
+        row and pixels, measured worse: that repaint took longer.)
         """
         widget = self._canvas_widget()
         try:
@@ -479,6 +481,7 @@ class ResultLayers:
         def insert() -> None:
             if not still_wanted():
                 return
+            self._freeze_canvas()  # until the layer's last step: one canvas repaint draws it, everything built
             with _added_inactive(self.viewer), self._parts.views_held() as inserted:
                 self.viewer.add_layer(layer)
             added(layer)
@@ -488,16 +491,19 @@ class ResultLayers:
         self._tasks.appendleft(_adds_layers(insert))
 
     def _queue_layer_step(self, layer: Any) -> None:
-        """Queue the layer's next step (see :class:`LayerParts`) first in line, if one is due."""
-        canvas = self._parts.next_step_canvas(layer)
-        if canvas is None:
+        """Queue the layer's next step (see :class:`LayerParts`) first in line, if one is due.
+
+        The steps run with the canvas held since the layer's insertion, so that the canvas
+        repaint after the last one draws the layer at once, its shaders built.
+        """
+        if not self._parts.next_step_due(layer):
             return
 
         def step() -> None:
             self._parts.next_step(layer)
             self._queue_layer_step(layer)
 
-        self._tasks.appendleft(_step(step, holds_canvas=canvas == HOLDS, continues_hold=canvas == HELD))
+        self._tasks.appendleft(_step(step, holds_canvas=True, continues_hold=True))
 
     def _keep_source_active(self) -> None:
         source = self._source()

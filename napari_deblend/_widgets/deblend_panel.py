@@ -42,7 +42,7 @@ from ..deblending import deblend, positions_in_window, stamp_window
 from ..errors import DeblendInputError
 from ..layers import result_layer_name
 from ._clicked_positions import ClickedPositions
-from ._gc_hold import hold_collector, release_collector
+from ._gc_hold import hold_collector, hold_new_objects, release_collector
 from ._progress import ProgressBar
 from ._result_layers import ResultLayers
 from ._session import DeblendSession, session_for
@@ -404,6 +404,8 @@ class DeblendWidget(QWidget):
         if self._viewer_closed():
             self._release_collector()
             return
+        if self._collector_held:
+            hold_new_objects()  # the run's own objects too, while its results are shown
         self.result_layers.hold_mosaics(False)
         self.result_layers.when_idle(self._release_collector)
         try:
