@@ -119,12 +119,12 @@ class LayerParts:
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
-        # looked up when needed, never kept: a kept Qt viewer would outlive a closed viewer
-        self._supported = _qt_parts(viewer) is not None
+        parts = _qt_parts(viewer)  # looked up when needed, never kept: a kept Qt viewer would outlive its viewer
+        self._supported = parts is not None
         self._unfinished: dict[Any, list[Step]] = {}
-        if self._supported:
+        if parts is not None:
             viewer.layers.events.removing.connect(self._on_removing)
-            _controls_on_demand(_qt_parts(viewer)[1]).owners.append(weakref.ref(self))
+            _controls_on_demand(parts[1]).owners.append(weakref.ref(self))
 
     @property
     def supported(self) -> bool:

@@ -17,17 +17,18 @@ Two kinds of layers:
 
 Every change to the layer list is one task of a queue that a zero-interval
 ``QTimer`` works through one task per event-loop turn, so panning and zooming
-go on between them. A new layer is added in parts (:mod:`._layer_parts`): one
+go on between them. A task that changes what the canvas draws runs with the
+canvas's repaints held; the canvas repaints in a turn of its own after it, and
+the next task waits one frame (``FRAME_MS``), so a task and a repaint never add
+up into one stall. A new layer is added in parts (:mod:`._layer_parts`): one
 task makes the layer, the next adds it to the list, and its visual, its place
-in the scene and the data and shader program of each of its parts follow as the
-next tasks, each 10-90 ms where napari's whole add took 150-300 ms; its
-controls are made when first needed. A task that changes what the canvas draws runs with the canvas's
-repaints held; the canvas repaints in a turn of its own after it, and the next
-task waits one frame (``FRAME_MS``), so a task and a repaint never add up into
-one stall. One
-exception: a lone result of the selected blend, with nothing else waiting,
-re-fills the existing detail layers (and the mosaics) in the turn it arrives,
-so that one repaint shows it with the rest of what it changed in the window.
+in the scene, its overlays and the data and shader program of each of its parts
+follow as the next tasks, each 10-90 ms where napari's whole add took
+150-300 ms, the canvas held from the insertion to the last of them; its
+controls are made when first needed. One exception to the queue: a lone
+result of the selected blend, with nothing else waiting, re-fills the existing
+detail layers (and the mosaics) in the turn it arrives, so that one repaint
+shows it with the rest of what it changed in the window.
 Under software OpenGL every repaint composes the whole window (60-140 ms
 here), and it holds the GIL against the workers meanwhile.
 
