@@ -95,6 +95,10 @@ def test_a_layer_selected_or_removed_before_its_steps_is_finished_first(make_nap
     later = _add_result_layer(viewer, parts)  # closed: a whole add
     assert later in visuals and _has_controls(controls, later)
 
+    waiting = _add_result_layer(viewer, LayerParts(viewer))
+    viewer.close()  # the viewer goes away with a layer still waiting for its steps: no error
+    assert not hasattr(viewer.window, "_qt_window")
+
 
 def test_without_a_qt_viewer_layers_are_added_whole():
     from napari.components import ViewerModel

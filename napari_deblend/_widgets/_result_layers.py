@@ -314,22 +314,20 @@ class ResultLayers:
     def _mosaic_layer(self, mosaic: ResultMosaic, part: str, name: str, placement: dict[str, Any],
                       noise: float) -> Any:
         """A new napari layer (not yet in the viewer) showing one part of a mosaic."""
-        from napari.layers import Image, Labels, Points
-
         if part == "model image":
             source = self._source()
             limits = tuple(source.contrast_limits) if source is not None else (0.0, 10 * noise)
-            return Image(mosaic.model_image, name=name, colormap="magma", blending="additive",
-                         contrast_limits=limits, visible=False, **placement)
+            return _new_layer("image", mosaic.model_image, dict(name=name, colormap="magma", blending="additive",
+                                                                contrast_limits=limits, visible=False, **placement))
         if part == "residual":
             limit = 5.0 * noise
-            return Image(mosaic.residual, name=name, colormap="RdBu_r", contrast_limits=(-limit, limit),
-                         visible=False, **placement)
+            return _new_layer("image", mosaic.residual, dict(name=name, colormap="RdBu_r",
+                                                             contrast_limits=(-limit, limit), visible=False, **placement))
         if part == "masks":
-            return Labels(mosaic.masks, name=name, opacity=0.35, visible=False, **placement)
+            return _new_layer("labels", mosaic.masks, dict(name=name, opacity=0.35, visible=False, **placement))
         data, features = mosaic.positions()
-        return Points(data, name=name, features=pd.DataFrame(features), symbol="x", size=3, face_color="white",
-                      border_width=0, **placement)
+        return _new_layer("points", data, dict(name=name, features=pd.DataFrame(features), symbol="x", size=3,
+                                               face_color="white", border_width=0, **placement))
 
     def _refresh_mosaic_layers(self, model: str) -> None:
         """Show the mosaic's new pixels and positions (hidden image layers refresh when shown)."""
@@ -451,8 +449,6 @@ class ResultLayers:
             _refill(layer, data, kwargs)
             self._keep_source_active()
             return
-        import napari.layers
-
         def added(layer: Any) -> None:
             if slot:
                 self.slots.setdefault(slot[0], {})[slot[1]] = layer
@@ -460,7 +456,7 @@ class ResultLayers:
                 self.detail_layers.setdefault(key, []).append(layer)
             self._keep_source_active()
 
-        self._add_layer(lambda: getattr(napari.layers, kind.capitalize())(data, **kwargs), added,
+        self._add_layer(lambda: _new_layer(kind, data, kwargs), added,
                         still_wanted=lambda: key[0] == self.session.selected_blend
                         and self._generation.get(key) == generation)
 
@@ -529,6 +525,13 @@ class ResultLayers:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
         self.detail_blend = 0
+
+
+def _new_layer(kind: str, data: Any, kwargs: dict[str, Any]) -> Any:
+    """A napari layer of ``kind`` ("image", "labels" or "points"), not yet in a viewer (``viewer.add_<kind>`` minus the add)."""
+    from napari.layers import Image, Labels, Points
+
+    return {"image": Image, "labels": Labels, "points": Points}[kind](data, **kwargs)
 
 
 def _step(task: Callable[[], None], holds_canvas: bool, continues_hold: bool = False) -> Callable[[], None]:
