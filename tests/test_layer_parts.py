@@ -10,7 +10,7 @@ pytest.importorskip("napari")
 
 
 def _viewer_with_image(make_napari_viewer):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # an OpenGL context of its own, as in the application
     viewer.add_image(np.random.default_rng(0).normal(size=(64, 64)).astype("float32"), name="field")
     return viewer
 
@@ -47,7 +47,7 @@ def _has_controls(controls, layer) -> bool:
 
 @pytest.mark.parametrize(("kind", "pieces"), [("points", 4), ("labels", 1)])
 def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes(make_napari_viewer, kind, pieces):
-    from napari_deblend._widgets._layer_parts import LayerParts
+    from napari_deblend._widgets._layer_parts import LayerParts, drawn_parts
 
     viewer = _viewer_with_image(make_napari_viewer)
     visuals, controls = _qt(viewer)
@@ -59,9 +59,15 @@ def test_a_layer_joins_the_list_first_then_its_steps_make_what_a_whole_add_makes
         parts.next_step(layer)
         steps += 1
     # make the visual, put it in the scene, make its overlays, update the scene, then the data and program
-    # of each of its parts
-    assert steps == 4 + 2 * pieces
+    # of each of its parts and a draw of it that changes no pixel
+    assert steps == 4 + 3 * pieces
     assert layer in visuals and parts.unfinished == [layer] and not _has_controls(controls, layer)
+    # that draw sent each part's GL commands (shaders, data) to the driver: none wait for the canvas repaint
+    context = viewer.window._qt_viewer.canvas._scene_canvas.context
+    assert context.glir._shared._commands == []
+    drawn = [piece for piece in drawn_parts(visuals[layer].node) if piece._prepare_draw(piece) is not False]
+    assert len(drawn) == {"points": 3, "labels": 1}[kind]  # a Points layer's highlight has no data: not drawn
+    assert all(piece._program.glir._shared is context.glir._shared for piece in drawn)
     parts_shot = viewer.screenshot(canvas_only=True, flash=False)
 
     viewer.layers.selection.active = layer  # napari looks its controls up: made now

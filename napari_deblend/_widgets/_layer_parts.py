@@ -53,10 +53,14 @@ def _qt_parts(viewer: Any) -> tuple[Any, Any, Any] | None:
     return (qt_viewer, controls, create_vispy_layer) if needed else None
 
 
-def _draw_steps(visual: Any) -> list[Step]:
+def _draw_steps(visual: Any, scene_canvas: Callable[[], Any]) -> list[Step]:
     """Steps doing what a vispy visual's first draw does before it draws, so that draw finds it done.
 
-    Two steps: its transforms and data (a text's glyphs), then its shader program.
+    Three steps: its transforms and data (a text's glyphs); its shader program;
+    then a draw of it alone that changes no pixel (the GL scissor box is empty),
+    so that the OpenGL driver compiles its shaders and takes its textures and
+    vertices now. Under software OpenGL that is 15-50 ms per part, which the
+    canvas repaint that shows the layer would otherwise add to its own 60-140 ms.
     Each is only a head start: the draw does whatever is not done here.
     """
     will_draw: list[bool] = []
@@ -75,7 +79,40 @@ def _draw_steps(visual: Any) -> list[Step]:
             except Exception:  # noqa: BLE001 - a head start only (see above)
                 return
 
-    return [Step(prepare), Step(build)]
+    def draw_unseen() -> None:
+        if not (will_draw and will_draw[0]):
+            return
+        try:
+            canvas = scene_canvas()
+            if not canvas.native.isValid():  # no OpenGL context yet (a viewer never shown)
+                return
+            canvas.set_current()
+            context = canvas.context
+            context.set_scissor(0, 0, 0, 0)
+            context.set_state(scissor_test=True)
+            try:
+                visual.draw()
+            finally:
+                context.set_state(scissor_test=False)
+                context.finish()  # the GL commands run now (compile, upload), not in the next repaint
+        except Exception:  # noqa: BLE001 - a head start only (see above)
+            return
+
+    return [Step(prepare), Step(build), Step(draw_unseen)]
+
+
+def drawn_parts(visual: Any) -> list[Any]:
+    """The visible visuals with a shader program of their own that draw ``visual`` (itself, or its parts').
+
+    A compound visual (a Points layer's) draws its parts, and a part may be compound
+    too (a line is a line and its markers).
+    """
+    if not visual.visible:
+        return []
+    parts = getattr(visual, "_subvisuals", None)
+    if not parts:
+        return [visual]
+    return [leaf for part in parts for leaf in drawn_parts(part)]
 
 
 def _scene_update_can_wait(canvas: Any) -> bool:
@@ -190,10 +227,10 @@ class LayerParts:
                                Step(lambda: parts()[0].canvas._update_scenegraph())]
             else:
                 canvas.add_layer_visual_mapping(layer, visual)
-            node = visual.node
-            pieces = [piece for piece in getattr(node, "_subvisuals", None) or [node] if piece.visible]
+            pieces = drawn_parts(visual.node)
             # next in line (before the controls); the scene first: it puts the layer's node in it
-            self._unfinished[layer][0:0] = scene_steps + [step for piece in pieces for step in _draw_steps(piece)]
+            self._unfinished[layer][0:0] = scene_steps + [
+                step for piece in pieces for step in _draw_steps(piece, lambda: parts()[0].canvas._scene_canvas)]
 
         def make_controls() -> None:
             from napari.utils.events import Event
