@@ -147,3 +147,45 @@ def test_deblend_results_are_added_in_parts_and_their_controls_made_when_selecte
     component = next(layer for layer in added if layer.name.endswith("component 1"))
     viewer.layers.selection.active = component
     assert controls.currentWidget() is controls.widgets[component]
+
+
+def test_what_a_layer_task_changed_elsewhere_in_the_window_is_painted_before_the_canvas_is_let_go(make_napari_viewer):
+    """Qt would paint the layer controls (or list rows) and the canvas in one window repaint: one stall of both."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QApplication
+
+    from napari_deblend._widgets._result_layers import ResultLayers
+
+    viewer = _viewer_with_image(make_napari_viewer)
+    layer = viewer.add_image(np.ones((8, 8), np.float32), name="result", opacity=0.5)  # active: its controls show
+    layers = ResultLayers(viewer, session=None)
+    canvas = viewer.window._qt_viewer.canvas.native
+    for _ in range(3):
+        QApplication.processEvents()
+    paints: list[tuple[bool, bool]] = []  # (the canvas?, the canvas held?) of each paint
+
+    class Spy(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Paint:
+                paints.append((obj is canvas, layers._frozen_canvas is not None))
+            return False
+
+    spy = Spy()
+    app = QApplication.instance()
+    app.installEventFilter(spy)
+    try:
+        layers._queue(lambda: setattr(layer, "opacity", 0.8))  # the canvas and the opacity slider change
+        layers._timer.stop()  # turn by turn, by hand
+        layers._run_one()  # the task, the canvas held
+        assert layers._frozen_canvas is not None and not paints
+        layers._run_one()  # the rest of the window painted, the canvas still held
+        assert paints and all(held and not is_canvas for is_canvas, held in paints)
+        while layers.busy:
+            layers._timer.stop()
+            layers._run_one()
+        for _ in range(3):
+            QApplication.processEvents()
+        assert (True, False) in paints  # then the canvas, let go
+    finally:
+        app.removeEventFilter(spy)
+        layers.close()

@@ -20,12 +20,14 @@ Every change to the layer list is one task of a queue that a zero-interval
 go on between them. A task that changes what the canvas draws runs with the
 canvas's repaints held; the canvas repaints in a turn of its own after it, and
 the next task waits one frame (``FRAME_MS``), so a task and a repaint never add
-up into one stall. A new layer is added in parts (:mod:`._layer_parts`): one
-task makes the layer, the next adds it to the list, and its visual, its place
-in the scene, its overlays and the data and shader program of each of its parts
-follow as the next tasks, each 10-90 ms where napari's whole add took
-150-300 ms, the canvas held from the insertion to the last of them; its
-controls are made when first needed. One exception to the queue: a lone
+up into one stall. What else the task changed in the window (the layer list's
+rows and thumbnails) is painted before the canvas is let go, in a turn of its
+own too: Qt would paint both in one window repaint. A new layer is added in
+parts (:mod:`._layer_parts`): one task makes the layer, the next adds it to the
+list, and its visual, its place in the scene, its overlays and the data, shader
+program and a first unseen draw of each of its parts follow as the next tasks,
+each 10-90 ms where napari's whole add took 150-300 ms, the canvas held from
+the insertion to the last of them; its controls are made when first needed. One exception to the queue: a lone
 result of the selected blend, with nothing else waiting, re-fills the existing
 detail layers (and the mosaics) in the turn it arrives, so that one repaint
 shows it with the rest of what it changed in the window.
@@ -42,6 +44,7 @@ the viewer updates its extent once.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,13 +52,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QCoreApplication, QEvent, QTimer
 
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
 from ._layer_parts import LayerParts
 
 FRAME_MS = 16  # pause between a canvas repaint and the next layer task (one 60 Hz frame)
+WINDOW_PAINT_S = 0.003  # a window paint at least this long gets a turn of its own before the canvas repaint
 
 
 class ResultLayers:
@@ -105,6 +109,9 @@ class ResultLayers:
 
     def _run_one(self) -> None:
         continues_hold = bool(self._tasks) and getattr(self._tasks[0], "continues_hold", False)
+        if not continues_hold and self._frozen_canvas is not None and self._window_painted():
+            self._timer.start(0)  # the canvas repaints in a turn of its own after this one
+            return
         if not continues_hold and self._thaw_canvas():
             # the canvas repaints for the previous task after this turn; the next task waits a frame,
             # so that input and timers come due during the repaint run before it
@@ -157,6 +164,16 @@ class ResultLayers:
                 self._frozen_canvas = widget
         except RuntimeError:  # already deleted
             pass
+
+    def _window_painted(self) -> bool:
+        """Paint what waits to be painted in the window but the held canvas (the layer list's rows whose
+        thumbnails a task changed, say); True if that took a while.
+
+        Qt would otherwise paint them in the canvas's repaint: one stall of both.
+        """
+        start = time.perf_counter()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.UpdateRequest)
+        return time.perf_counter() - start > WINDOW_PAINT_S
 
     def _thaw_canvas(self) -> bool:
         """Let a held canvas repaint (once, for everything the task changed); True if it was held."""
