@@ -20,15 +20,15 @@ Every change to the layer list is one task of a queue that a zero-interval
 go on between them. A task that changes what the canvas draws runs with the
 canvas's repaints held; the canvas repaints in a turn of its own after it, and
 the next task waits one frame (``FRAME_MS``), so a task and a repaint never add
-up into one stall. What else the task changed in the window (the layer list's
-rows and thumbnails) is painted before the canvas is let go, in a turn of its
-own too: Qt would paint both in one window repaint. A new layer is added in
-parts (:mod:`._layer_parts`): one task makes the layer, the next adds it to the
-list, and its visual, its place in the scene, its overlays and the data, shader
-program and a first unseen draw of each of its parts follow as the next tasks,
-each 10-90 ms where napari's whole add took 150-300 ms, the canvas held from
-the insertion to the last of them; its controls are made when first needed. One exception to the queue: a lone
-result of the selected blend, with nothing else waiting, re-fills the existing
+up into one stall. What else the task changed in the window (the layer
+controls, the layer list's rows) is painted before the canvas is let go, in a
+turn of its own too: Qt would paint both in one window repaint. A new layer is
+added in parts (:mod:`._layer_parts`): one task makes the layer, the next adds
+it to the list, and its visual, its place in the scene, its overlays and the
+data, shader program and a first unseen draw of each of its parts follow as the
+next tasks, each 10-90 ms where napari's whole add took 150-300 ms, the canvas
+held from the insertion to the last of them; its controls are made when first
+needed. One exception to the queue: a lone result of the selected blend, with nothing else waiting, re-fills the existing
 detail layers (and the mosaics) in the turn it arrives, so that one repaint
 shows it with the rest of what it changed in the window.
 Under software OpenGL every repaint composes the whole window (60-140 ms
@@ -83,6 +83,7 @@ class ResultLayers:
         self._held_details: set[tuple[int, str]] = set()  # (blend, model) of the selection, shown when a run ends
         self._painted_held: set[str] = set()  # models whose mosaics got results while held, not yet shown
         self._frozen_canvas: Any = None  # the canvas widget while its repaint is held (see _freeze_canvas)
+        self._window_painted_for_hold = False  # the rest of the window painted before the held canvas repaints
         self._idle_callbacks: list[Callable[[], None]] = []
         self._parts = LayerParts(viewer)
         self.closed = False
@@ -109,9 +110,11 @@ class ResultLayers:
 
     def _run_one(self) -> None:
         continues_hold = bool(self._tasks) and getattr(self._tasks[0], "continues_hold", False)
-        if not continues_hold and self._frozen_canvas is not None and self._window_painted():
-            self._timer.start(0)  # the canvas repaints in a turn of its own after this one
-            return
+        if not continues_hold and self._frozen_canvas is not None and not self._window_painted_for_hold:
+            self._window_painted_for_hold = True  # once a hold: a widget repainting all the time must not keep it
+            if self._window_painted():
+                self._timer.start(0)  # the canvas repaints in a turn of its own after this one
+                return
         if not continues_hold and self._thaw_canvas():
             # the canvas repaints for the previous task after this turn; the next task waits a frame,
             # so that input and timers come due during the repaint run before it
@@ -162,12 +165,13 @@ class ResultLayers:
             if widget is not None and widget.updatesEnabled():
                 widget.setUpdatesEnabled(False)
                 self._frozen_canvas = widget
+                self._window_painted_for_hold = False
         except RuntimeError:  # already deleted
             pass
 
     def _window_painted(self) -> bool:
-        """Paint what waits to be painted in the window but the held canvas (the layer list's rows whose
-        thumbnails a task changed, say); True if that took a while.
+        """Paint what waits to be painted in the window but the held canvas (the layer controls or
+        list rows a task changed, say); True if that took a while.
 
         Qt would otherwise paint them in the canvas's repaint: one stall of both.
         """
