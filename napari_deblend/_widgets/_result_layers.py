@@ -28,9 +28,10 @@ it to the list, and its visual, its place in the scene, its overlays and the
 data, shader program and a first unseen draw of each of its parts follow as the
 next tasks, each 10-90 ms where napari's whole add took 150-300 ms, the canvas
 held from the insertion to the last of them; its controls are made when first
-needed. One exception to the queue: a lone result of the selected blend, with nothing else waiting, re-fills the existing
-detail layers (and the mosaics) in the turn it arrives, so that one repaint
-shows it with the rest of what it changed in the window.
+needed. One exception to the queue: a lone result of the selected blend, with
+nothing else waiting, re-fills the existing detail layers (and the mosaics) in
+the turn it arrives, so that one repaint shows it with the rest of what it
+changed in the window.
 Under software OpenGL every repaint composes the whole window (60-140 ms
 here), and it holds the GIL against the workers meanwhile.
 
@@ -110,12 +111,13 @@ class ResultLayers:
 
     def _run_one(self) -> None:
         continues_hold = bool(self._tasks) and getattr(self._tasks[0], "continues_hold", False)
-        if not continues_hold and self._frozen_canvas is not None and not self._window_painted_for_hold:
-            self._window_painted_for_hold = True  # once a hold: a widget repainting all the time must not keep it
-            if self._window_painted():
-                self._timer.start(0)  # the canvas repaints in a turn of its own after this one
-                return
-        if not continues_hold and self._thaw_canvas():
+        if not continues_hold and self._frozen_canvas is not None:
+            if not self._window_painted_for_hold:
+                self._window_painted_for_hold = True  # once a hold: a widget always repainting must not keep it
+                if self._window_painted():
+                    self._timer.start(0)  # the canvas repaints in a turn of its own after this one
+                    return
+            self._thaw_canvas()
             # the canvas repaints for the previous task after this turn; the next task waits a frame,
             # so that input and timers come due during the repaint run before it
             self._timer.start(FRAME_MS)
@@ -470,6 +472,7 @@ class ResultLayers:
             _refill(layer, data, kwargs)
             self._keep_source_active()
             return
+
         def added(layer: Any) -> None:
             if slot:
                 self.slots.setdefault(slot[0], {})[slot[1]] = layer
