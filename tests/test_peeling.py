@@ -47,6 +47,7 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
 
     blends = simulate_blends(8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
+    model.joint = None  # the RDN's sweep (weights without a joint refiner; see test_peeling_joint.py)
     model.refine_sweeps = 0
     model.refit_brightest = False
     first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)

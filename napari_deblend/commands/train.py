@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import DeblendInputError
 
-TRAINABLE = ("peeling", "unet", "vae", "detector")
-DEFAULT_BATCH_SIZE = {"peeling": 32, "unet": 64, "vae": 64, "detector": 64}
+TRAINABLE = ("peeling", "peeling-joint", "unet", "vae", "detector")
+DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "unet": 64, "vae": 64, "detector": 64}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,14 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: 32 for peeling, 64 for unet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (use ~3e-4 with --init)")
-    p.add_argument("--init", help="warm start from weights of the same model (.pt), e.g. the shipped ones, to fine-tune")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-3, 2e-4 for peeling-joint; use ~3e-4 with --init)")
+    p.add_argument("--init", help="warm start from weights of the same model (.pt), e.g. the shipped ones, to fine-tune; "
+                                  "peeling-joint: the peeling weights whose first pass it refines (default: the shipped ones)")
     p.add_argument("--no-symmetric", action="store_true", help="peeling only: train without the symmetric loss (ablation)")
-    p.add_argument("--flux-weight", type=float, default=0.0,
-                   help="peeling only: weight of a relative-flux term |ΣRDN − Σtrue| / Σtrue in the RDN loss")
-    p.add_argument("--image-loss", choices=("l1", "noise-rms"), default="l1",
-                   help="peeling only: the RDN's image loss: l1 (default) or noise-rms (root mean square of the "
-                        "residual in units of each pixel's noise)")
+    p.add_argument("--flux-weight", type=float, default=None,
+                   help="peeling and peeling-joint: weight of a relative-flux term |ΣRDN − Σtrue| / Σtrue in the "
+                        "image loss (default 0, 0.05 for peeling-joint)")
+    p.add_argument("--image-loss", choices=("l1", "noise-rms"), default=None,
+                   help="peeling and peeling-joint: the RDN's image loss: l1 (default for peeling) or noise-rms "
+                        "(root mean square of the residual in units of each pixel's noise; default for peeling-joint)")
     p.add_argument("--refine-width", type=int, default=0,
                    help="peeling only: channels of a full-resolution detail refiner grafted onto the RDN (0: none; "
                         "16 for 95 minutes gained 0.1 point of flux scatter, see the README)")
@@ -64,17 +67,29 @@ def run(args: argparse.Namespace) -> int:
     """Train; print validation lines; optionally install the weights and model card."""
     if args.model not in TRAINABLE:
         raise DeblendInputError(f"cannot train {args.model!r}: expected one of {', '.join(TRAINABLE)}")
+    joint = args.model == "peeling-joint"
+    if args.lr is None:
+        args.lr = 2e-4 if joint else 1e-3
+    if args.flux_weight is None:
+        args.flux_weight = 0.05 if joint else 0.0
+    if args.image_loss is None:
+        args.image_loss = "noise-rms" if joint else "l1"
     if args.minutes <= 0:
         raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
     if args.n_train < 100:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 100 stamps")
-    if args.flux_weight and args.model != "peeling":
+    if args.model == "peeling-joint" and (args.refine_width or args.phases or args.blocks is not None
+                                          or args.no_symmetric or getattr(args, "real_galaxies", None)):
+        raise DeblendInputError("peeling-joint trains the joint refiner of the peeling weights given by --init "
+                                "(default: the shipped ones); --refine-width, --phases, --blocks, --no-symmetric "
+                                "and --real-galaxies belong to `train peeling`")
+    if args.flux_weight and args.model not in ("peeling", "peeling-joint"):
         raise DeblendInputError(f"--flux-weight: only peeling has it, not {args.model!r}")
     if args.flux_weight < 0:
         raise DeblendInputError(f"--flux-weight={args.flux_weight}: expected a weight >= 0")
-    if args.model != "peeling" and (args.refine_width or args.phases or args.image_loss != "l1"):
+    if args.model not in ("peeling", "peeling-joint") and (args.refine_width or args.phases or args.image_loss != "l1"):
         raise DeblendInputError(f"--refine-width / --phases / --image-loss: only peeling has them, not {args.model!r}")
-    if args.model != "peeling" and args.blocks is not None:
+    if args.model not in ("peeling", "peeling-joint") and args.blocks is not None:
         raise DeblendInputError(f"--blocks: only peeling has it, not {args.model!r}")
     if args.blocks is not None and args.blocks < 1:
         raise DeblendInputError(f"--blocks={args.blocks}: expected a positive number of residual dense blocks")
@@ -111,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
         )
         train = module.train_vae if args.model == "vae" else module.train_detector
+    elif args.model == "peeling-joint":
+        from ..training.peeling_joint import JointTrainConfig, train_joint
+
+        config = JointTrainConfig(
+            preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
+            flux_weight=args.flux_weight, image_loss=args.image_loss,
+        )
+        train = train_joint
     else:
         from ..training.peeling import PeelingTrainConfig, train_peeling
 
@@ -131,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
     weights = train(config, args.out, resume=args.resume, log=bar.write, progress=progress)
     bar.close()
     if args.install:
-        install_weights(weights, args.model, asdict(config), Path(args.out), command=training_command(args))
+        if args.model == "peeling-joint":
+            install_joint_refiner(weights, asdict(config), Path(args.out), command=training_command(args))
+        else:
+            install_weights(weights, args.model, asdict(config), Path(args.out), command=training_command(args))
     return 0
 
 
@@ -142,7 +169,7 @@ def training_command(args: argparse.Namespace) -> str:
              f"--seed {args.seed}", f"--workers {args.workers}"]
     if args.batch_size is not None:
         parts.append(f"--batch-size {args.batch_size}")
-    if args.lr != 1e-3:
+    if args.lr is not None and args.lr != 1e-3:
         parts.append(f"--lr {args.lr:g}")
     if args.init:
         parts.append(f"--init {args.init}")
@@ -150,7 +177,7 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append("--no-symmetric")
     if getattr(args, "flux_weight", 0.0):
         parts.append(f"--flux-weight {args.flux_weight:g}")
-    if args.model == "peeling" and getattr(args, "image_loss", "l1") != "l1":
+    if args.model in ("peeling", "peeling-joint") and getattr(args, "image_loss", None) not in (None, "l1"):
         parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
@@ -201,8 +228,54 @@ def _inference_settings(model: str) -> dict:
         from ..deblenders.refit import BROADEN_PX
 
         return {"max_steps": PeelingDeblender.max_steps, "refine_sweeps": PeelingDeblender.refine_sweeps,
-                "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX}
+                "joint_sweeps": PeelingDeblender.joint_sweeps,
+                "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX,
+                "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
+                               "of the RDN"}
     return {}
+
+
+def _history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: str) -> Path:
+    """Install peeling weights with a joint refiner as the package's ``peeling.pt``; record it in the card.
+
+    The card keeps the peeling networks' own training record and gains a
+    ``joint_refiner`` section (command, minutes, validation curve, commit); its
+    metrics are filled by ``evaluate`` as for any model.
+    """
+    import torch
+
+    from ..deblenders.base import resolve_device
+
+    target = Path(__file__).resolve().parent.parent / "deblenders" / "weights" / "peeling.pt"
+    shutil.copyfile(weights, target)
+    card_path = target.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
+    card["joint_refiner"] = {
+        "data": f"{config['n_train']} parametric GalSim blends of 2 and 3 galaxies from napari_deblend.simulate, "
+                f"noisy, run once through the first peeling pass of {config['init']}; every predicted component "
+                "matched to a true galaxy is a sample (target: that galaxy's noiseless image)",
+        "training_command": command,
+        "minutes": config["minutes"],
+        "device": resolve_device(config["device"]),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "config": config,
+        "validation_curve": _history(run_dir),
+    }
+    if "total_minutes" in card:
+        card["total_minutes"] = card["total_minutes"] + config["minutes"]
+    card["size_bytes"] = target.stat().st_size
+    card["inference"] = _inference_settings("peeling")
+    card_path.write_text(json.dumps(card, indent=2))
+    print(f"installed {target} and {card_path}")
+    return target
 
 
 def install_weights(weights: Path, model: str, config: dict, run_dir: Path, command: str) -> Path:
@@ -215,12 +288,10 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{model}.pt"
     shutil.copyfile(weights, target)
-    history = []
-    history_path = run_dir / "history.jsonl"
-    if history_path.exists():
-        history = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+    history = _history(run_dir)
     card_path = target.with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.pop("joint_refiner", None)  # new peeling weights have none: train one with `train peeling-joint`
     card.update({
         "model": model,
         "preset": config["preset"],

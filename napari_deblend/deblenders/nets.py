@@ -57,6 +57,17 @@ def normalise(x: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor | None =
     return torch.cat([linear, soft], dim=1), scale
 
 
+def joint_input(residual: torch.Tensor, others: torch.Tensor, own: torch.Tensor, sigma: torch.Tensor):
+    """Input ``(N, 6C, H, W)`` of the peeling deblender's joint refiner and the scale of its output.
+
+    :func:`normalise` of ``residual`` (the blend minus the other components),
+    then of ``others`` (their sum) and ``own`` (the component's previous
+    estimate) at the residual's scale.
+    """
+    inp, scale = normalise(residual, sigma)
+    return torch.cat([inp, normalise(others, sigma, scale)[0], normalise(own, sigma, scale)[0]], dim=1), scale
+
+
 class DenseLayer(nn.Module):
     """3x3 convolution + ReLU whose output is concatenated to its input."""
 

@@ -20,6 +20,16 @@ the sweep now matters most on 3-galaxy blends, where it cuts the Δf/f scatter
 of the 2nd and 3rd galaxies from 21.4 / 56.3 % to 18.6 / 48.8 % (2000-blend
 test set, ``refine_sweeps`` 0 vs 1). Cost: one RDN pass per component.
 
+Joint refiner (ours, when the weights have one): the refinement sweep is then
+made by a second RDN that sees, besides the blend minus the other components,
+the other components and the component's own first-pass estimate, and
+re-extracts every component of a stamp at once (see
+:mod:`napari_deblend.training.peeling_joint`), in two sweeps (``joint_sweeps``:
+the second starts from the first's components). On 1000 validation pairs
+(seed 424242) the Δf/f scatter went 5.93 / 14.06 % -> 5.81 / 13.54 %
+(brighter / fainter) and on 1000 triples 8.2 / 16.3 / 22.1 % -> 7.8 / 15.0 /
+21.6 %, for one more pass per component.
+
 Photometric refit (also ours): last, the brightest component is refit to the
 blend minus the others as a non-negative mix of itself and a broadened copy
 (:mod:`~napari_deblend.deblenders.refit`), which undoes most of the flux the
@@ -39,6 +49,7 @@ from .refit import refit_component
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train peeling --preset lsst-i --minutes 40 --out runs/peeling --install"
+JOINT_RETRAIN_HINT = "napari-deblend train peeling-joint --preset lsst-i --minutes 60 --out runs/joint --install"
 
 
 def peeling_quality(counts: list[int], reached_zero: bool) -> str:
@@ -63,7 +74,8 @@ class PeelingDeblender(Deblender):
     min_stamp_size: ClassVar[int] = 16
     max_steps: int = 4
     batch_size: int = 64
-    refine_sweeps: int = 1
+    refine_sweeps: int = 1  # RDN sweeps (weights without a joint refiner): a second one made the pairs worse
+    joint_sweeps: int = 2  # joint-refiner sweeps (validation pairs and triples: 2 better than 1 and 3)
     refit_brightest: bool = True  # photometric refit of the brightest component (see refit.py)
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
@@ -82,6 +94,16 @@ class PeelingDeblender(Deblender):
             self.counter.load_state_dict(checkpoint["counter"])
         except RuntimeError as exc:
             raise DeblendError(f"peeling weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`") from None
+        self.joint = None  # the joint refiner, when the weights have one (see training/peeling_joint.py)
+        if "joint" in checkpoint:
+            self.joint = RDN(**checkpoint["joint_config"])
+            try:
+                self.joint.load_state_dict(checkpoint["joint"])
+            except RuntimeError as exc:
+                detail = " ".join(str(exc).split())[:300]
+                raise DeblendError(f"peeling weights {self.weights}: the joint refiner does not fit its network "
+                                   f"({detail}); retrain with `{JOINT_RETRAIN_HINT}`") from None
+            self.joint.eval().to(self.device, memory_format=memory_format_for(self.device))
         self.memory_format = memory_format_for(self.device)
         self.rdn.eval().to(self.device, memory_format=self.memory_format)
         self.counter = fold_batchnorm(self.counter).to(self.device, memory_format=self.memory_format)
@@ -135,7 +157,7 @@ class PeelingDeblender(Deblender):
                 galaxy_np = galaxy.cpu().numpy()
                 for k, j in enumerate(peel):
                     components[active[j]].append(galaxy_np[k])
-            for _ in range(self.refine_sweeps):
+            for _ in range(self.joint_sweeps if self.joint is not None else self.refine_sweeps):
                 self._refine(stamps, sigma, components)
         if self.refit_brightest:
             for i, comps in enumerate(components):
@@ -147,12 +169,34 @@ class PeelingDeblender(Deblender):
         ]
 
     def _refine(self, stamps: np.ndarray, sigma, components: list[list[np.ndarray]]) -> None:
-        """One sweep: component ``r`` (brightest first) = RDN(blend - the other components), in place."""
+        """One sweep: component ``r`` (brightest first) = RDN(blend - the other components), in place.
+
+        With a joint refiner, every component of a stamp is re-extracted at once
+        from the blend minus the others, the others and its own estimate.
+        """
         import torch
 
-        from .nets import normalise
+        from .nets import joint_input, normalise
 
         device = sigma.device
+        if self.joint is not None:
+            rows = [(i, r) for i, comps in enumerate(components) if len(comps) >= 2 for r in range(len(comps))]
+            if not rows:
+                return
+            totals = {i: np.sum(components[i], axis=0) for i, _ in rows}
+            own = np.stack([components[i][r] for i, r in rows])
+            others = np.stack([totals[i] for i, _ in rows]) - own
+            residual = np.stack([stamps[i] for i, _ in rows]) - others
+            idx = torch.as_tensor([i for i, _ in rows], device=device)
+            inp, scale = joint_input(*(torch.from_numpy(a).to(device) for a in (residual, others, own)), sigma[idx])
+            out = []
+            for lo in range(0, len(rows), self.batch_size):
+                chunk = inp[lo:lo + self.batch_size].contiguous(memory_format=self.memory_format)
+                out.append((self.joint(chunk) * scale[lo:lo + self.batch_size]).float().cpu().numpy())
+            galaxy = np.concatenate(out)
+            for k, (i, r) in enumerate(rows):
+                components[i][r] = galaxy[k]
+            return
         for rank in range(max((len(c) for c in components), default=0)):
             rows = [i for i, comps in enumerate(components) if len(comps) >= 2 and len(comps) > rank]
             if not rows:

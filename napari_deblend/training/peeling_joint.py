@@ -1,0 +1,347 @@
+"""Training of the peeling deblender's joint refiner (``napari-deblend train peeling-joint``).
+
+The first peeling pass hands light between overlapping galaxies: on 1000
+validation pairs the errors of the brighter and the fainter galaxy's flux are
+anti-correlated (−0.6 in electrons), and given the *true* neighbour the same RDN
+would measure the fainter galaxy with 7.5 % scatter instead of 14 %. The
+joint refiner re-extracts each component knowing what the first pass made of
+all of them: its input is the blend minus the other components (what the RDN
+alone saw in the refinement sweep), the other components, and the component's
+own first-pass estimate, each in the linear + asinh channels of
+:func:`~napari_deblend.deblenders.nets.normalise` (6 channels). It is an RDN
+of the peeling network's size whose first convolution takes the 4 added
+channels with zero weights, so training starts from exactly the old sweep's
+output.
+
+Data: noisy parametric blends of 2 and 3 galaxies, run once through the shipped
+first pass (peeling without refinement or refit); every predicted component
+matched one-to-one to a true galaxy is a sample whose target is that galaxy's
+noiseless image. The samples are cached in ``OUT/cache``; every batch gets a
+random flip/transposition (the same for all its images).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..deblenders.nets import RDN, joint_input
+from ..errors import DeblendInputError
+from ..presets import get_preset
+from .config import TrainConfig
+from .peeling import EMA, cosine_lr, image_loss
+
+JOINT_TRAIN_SEED = 3_000_000  # simulation seeds of the joint refiner's data; never the evaluation's
+JOINT_VALIDATION_SEED = 3_999_999
+TRIPLE_FRACTION = 0.4  # share of 3-galaxy stamps in the data (the rest are pairs)
+
+
+@dataclass
+class JointTrainConfig(TrainConfig):
+    """Options of ``napari-deblend train peeling-joint`` (``init``: the peeling weights whose first pass it refines)."""
+
+    minutes: float = 60.0
+    n_train: int = 40_000
+    n_val: int = 1_000
+    lr: float = 2e-4
+    flux_weight: float = 0.05
+    image_loss: str = "noise-rms"
+
+
+def joint_rdn_from(rdn: RDN) -> RDN:
+    """A joint refiner that computes exactly what ``rdn`` does on its first two input channels.
+
+    The new network has ``rdn``'s size with 6 input channels; it takes all of
+    ``rdn``'s weights, and zero weights for the 4 added channels.
+    """
+    config = dict(rdn.config, in_channels=3 * rdn.config["in_channels"])
+    joint = RDN(**config)
+    state = {k: v.clone() for k, v in rdn.state_dict().items()}
+    head = state["head.0.weight"]
+    grown = torch.zeros(head.shape[0], config["in_channels"], *head.shape[2:], dtype=head.dtype)
+    grown[:, : head.shape[1]] = head
+    state["head.0.weight"] = grown
+    joint.load_state_dict(state)
+    return joint
+
+
+def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarray, n_components: np.ndarray,
+                       positions: np.ndarray, sigma: float, log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+    """Samples of the joint refiner: the deblender's first pass on ``images``, matched to the truth.
+
+    Parameters
+    ----------
+    deblender : PeelingDeblender
+        Run with no refinement sweep and no refit (restored afterwards).
+    images : numpy.ndarray
+        ``(N, 1, S, S)`` noisy blends.
+    components : numpy.ndarray
+        ``(N, K, 1, S, S)`` their noiseless galaxies.
+    n_components : numpy.ndarray
+        ``(N,)`` galaxies per blend.
+    positions : numpy.ndarray
+        ``(N, K, 2)`` true positions ``(y, x)``.
+    sigma : float
+        Background noise sigma.
+
+    Returns
+    -------
+    dict
+        ``stamp`` (M,) index into ``images``; ``own``, ``others``, ``target``
+        ``(M, 1, S, S)``; ``rank`` (M,) the component's order in the first pass.
+    """
+    from ..measurements import match_positions
+
+    saved = deblender.refine_sweeps, deblender.refit_brightest, deblender.joint
+    deblender.refine_sweeps, deblender.refit_brightest, deblender.joint = 0, False, None
+    stamp, own, others, target, rank = [], [], [], [], []
+    start = time.perf_counter()
+    try:
+        for lo in range(0, len(images), 256):
+            results = deblender.deblend_batch(images[lo:lo + 256], noise=sigma)
+            for offset, result in enumerate(results):
+                i = lo + offset
+                comps = result.components
+                if len(comps) < 2:
+                    continue
+                total = comps.sum(axis=0)
+                k = int(n_components[i])
+                for p, j in match_positions(result.positions, positions[i, :k]):
+                    stamp.append(i)
+                    own.append(comps[p])
+                    others.append(total - comps[p])
+                    target.append(components[i, j])
+                    rank.append(p)
+            if lo % 5120 == 0:
+                log(f"first pass: {lo + len(results)} / {len(images)} stamps, {time.perf_counter() - start:.0f} s")
+    finally:
+        deblender.refine_sweeps, deblender.refit_brightest, deblender.joint = saved
+    return {
+        "stamp": np.asarray(stamp, np.int64),
+        "own": np.asarray(own, np.float32),
+        "others": np.asarray(others, np.float32),
+        "target": np.asarray(target, np.float32),
+        "rank": np.asarray(rank, np.int64),
+    }
+
+
+def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
+               cache_dir: Path | None, log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+    """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
+    from .evaluate import _positions_from_truth, _simulator_fingerprint
+
+    weights_tag = f"{Path(deblender.weights).stat().st_size}"
+    name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}.npz"
+    path = None if cache_dir is None else Path(cache_dir) / name
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    from ..simulate import simulate_blends
+
+    start = time.perf_counter()
+    n_triples = int(round(n * TRIPLE_FRACTION))
+    parts = []
+    for k, count in ((2, n - n_triples), (3, n_triples)):
+        if count:
+            blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
+                                     n_workers=workers)
+            comps = np.zeros((count, 3, 1, stamp_size, stamp_size), np.float32)
+            comps[:, :k] = blends.components[:, :k]
+            parts.append((blends.images.astype(np.float32), comps, np.full(count, k),
+                          _positions_from_truth(blends.truth, count, 3), float(np.mean(blends.noise_sigma))))
+    images = np.concatenate([p[0] for p in parts])
+    components = np.concatenate([p[1] for p in parts])
+    n_components = np.concatenate([p[2] for p in parts])
+    positions = np.concatenate([p[3] for p in parts])
+    sigma = parts[0][4]
+    log(f"simulated {n} blends in {time.perf_counter() - start:.0f} s")
+    data = first_pass_samples(deblender, images, components, n_components, positions, sigma, log)
+    data.update(images=images, sigma=np.float32(sigma), n_components=n_components)
+    log(f"{len(data['stamp'])} samples from {n} blends in {time.perf_counter() - start:.0f} s")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **data)
+    return data
+
+
+class JointBatches:
+    """Batches of joint-refiner samples with a random flip/transposition each."""
+
+    def __init__(self, data: dict[str, np.ndarray], seed: int) -> None:
+        self.images = torch.from_numpy(data["images"])
+        self.stamp = torch.from_numpy(data["stamp"])
+        self.own = torch.from_numpy(data["own"])
+        self.others = torch.from_numpy(data["others"])
+        self.target = torch.from_numpy(data["target"])
+        self.rank = torch.from_numpy(data["rank"])
+        self.sigma = float(data["sigma"])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.stamp)
+
+    def take(self, idx: torch.Tensor, augment: bool = True) -> dict[str, torch.Tensor]:
+        """Samples ``idx``: ``residual`` (blend minus the others), ``others``, ``own``, ``target``, ``sigma``, ``rank``."""
+        others = self.others[idx]
+        stacked = torch.cat([self.images[self.stamp[idx]] - others, others, self.own[idx], self.target[idx]], dim=1)
+        if augment:
+            g = self.generator
+            if torch.rand(1, generator=g) < 0.5:
+                stacked = stacked.flip(-1)
+            if torch.rand(1, generator=g) < 0.5:
+                stacked = stacked.flip(-2)
+            if torch.rand(1, generator=g) < 0.5:
+                stacked = stacked.transpose(-1, -2)
+        residual, others, own, target = (stacked[:, i:i + 1].contiguous() for i in range(4))
+        return {"residual": residual, "others": others, "own": own, "target": target,
+                "sigma": torch.full((len(idx),), self.sigma), "rank": self.rank[idx]}
+
+    def batch(self, size: int) -> dict[str, torch.Tensor]:
+        """A random batch of ``size`` samples."""
+        return self.take(torch.randint(len(self), (size,), generator=self.generator))
+
+
+def _flux_errors(net: RDN, batches: JointBatches, first_stage: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Δf/f of every validation sample and its rank; ``first_stage``: the input's own estimate instead of the net."""
+    errors, ranks = [], []
+    with torch.inference_mode():
+        for lo in range(0, len(batches), 256):
+            b = batches.take(torch.arange(lo, min(lo + 256, len(batches))), augment=False)
+            if first_stage:
+                flux = b["own"].sum(dim=(1, 2, 3))
+            else:
+                inp, scale = joint_input(b["residual"], b["others"], b["own"], b["sigma"])
+                flux = (net(inp) * scale).sum(dim=(1, 2, 3))
+            true = b["target"].sum(dim=(1, 2, 3))
+            errors.append(((flux - true) / true.clamp(min=1e-9)).numpy())
+            ranks.append(b["rank"].numpy())
+    return np.concatenate(errors), np.concatenate(ranks)
+
+
+def validate_joint(net: RDN, batches: JointBatches, first_stage: bool = False) -> dict[str, float]:
+    """Flux Δf/f 68 % scatter of the first-ranked and the other components of the validation samples."""
+    from .evaluate import flux_stats
+
+    was_training = net.training
+    net.eval()
+    errors, ranks = _flux_errors(net, batches, first_stage)
+    net.train(was_training)
+    first, rest = flux_stats(errors[ranks == 0]), flux_stats(errors[ranks > 0])
+    return {"scatter_first": first["scatter"], "bias_first": first["bias"],
+            "scatter_rest": rest["scatter"], "bias_rest": rest["bias"]}
+
+
+def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = False,
+                log: Callable[[str], None] = print, progress: Callable[[float], None] | None = None) -> Path:
+    """Train the joint refiner for ``config.minutes``; write ``OUT/peeling.pt`` (the peeling weights with it).
+
+    ``config.init`` names the peeling weights (default: the shipped ones); their
+    RDN and counter make the first pass and are copied unchanged into the output.
+    """
+    from ..deblenders.base import resolve_device
+    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    torch.set_flush_denormal(True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device(resolve_device(config.device))
+    preset = get_preset(config.preset)
+    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
+    config.init = str(init)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    base = load_checkpoint(init)
+    deblender = PeelingDeblender(device="cpu", preset=preset.name, weights=init)
+    cache = out / "cache"
+    train_data = joint_data(deblender, config.n_train, config.stamp_size, preset.name,
+                            JOINT_TRAIN_SEED + config.seed, config.workers, cache, log)
+    val_data = joint_data(deblender, config.n_val, config.stamp_size, preset.name,
+                          JOINT_VALIDATION_SEED, config.workers, cache, log)
+    if not len(train_data["stamp"]):
+        raise DeblendInputError(f"--n-train={config.n_train}: the first pass split none of these blends; "
+                                "simulate more stamps")
+    batches = JointBatches(train_data, config.seed)
+    val = JointBatches(val_data, JOINT_VALIDATION_SEED)
+
+    net = joint_rdn_from(deblender.rdn.cpu()).to(device)
+    del deblender
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5)
+    ema = EMA(net)
+    elapsed_before, step = 0.0, 0
+    checkpoint_path = out / "checkpoint.pt"
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["joint_live"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.shadow = state["joint"]
+        elapsed_before, step = state["elapsed"], state["step"]
+        log(f"resumed at step {step}, {elapsed_before / 60:.1f} min")
+    history = open(out / "history.jsonl", "a")
+    if step == 0:
+        start_metrics = {"step": 0, "minutes": 0.0, "first_pass": validate_joint(net, val, first_stage=True),
+                         **validate_joint(net.cpu(), val)}
+        net.to(device)
+        history.write(json.dumps(start_metrics) + "\n")
+        log(f"start: {start_metrics}")
+
+    def ema_model() -> RDN:
+        model = RDN(**net.config)
+        model.load_state_dict(ema.shadow)
+        return model
+
+    def save(final: bool = False) -> None:
+        payload = {**base, "joint": {k: v.detach().cpu() for k, v in ema.shadow.items()}, "joint_config": net.config}
+        if final:
+            tmp = out / "peeling.pt.part"
+            torch.save(payload, tmp)
+            tmp.replace(out / "peeling.pt")
+        state = {"joint_live": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                 "optimizer": optimizer.state_dict(), "joint": ema.shadow, "elapsed": elapsed(), "step": step}
+        tmp = out / "checkpoint.pt.part"
+        torch.save(state, tmp)
+        tmp.replace(checkpoint_path)
+
+    budget = config.minutes * 60.0
+    start = time.perf_counter() - elapsed_before
+    last_checkpoint = last_val = time.perf_counter()
+
+    def elapsed() -> float:
+        return time.perf_counter() - start
+
+    net.train()
+    while (now := elapsed()) < budget:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(config.lr, now / budget)
+        b = {k: v.to(device) for k, v in batches.batch(config.batch_size).items()}
+        inp, scale = joint_input(b["residual"], b["others"], b["own"], b["sigma"])
+        loss = image_loss(net(inp), b["target"], scale, b["sigma"], config.flux_weight, config.image_loss).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(net)
+        step += 1
+        if progress is not None:
+            progress(min(elapsed() / budget, 1.0))
+        if time.perf_counter() - last_val > 120:
+            metrics = {"step": step, "minutes": round(elapsed() / 60, 2), "loss": loss.item(),
+                       **validate_joint(ema_model(), val)}
+            history.write(json.dumps(metrics) + "\n")
+            history.flush()
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            last_val = time.perf_counter()
+        if time.perf_counter() - last_checkpoint > config.checkpoint_minutes * 60:
+            save()
+            last_checkpoint = time.perf_counter()
+    save(final=True)
+    history.close()
+    log(f"done: {step} steps in {elapsed() / 60:.1f} min -> {out / 'peeling.pt'}")
+    return out / "peeling.pt"

@@ -1,0 +1,158 @@
+"""The peeling deblender's joint refiner: its start, its training, the shipped weights and bad weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deblend.cli import main
+from napari_deblend.deblenders.base import DeblendError
+from napari_deblend.deblenders.nets import RDN, joint_input, normalise
+from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
+from napari_deblend.training.peeling_joint import JointTrainConfig, joint_rdn_from, train_joint
+
+
+def test_joint_refiner_starts_from_exactly_the_rdn_sweep():
+    torch.manual_seed(0)
+    rdn = RDN(n_blocks=2).eval()
+    joint = joint_rdn_from(rdn).eval()
+    assert joint.config["in_channels"] == 6
+    residual, others, own = (torch.rand(3, 1, 40, 44) * 1e4 for _ in range(3))
+    sigma = torch.full((3,), 400.0)
+    with torch.no_grad():
+        inp, scale = joint_input(residual, others, own, sigma)
+        alone, alone_scale = normalise(residual, sigma)
+        torch.testing.assert_close(scale, alone_scale)
+        torch.testing.assert_close(joint(inp), rdn(alone))
+    assert not torch.equal(inp[:, 2:], torch.zeros_like(inp[:, 2:]))  # the others and the own estimate are there
+
+
+def test_train_joint_few_steps_resume_and_deblend(tmp_path):
+    config = JointTrainConfig(minutes=0.02, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+                              device="cpu", workers=1)
+    weights = train_joint(config, tmp_path, log=lambda *a: None)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    config.minutes = state["elapsed"] / 60 + 0.02  # more budget than the first run used, however slow the machine
+    train_joint(config, tmp_path, resume=True, log=lambda *a: None)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] > state["step"]
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    start = history[0]
+    assert start["step"] == 0
+    # before any step the refiner is the RDN sweep: it changes the first pass's fluxes, within reason
+    assert 0 < start["scatter_rest"] < 1 and start["first_pass"]["scatter_rest"] > 0
+    checkpoint = torch.load(weights, weights_only=True)
+    shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
+    for key in ("rdn", "counter"):  # the first pass's networks are copied unchanged
+        assert all(torch.equal(checkpoint[key][k], shipped[key][k]) for k in shipped[key])
+    model = PeelingDeblender(device="cpu", weights=weights)
+    assert model.joint is not None
+    from napari_deblend.simulate import simulate_blends
+
+    blends = simulate_blends(4, n_galaxies=2, seed=5)
+    results = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    assert all(np.isfinite(r.components).all() for r in results)
+
+
+def test_train_joint_command_rejects_options_of_the_peeling_networks(capsys, tmp_path):
+    assert main(["train", "peeling-joint", "--blocks", "8", "--out", str(tmp_path)]) == 2
+    assert "belong to `train peeling`" in capsys.readouterr().err
+    assert main(["train", "peeling-joint", "--phases", "1", "1", "1", "--out", str(tmp_path)]) == 2
+    assert "belong to `train peeling`" in capsys.readouterr().err
+
+
+def test_recorded_joint_training_command_reproduces_the_options():
+    import argparse
+    import shlex
+
+    from napari_deblend.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "peeling-joint", "--minutes", "65", "--out", "runs/j", "--lr", "2e-4",
+                              "--flux-weight", "0.05", "--image-loss", "noise-rms"])
+    command = train.training_command(args)
+    assert command.startswith("napari-deblend train peeling-joint")
+    again = parser.parse_args(shlex.split(command)[1:])
+    assert vars(again) | {"install": False} == vars(args) | {"install": False}
+
+
+def test_weights_with_a_broken_joint_refiner_name_the_file_and_the_command(tmp_path):
+    checkpoint = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
+    rdn = RDN(n_blocks=2)
+    checkpoint["joint"] = rdn.state_dict()  # 2 input channels: not a joint refiner
+    checkpoint["joint_config"] = dict(rdn.config, in_channels=6)
+    path = tmp_path / "broken.pt"
+    torch.save(checkpoint, path)
+    with pytest.raises(DeblendError, match=r"broken\.pt.*joint refiner.*train peeling-joint"):
+        PeelingDeblender(device="cpu", weights=path)
+
+
+def test_shipped_weights_have_a_joint_refiner_and_its_card_says_how_it_was_trained():
+    model = PeelingDeblender(device="cpu")
+    assert model.joint is not None and model.joint.config["in_channels"] == 6
+    card = json.loads((WEIGHTS_DIR / "peeling.json").read_text())
+    joint = card["joint_refiner"]
+    assert joint["training_command"].startswith("napari-deblend train peeling-joint")
+    assert joint["validation_curve"][0]["step"] == 0 and joint["minutes"] > 0
+
+
+def test_shipped_joint_refiner_measures_the_fainter_galaxy_better_than_the_rdn_sweep():
+    """Pairs 1-3 arcsec apart (simulator seed 77, neither training nor test data): matched fainter galaxies."""
+    from napari_deblend.measurements import match_positions
+    from napari_deblend.simulate import simulate_blends
+    from napari_deblend.training.evaluate import flux_stats
+
+    blends = simulate_blends(300, n_galaxies=2, seed=77, separation=(1.0, 3.0))
+    truth = blends.truth
+    model = PeelingDeblender(device="cpu")
+    scatter = {}
+    for name, joint in (("joint", model.joint), ("rdn", None)):
+        model.joint = joint
+        errors = []
+        for i, result in enumerate(model.deblend_batch(blends.images, noise=blends.noise_sigma)):
+            rows = truth[truth["stamp"] == i]
+            fainter = int(np.flatnonzero(np.asarray(rows["component"]) == 1)[0])
+            true_yx = np.stack([rows["y"], rows["x"]], axis=1)
+            for p, j in match_positions(result.positions, true_yx):
+                if j == fainter:
+                    true_flux = blends.components[i, 1].sum()
+                    errors.append(result.components[p].sum() / true_flux - 1)
+        scatter[name] = flux_stats(np.asarray(errors))["scatter"]
+    assert scatter["joint"] < 0.95 * scatter["rdn"], scatter
+
+
+def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
+    from napari_deblend.simulate import simulate_blends
+
+    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    model = PeelingDeblender(device="cpu")
+    joint = model.joint
+    model.joint, model.refine_sweeps, model.refit_brightest = None, 0, False
+    first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
+    stamp, sigma = blends.images[i], torch.tensor([blends.noise_sigma], dtype=torch.float32)
+    bright, faint = first_pass[i].components
+
+    def refined(own, other):
+        with torch.inference_mode():
+            inp, scale = joint_input(*(torch.from_numpy(a[None]) for a in (stamp - other, other, own)), sigma)
+            return (joint(inp) * scale)[0].numpy()
+
+    model.joint = joint
+    components = [[bright.copy(), faint.copy()]]
+    with torch.inference_mode():
+        model._refine(blends.images[i:i + 1], sigma, components)
+    # Jacobi: both from the first pass, each knowing the other's first-pass image and its own
+    np.testing.assert_allclose(components[0][0], refined(bright, faint), atol=1e-2)
+    np.testing.assert_allclose(components[0][1], refined(faint, bright), atol=1e-2)
+    # deblend_batch: joint_sweeps (2) sweeps, then the refit of the brightest
+    assert PeelingDeblender.joint_sweeps == 2
+    model.refit_brightest = False
+    twice = [[c.copy() for c in components[0]]]
+    with torch.inference_mode():
+        model._refine(blends.images[i:i + 1], sigma, twice)
+    out = model.deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)[0]
+    np.testing.assert_allclose(out.components, np.stack(twice[0]), atol=1e-2)
