@@ -159,3 +159,12 @@ def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
         model._refine(blends.images[i:i + 1], sigma, twice)
     out = model.deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)[0]
     np.testing.assert_allclose(out.components, np.stack(twice[0]), atol=1e-2)
+
+
+def test_the_deblend_panel_summary_names_the_joint_refiners_commit():
+    from napari_deblend._widgets.deblend_panel import model_summary
+
+    card = json.loads((WEIGHTS_DIR / "peeling.json").read_text())
+    summary = model_summary("peeling")
+    assert f"joint refiner: commit {card['joint_refiner']['git_commit'][:8]}" in summary
+    assert f"trained {card['total_minutes']} min" in summary

@@ -64,8 +64,11 @@ def model_summary(name: str) -> str:
     except DeblendError as exc:
         return f"{lines[0]}\n(unavailable: {exc})"
     if card:
-        lines.append(f"preset {card.get('preset', '?')}; trained {card.get('total_minutes', card.get('minutes', '?'))} min on "
-                     f"{card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
+        trained = (f"preset {card.get('preset', '?')}; trained {card.get('total_minutes', card.get('minutes', '?'))} "
+                   f"min on {card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
+        if isinstance(card.get("joint_refiner"), dict):
+            trained += f" (joint refiner: commit {str(card['joint_refiner'].get('git_commit', '?'))[:8]})"
+        lines.append(trained)
         metrics = (card.get("metrics") or {}).get("by_blend_multiplicity", {})
         for k, m in sorted(metrics.items()):
             ranks = m.get("ranks", m)
