@@ -168,3 +168,43 @@ def test_the_deblend_panel_summary_names_the_joint_refiners_commit():
     summary = model_summary("peeling")
     assert f"joint refiner: commit {card['joint_refiner']['git_commit'][:8]}" in summary
     assert f"trained {card['total_minutes']} min" in summary
+
+
+def test_data_sweeps_add_the_joint_sweeps_outputs_as_samples():
+    from napari_deblend.simulate import simulate_blends
+    from napari_deblend.training.evaluate import _positions_from_truth
+    from napari_deblend.training.peeling_joint import first_pass_samples
+
+    blends = simulate_blends(6, n_galaxies=2, seed=5)
+    positions = _positions_from_truth(blends.truth, 6, 2)
+    model = PeelingDeblender(device="cpu")
+    args = (blends.images, blends.components, blends.n_components, positions, blends.noise_sigma)
+    first = first_pass_samples(model, *args, log=lambda *a: None)
+    both = first_pass_samples(model, *args, log=lambda *a: None, sweeps=1)
+    assert model.joint is not None and model.refit_brightest  # restored
+    n = len(first["stamp"])
+    assert n > 0 and len(both["stamp"]) == 2 * n
+    # per stamp: its first-pass samples, then the same galaxies after one joint sweep
+    stamps = np.unique(first["stamp"])
+    i = int(stamps[0])
+    rows = np.flatnonzero(both["stamp"] == i)
+    k = len(rows) // 2
+    np.testing.assert_array_equal(both["own"][rows[:k]], first["own"][first["stamp"] == i])
+    comps = [[c.copy() for c in first["own"][first["stamp"] == i]]]
+    sigma = torch.tensor([blends.noise_sigma], dtype=torch.float32)
+    with torch.inference_mode():
+        model._refine(blends.images[i:i + 1], sigma, comps)
+    np.testing.assert_allclose(both["own"][rows[k:]], np.stack(comps[0]), atol=1e-2)
+    np.testing.assert_array_equal(both["target"][rows[k:]], both["target"][rows[:k]])
+
+
+def test_data_sweeps_need_a_joint_refiner_and_belong_to_peeling_joint(capsys, tmp_path):
+    from napari_deblend.training.peeling_joint import first_pass_samples
+
+    model = PeelingDeblender(device="cpu")
+    model.joint = None
+    with pytest.raises(Exception, match="no joint refiner"):
+        first_pass_samples(model, np.zeros((1, 1, 48, 48), np.float32), np.zeros((1, 2, 1, 48, 48), np.float32),
+                           np.array([2]), np.zeros((1, 2, 2)), 400.0, sweeps=1)
+    assert main(["train", "peeling", "--data-sweeps", "1", "--out", str(tmp_path)]) == 2
+    assert "only peeling-joint" in capsys.readouterr().err

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
+    p.add_argument("--data-sweeps", type=int, default=0,
+                   help="peeling-joint only: joint sweeps (of the --init weights' joint refiner, which training then "
+                        "goes on from) whose outputs are also training samples (default 0: the first pass only)")
     p.add_argument("--real-galaxies", metavar="DIR",
                    help="export-training folder: its clean isolated galaxies join the parametric ones as blend "
                         "members; without --init, fine-tunes the shipped weights")
@@ -83,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError("peeling-joint trains the joint refiner of the peeling weights given by --init "
                                 "(default: the shipped ones); --refine-width, --phases, --blocks, --no-symmetric "
                                 "and --real-galaxies belong to `train peeling`")
+    if getattr(args, "data_sweeps", 0) and args.model != "peeling-joint":
+        raise DeblendInputError(f"--data-sweeps: only peeling-joint has it, not {args.model!r}")
+    if getattr(args, "data_sweeps", 0) < 0:
+        raise DeblendInputError(f"--data-sweeps={args.data_sweeps}: expected 0 or a positive number of sweeps")
     if args.flux_weight and args.model not in ("peeling", "peeling-joint"):
         raise DeblendInputError(f"--flux-weight: only peeling has it, not {args.model!r}")
     if args.flux_weight < 0:
@@ -132,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         config = JointTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
-            flux_weight=args.flux_weight, image_loss=args.image_loss,
+            flux_weight=args.flux_weight, image_loss=args.image_loss, data_sweeps=args.data_sweeps,
         )
         train = train_joint
     else:
@@ -183,6 +190,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--refine-width {args.refine_width}")
     if args.model == "peeling" and getattr(args, "blocks", None) is not None:
         parts.append(f"--blocks {args.blocks}")
+    if getattr(args, "data_sweeps", 0):
+        parts.append(f"--data-sweeps {args.data_sweeps}")
     if getattr(args, "phases", None):
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))
     if getattr(args, "real_galaxies", None):

@@ -53,6 +53,9 @@ class JointTrainConfig(TrainConfig):
     lr: float = 2e-4
     flux_weight: float = 0.05
     image_loss: str = "noise-rms"
+    # joint sweeps whose outputs are also samples (0: the first pass only); > 0 needs --init weights with a
+    # joint refiner, which then also starts the training (the later sweeps' inputs come from it)
+    data_sweeps: int = 0
 
 
 def joint_rdn_from(rdn: RDN) -> RDN:
@@ -73,7 +76,8 @@ def joint_rdn_from(rdn: RDN) -> RDN:
 
 
 def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarray, n_components: np.ndarray,
-                       positions: np.ndarray, sigma: float, log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+                       positions: np.ndarray, sigma: float, log: Callable[[str], None] = print,
+                       sweeps: int = 0) -> dict[str, np.ndarray]:
     """Samples of the joint refiner: the deblender's first pass on ``images``, matched to the truth.
 
     Parameters
@@ -90,6 +94,9 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
         ``(N, K, 2)`` true positions ``(y, x)``.
     sigma : float
         Background noise sigma.
+    sweeps : int
+        Joint-refiner sweeps (the deblender's) applied after the first pass,
+        each of whose outputs also gives samples (as inputs of the next sweep).
 
     Returns
     -------
@@ -100,25 +107,41 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
     from ..measurements import match_positions
 
     saved = deblender.refine_sweeps, deblender.refit_brightest, deblender.joint
+    joint = deblender.joint
+    if sweeps and joint is None:
+        raise DeblendInputError(f"data sweeps {sweeps}: the weights {deblender.weights} have no joint refiner to "
+                                "make them; give --init weights with one")
     deblender.refine_sweeps, deblender.refit_brightest, deblender.joint = 0, False, None
     stamp, own, others, target, rank = [], [], [], [], []
     start = time.perf_counter()
     try:
         for lo in range(0, len(images), 256):
             results = deblender.deblend_batch(images[lo:lo + 256], noise=sigma)
+            passes = [[list(r.components) for r in results]]
+            if sweeps:
+                deblender.joint = joint
+                sigmas = torch.full((len(results),), float(sigma))
+                for _ in range(sweeps):
+                    comps = [[c.copy() for c in stamp_comps] for stamp_comps in passes[-1]]
+                    with torch.inference_mode():
+                        deblender._refine(images[lo:lo + len(results)], sigmas, comps)
+                    passes.append(comps)
+                deblender.joint = None
             for offset, result in enumerate(results):
                 i = lo + offset
-                comps = result.components
-                if len(comps) < 2:
+                if len(result.components) < 2:
                     continue
-                total = comps.sum(axis=0)
                 k = int(n_components[i])
-                for p, j in match_positions(result.positions, positions[i, :k]):
-                    stamp.append(i)
-                    own.append(comps[p])
-                    others.append(total - comps[p])
-                    target.append(components[i, j])
-                    rank.append(p)
+                matches = match_positions(result.positions, positions[i, :k])
+                for stage in passes:
+                    comps = np.stack(stage[offset])
+                    total = comps.sum(axis=0)
+                    for p, j in matches:
+                        stamp.append(i)
+                        own.append(comps[p])
+                        others.append(total - comps[p])
+                        target.append(components[i, j])
+                        rank.append(p)
             if lo % 5120 == 0:
                 log(f"first pass: {lo + len(results)} / {len(images)} stamps, {time.perf_counter() - start:.0f} s")
     finally:
@@ -133,12 +156,13 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
 
 
 def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
-               cache_dir: Path | None, log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+               cache_dir: Path | None, log: Callable[[str], None] = print, sweeps: int = 0) -> dict[str, np.ndarray]:
     """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
     from .evaluate import _positions_from_truth, _simulator_fingerprint
 
     weights_tag = f"{Path(deblender.weights).stat().st_size}"
-    name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}.npz"
+    tag = f"_sweeps{sweeps}" if sweeps else ""
+    name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}{tag}.npz"
     path = None if cache_dir is None else Path(cache_dir) / name
     if path is not None and path.exists():
         with np.load(path) as data:
@@ -162,7 +186,7 @@ def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, 
     positions = np.concatenate([p[3] for p in parts])
     sigma = parts[0][4]
     log(f"simulated {n} blends in {time.perf_counter() - start:.0f} s")
-    data = first_pass_samples(deblender, images, components, n_components, positions, sigma, log)
+    data = first_pass_samples(deblender, images, components, n_components, positions, sigma, log, sweeps)
     data.update(images=images, sigma=np.float32(sigma), n_components=n_components)
     log(f"{len(data['stamp'])} samples from {n} blends in {time.perf_counter() - start:.0f} s")
     if path is not None:
@@ -263,16 +287,22 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     deblender = PeelingDeblender(device="cpu", preset=preset.name, weights=init)
     cache = out / "cache"
     train_data = joint_data(deblender, config.n_train, config.stamp_size, preset.name,
-                            JOINT_TRAIN_SEED + config.seed, config.workers, cache, log)
+                            JOINT_TRAIN_SEED + config.seed, config.workers, cache, log, config.data_sweeps)
     val_data = joint_data(deblender, config.n_val, config.stamp_size, preset.name,
-                          JOINT_VALIDATION_SEED, config.workers, cache, log)
+                          JOINT_VALIDATION_SEED, config.workers, cache, log, config.data_sweeps)
     if not len(train_data["stamp"]):
         raise DeblendInputError(f"--n-train={config.n_train}: the first pass split none of these blends; "
                                 "simulate more stamps")
     batches = JointBatches(train_data, config.seed)
     val = JointBatches(val_data, JOINT_VALIDATION_SEED)
 
-    net = joint_rdn_from(deblender.rdn.cpu()).to(device)
+    if config.data_sweeps:  # go on from the given joint refiner, whose sweeps made the data
+        net = RDN(**base["joint_config"])
+        net.load_state_dict(base["joint"])
+        net = net.to(device)
+        log(f"starting from the joint refiner of {init}")
+    else:
+        net = joint_rdn_from(deblender.rdn.cpu()).to(device)
     del deblender
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5)
     ema = EMA(net)
