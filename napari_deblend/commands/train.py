@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import DeblendInputError
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
 TRAINABLE = ("peeling", "peeling-joint", "unet", "vae", "detector")
 DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "unet": 64, "vae": 64, "detector": 64}
 
@@ -214,7 +215,7 @@ def _real_galaxy_options(args: argparse.Namespace) -> dict:
         raise DeblendInputError(f"--real-galaxies {folder}: no index.ecsv there; make it with "
                                 "`napari-deblend export-training --labels DB --out DIR`")
     if not args.init and not args.resume:
-        shipped = Path(__file__).resolve().parent.parent / "deblenders" / "weights" / f"{args.model}.pt"
+        shipped = WEIGHTS_DIR / f"{args.model}.pt"
         if shipped.exists():
             args.init = str(shipped)
             print(f"fine-tuning from the shipped weights {shipped} (give --init to start elsewhere)")
@@ -244,11 +245,23 @@ def _inference_settings(model: str) -> dict:
     return {}
 
 
-def _history(run_dir: Path) -> list[dict]:
+def _training_record(config: dict, run_dir: Path, command: str) -> dict:
+    """What a model card records of a training run: command, minutes, device, versions, config, curve."""
+    import torch
+
+    from ..deblenders.base import resolve_device
+
     path = run_dir / "history.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {
+        "training_command": command,
+        "minutes": config["minutes"],
+        "device": resolve_device(config["device"]),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "config": config,
+        "validation_curve": history,
+    }
 
 
 def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: str) -> Path:
@@ -258,11 +271,7 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     ``joint_refiner`` section (command, minutes, validation curve, commit); its
     metrics are filled by ``evaluate`` as for any model.
     """
-    import torch
-
-    from ..deblenders.base import resolve_device
-
-    target = Path(__file__).resolve().parent.parent / "deblenders" / "weights" / "peeling.pt"
+    target = WEIGHTS_DIR / "peeling.pt"
     shutil.copyfile(weights, target)
     card_path = target.with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
@@ -270,13 +279,7 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
         "data": f"{config['n_train']} parametric GalSim blends of 2 and 3 galaxies from napari_deblend.simulate, "
                 f"noisy, run once through the first peeling pass of {config['init']}; every predicted component "
                 "matched to a true galaxy is a sample (target: that galaxy's noiseless image)",
-        "training_command": command,
-        "minutes": config["minutes"],
-        "device": resolve_device(config["device"]),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "config": config,
-        "validation_curve": _history(run_dir),
+        **_training_record(config, run_dir, command),
     }
     if "total_minutes" in card:
         card["total_minutes"] = card["total_minutes"] + config["minutes"]
@@ -289,15 +292,9 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
 
 def install_weights(weights: Path, model: str, config: dict, run_dir: Path, command: str) -> Path:
     """Copy weights into the package and write the model card (metrics are filled by ``evaluate``)."""
-    import torch
-
-    from ..deblenders.base import resolve_device
-
-    target_dir = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{model}.pt"
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = WEIGHTS_DIR / f"{model}.pt"
     shutil.copyfile(weights, target)
-    history = _history(run_dir)
     card_path = target.with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.pop("joint_refiner", None)  # new peeling weights have none: train one with `train peeling-joint`
@@ -306,13 +303,7 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
         "preset": config["preset"],
         "data": f"parametric GalSim bulge+disk blends of 1-3 galaxies from napari_deblend.simulate "
                 f"({config['n_train']} noiseless stamps of {config['stamp_size']} px, fresh noise every batch)",
-        "training_command": command,
-        "minutes": config["minutes"],
-        "device": resolve_device(config["device"]),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "config": config,
-        "validation_curve": history,
+        **_training_record(config, run_dir, command),
         "size_bytes": target.stat().st_size,
         "inference": _inference_settings(model),
     })

@@ -94,6 +94,7 @@ class PeelingDeblender(Deblender):
             self.counter.load_state_dict(checkpoint["counter"])
         except RuntimeError as exc:
             raise DeblendError(f"peeling weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`") from None
+        self.memory_format = memory_format_for(self.device)
         self.joint = None  # the joint refiner, when the weights have one (see training/peeling_joint.py)
         if "joint" in checkpoint:
             self.joint = RDN(**checkpoint["joint_config"])
@@ -103,8 +104,7 @@ class PeelingDeblender(Deblender):
                 detail = " ".join(str(exc).split())[:300]
                 raise DeblendError(f"peeling weights {self.weights}: the joint refiner does not fit its network "
                                    f"({detail}); retrain with `{JOINT_RETRAIN_HINT}`") from None
-            self.joint.eval().to(self.device, memory_format=memory_format_for(self.device))
-        self.memory_format = memory_format_for(self.device)
+            self.joint.eval().to(self.device, memory_format=self.memory_format)
         self.rdn.eval().to(self.device, memory_format=self.memory_format)
         self.counter = fold_batchnorm(self.counter).to(self.device, memory_format=self.memory_format)
         self.version = str(checkpoint.get("version", "1"))
@@ -183,7 +183,7 @@ class PeelingDeblender(Deblender):
             rows = [(i, r) for i, comps in enumerate(components) if len(comps) >= 2 for r in range(len(comps))]
             if not rows:
                 return
-            totals = {i: np.sum(components[i], axis=0) for i, _ in rows}
+            totals = {i: np.sum(components[i], axis=0) for i in {i for i, _ in rows}}
             own = np.stack([components[i][r] for i, r in rows])
             others = np.stack([totals[i] for i, _ in rows]) - own
             residual = np.stack([stamps[i] for i, _ in rows]) - others

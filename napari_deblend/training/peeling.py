@@ -283,13 +283,10 @@ def save_checkpoint(path: Path, rdn: RDN, counter: GalaxyCounter, state: dict[st
     tmp.replace(path)
 
 
-def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = print) -> tuple:
-    """Common start of a training run: output folder, seeds, threads, device, config.json, cached data.
+def start_run(config: Any, out_dir: str | Path) -> tuple[Path, torch.device, Any]:
+    """Output folder, seeds, threads, device and ``config.json`` of a training run: ``(out, device, preset)``.
 
-    ``config`` needs ``seed``, ``threads``, ``device``, ``preset``, ``n_train``, ``n_val``,
-    ``stamp_size`` and ``workers``; with ``real_galaxies`` (an export-training folder) a
-    ``real_fraction`` of the training galaxies become real ones (the validation set stays
-    parametric). Returns ``(out, device, preset, train_data, val_data)``.
+    ``config`` needs ``seed``, ``threads``, ``device`` and ``preset``.
     """
     from ..deblenders.base import resolve_device
 
@@ -302,6 +299,18 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
     device = torch.device(resolve_device(config.device))
     preset = get_preset(config.preset)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    return out, device, preset
+
+
+def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = print) -> tuple:
+    """Common start of a training run: output folder, seeds, threads, device, config.json, cached data.
+
+    ``config`` needs ``seed``, ``threads``, ``device``, ``preset``, ``n_train``, ``n_val``,
+    ``stamp_size`` and ``workers``; with ``real_galaxies`` (an export-training folder) a
+    ``real_fraction`` of the training galaxies become real ones (the validation set stays
+    parametric). Returns ``(out, device, preset, train_data, val_data)``.
+    """
+    out, device, preset = start_run(config, out_dir)
     cache = out / "cache"
     train_data = load_or_simulate(config.n_train, config.stamp_size, preset.name,
                                   TRAIN_SEED_BASE + config.seed, config.workers, cache, log)

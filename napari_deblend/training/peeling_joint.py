@@ -22,10 +22,11 @@ random flip/transposition (the same for all its images).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,14 @@ import torch
 
 from ..deblenders.nets import RDN, joint_input
 from ..errors import DeblendInputError
-from ..presets import get_preset
 from .config import TrainConfig
-from .peeling import EMA, cosine_lr, image_loss
+from .loop import Phase, run_phase, save_weights
+from .peeling import image_loss, start_run
 
 JOINT_TRAIN_SEED = 3_000_000  # simulation seeds of the joint refiner's data; never the evaluation's
 JOINT_VALIDATION_SEED = 3_999_999
 TRIPLE_FRACTION = 0.4  # share of 3-galaxy stamps in the data (the rest are pairs)
+PHASE = "joint"  # the training loop's phase name (history lines, joint_checkpoint.pt)
 
 
 @dataclass
@@ -160,7 +162,7 @@ def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, 
     """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
     from .evaluate import _positions_from_truth, _simulator_fingerprint
 
-    weights_tag = f"{Path(deblender.weights).stat().st_size}"
+    weights_tag = hashlib.sha256(Path(deblender.weights).read_bytes()).hexdigest()[:12]  # the first pass's weights
     tag = f"_sweeps{sweeps}" if sweeps else ""
     name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}{tag}.npz"
     path = None if cache_dir is None else Path(cache_dir) / name
@@ -235,17 +237,19 @@ class JointBatches:
 def _flux_errors(net: RDN, batches: JointBatches, first_stage: bool) -> tuple[np.ndarray, np.ndarray]:
     """Δf/f of every validation sample and its rank; ``first_stage``: the input's own estimate instead of the net."""
     errors, ranks = [], []
+    device = next(net.parameters()).device
     with torch.inference_mode():
         for lo in range(0, len(batches), 256):
-            b = batches.take(torch.arange(lo, min(lo + 256, len(batches))), augment=False)
+            b = {k: v.to(device) for k, v in batches.take(torch.arange(lo, min(lo + 256, len(batches))),
+                                                             augment=False).items()}
             if first_stage:
                 flux = b["own"].sum(dim=(1, 2, 3))
             else:
                 inp, scale = joint_input(b["residual"], b["others"], b["own"], b["sigma"])
                 flux = (net(inp) * scale).sum(dim=(1, 2, 3))
             true = b["target"].sum(dim=(1, 2, 3))
-            errors.append(((flux - true) / true.clamp(min=1e-9)).numpy())
-            ranks.append(b["rank"].numpy())
+            errors.append(((flux - true) / true.clamp(min=1e-9)).cpu().numpy())
+            ranks.append(b["rank"].cpu().numpy())
     return np.concatenate(errors), np.concatenate(ranks)
 
 
@@ -268,21 +272,14 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
 
     ``config.init`` names the peeling weights (default: the shipped ones); their
     RDN and counter make the first pass and are copied unchanged into the output.
+    The loop (cosine schedule, weight average, ``history.jsonl``, a resumable
+    ``joint_checkpoint.pt``) is :func:`~napari_deblend.training.loop.run_phase`.
     """
-    from ..deblenders.base import resolve_device
     from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    torch.set_flush_denormal(True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = torch.device(resolve_device(config.device))
-    preset = get_preset(config.preset)
     init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
     config.init = str(init)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    out, device, preset = start_run(config, out_dir)
     base = load_checkpoint(init)
     deblender = PeelingDeblender(device="cpu", preset=preset.name, weights=init)
     cache = out / "cache"
@@ -299,79 +296,25 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     if config.data_sweeps:  # go on from the given joint refiner, whose sweeps made the data
         net = RDN(**base["joint_config"])
         net.load_state_dict(base["joint"])
-        net = net.to(device)
         log(f"starting from the joint refiner of {init}")
     else:
-        net = joint_rdn_from(deblender.rdn.cpu()).to(device)
+        net = joint_rdn_from(deblender.rdn.cpu())
     del deblender
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5)
-    ema = EMA(net)
-    elapsed_before, step = 0.0, 0
-    checkpoint_path = out / "checkpoint.pt"
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["joint_live"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema.shadow = state["joint"]
-        elapsed_before, step = state["elapsed"], state["step"]
-        log(f"resumed at step {step}, {elapsed_before / 60:.1f} min")
-    history = open(out / "history.jsonl", "a")
-    if step == 0:
+    net = net.to(device)
+    if not (resume and (out / f"{PHASE}_checkpoint.pt").exists()):
         start_metrics = {"step": 0, "minutes": 0.0, "first_pass": validate_joint(net, val, first_stage=True),
-                         **validate_joint(net.cpu(), val)}
-        net.to(device)
-        history.write(json.dumps(start_metrics) + "\n")
+                         **validate_joint(net, val)}
+        with open(out / "history.jsonl", "a") as history:
+            history.write(json.dumps(start_metrics) + "\n")
         log(f"start: {start_metrics}")
 
-    def ema_model() -> RDN:
-        model = RDN(**net.config)
-        model.load_state_dict(ema.shadow)
-        return model
-
-    def save(final: bool = False) -> None:
-        payload = {**base, "joint": {k: v.detach().cpu() for k, v in ema.shadow.items()}, "joint_config": net.config}
-        if final:
-            tmp = out / "peeling.pt.part"
-            torch.save(payload, tmp)
-            tmp.replace(out / "peeling.pt")
-        state = {"joint_live": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                 "optimizer": optimizer.state_dict(), "joint": ema.shadow, "elapsed": elapsed(), "step": step}
-        tmp = out / "checkpoint.pt.part"
-        torch.save(state, tmp)
-        tmp.replace(checkpoint_path)
-
-    budget = config.minutes * 60.0
-    start = time.perf_counter() - elapsed_before
-    last_checkpoint = last_val = time.perf_counter()
-
-    def elapsed() -> float:
-        return time.perf_counter() - start
-
-    net.train()
-    while (now := elapsed()) < budget:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(config.lr, now / budget)
+    def step() -> torch.Tensor:
         b = {k: v.to(device) for k, v in batches.batch(config.batch_size).items()}
         inp, scale = joint_input(b["residual"], b["others"], b["own"], b["sigma"])
-        loss = image_loss(net(inp), b["target"], scale, b["sigma"], config.flux_weight, config.image_loss).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        ema.update(net)
-        step += 1
-        if progress is not None:
-            progress(min(elapsed() / budget, 1.0))
-        if time.perf_counter() - last_val > 120:
-            metrics = {"step": step, "minutes": round(elapsed() / 60, 2), "loss": loss.item(),
-                       **validate_joint(ema_model(), val)}
-            history.write(json.dumps(metrics) + "\n")
-            history.flush()
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-            last_val = time.perf_counter()
-        if time.perf_counter() - last_checkpoint > config.checkpoint_minutes * 60:
-            save()
-            last_checkpoint = time.perf_counter()
-    save(final=True)
-    history.close()
-    log(f"done: {step} steps in {elapsed() / 60:.1f} min -> {out / 'peeling.pt'}")
-    return out / "peeling.pt"
+        return image_loss(net(inp), b["target"], scale, b["sigma"], config.flux_weight, config.image_loss).mean()
+
+    phase = Phase(PHASE, net, torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5), step,
+                  lambda model: validate_joint(model, val), config.lr, config.minutes * 60.0)
+    averaged = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
+    joint = {k: v.detach().cpu() for k, v in averaged.state_dict().items()}
+    return save_weights(out / "peeling.pt", {**base, "joint": joint, "joint_config": net.config})
