@@ -191,8 +191,21 @@ def test_update_model_card(sextractor_run, tmp_path):
     metrics = data["metrics"]["by_blend_multiplicity"]["2"]["ranks"]["0"]
     assert metrics["recovered"] == summary["models"]["sextractor"]["2"]["ranks"]["0"]["recovered"]
     assert data["metrics"]["settings"]["seed"] == EVAL_SEED
+    assert "inference" not in data
+    update_model_card(card, summary, "sextractor", inference={"joint_flips": 4})
+    assert json.loads(card.read_text())["inference"] == {"joint_flips": 4}  # what the metrics depend on
     with pytest.raises(DeblendInputError, match="not in the evaluation summary"):
         update_model_card(card, summary, "peeling")
+
+
+def test_the_shipped_peeling_card_records_how_its_metrics_were_made():
+    from napari_deblend.commands.train import inference_settings
+    from napari_deblend.deblenders.peeling import WEIGHTS_DIR
+
+    card = json.loads((WEIGHTS_DIR / "peeling.json").read_text())
+    assert card["inference"] == inference_settings("peeling")
+    facts = card["metrics"]["by_blend_multiplicity"]["2"]
+    assert facts["precision"] in ("bfloat16", "float32") and facts["device"] == "cpu"
 
 
 def test_markdown_tables_side_by_side(sextractor_run):

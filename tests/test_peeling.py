@@ -50,6 +50,7 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
     model.joint = None  # the RDN's sweep (weights without a joint refiner; see test_peeling_joint.py)
     model.refine_sweeps = 0
     model.refit_brightest = False
+    model.precision = "float32"  # the hand computation below is in float32
     first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
     stamp, sigma = blends.images[i], torch.tensor([blends.noise_sigma], dtype=torch.float32)

@@ -72,9 +72,9 @@ def test_recorded_joint_training_command_reproduces_the_options():
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers())
     args = parser.parse_args(["train", "peeling-joint", "--minutes", "65", "--out", "runs/j", "--lr", "2e-4",
-                              "--flux-weight", "0.05", "--image-loss", "noise-rms"])
+                              "--flux-weight", "0.05", "--image-loss", "noise-rms", "--continue-joint"])
     command = train.training_command(args)
-    assert command.startswith("napari-deblend train peeling-joint")
+    assert command.startswith("napari-deblend train peeling-joint") and "--continue-joint" in command
     again = parser.parse_args(shlex.split(command)[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
 
@@ -133,7 +133,7 @@ def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
     blends = simulate_blends(8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     joint = model.joint
-    model.joint, model.refine_sweeps, model.refit_brightest = None, 0, False
+    model.joint, model.refine_sweeps, model.refit_brightest, model.precision = None, 0, False, "float32"
     first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
     stamp, sigma = blends.images[i], torch.tensor([blends.noise_sigma], dtype=torch.float32)
@@ -144,7 +144,7 @@ def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
             inp, scale = joint_input(*(torch.from_numpy(a[None]) for a in (stamp - other, other, own)), sigma)
             return (joint(inp) * scale)[0].numpy()
 
-    model.joint = joint
+    model.joint, model.joint_flips = joint, 1
     components = [[bright.copy(), faint.copy()]]
     with torch.inference_mode():
         model._refine(blends.images[i:i + 1], sigma, components)
@@ -208,3 +208,76 @@ def test_data_sweeps_need_a_joint_refiner_and_belong_to_peeling_joint(capsys, tm
                            np.array([2]), np.zeros((1, 2, 2)), 400.0, sweeps=1)
     assert main(["train", "peeling", "--data-sweeps", "1", "--out", str(tmp_path)]) == 2
     assert "only peeling-joint" in capsys.readouterr().err
+
+
+def test_continue_joint_goes_on_from_the_init_weights_joint_refiner(tmp_path):
+    """With a zero learning rate the fine-tune's refiner is the --init weights' refiner, unchanged."""
+    config = JointTrainConfig(minutes=0.01, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+                              device="cpu", workers=1, lr=0.0, continue_joint=True)
+    weights = train_joint(config, tmp_path, log=lambda *a: None)
+    trained = torch.load(weights, weights_only=True)["joint"]
+    shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)["joint"]
+    assert all(torch.allclose(trained[k].float(), shipped[k].float()) for k in shipped)
+
+
+def test_continue_joint_needs_weights_with_a_joint_refiner_and_belongs_to_peeling_joint(capsys, tmp_path):
+    checkpoint = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
+    for key in ("joint", "joint_config"):
+        checkpoint.pop(key)
+    path = tmp_path / "first_pass_only.pt"
+    torch.save(checkpoint, path)
+    assert main(["train", "peeling-joint", "--continue-joint", "--init", str(path), "--minutes", "0.01",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "first_pass_only.pt" in err and "no joint refiner" in err
+    assert main(["train", "peeling", "--continue-joint", "--out", str(tmp_path)]) == 2
+    assert "only peeling-joint" in capsys.readouterr().err
+
+
+def test_joint_refiner_output_is_averaged_over_four_flips():
+    from napari_deblend.deblenders.inference import flip_average
+    from napari_deblend.simulate import simulate_blends
+
+    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    model = PeelingDeblender(device="cpu")
+    model.refine_sweeps, model.refit_brightest, model.precision = 0, False, "float32"
+    joint, model.joint = model.joint, None
+    first_pass = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    i = next(k for k, r in enumerate(first_pass) if r.n_components == 2)
+    bright, faint = first_pass[i].components
+    sigma = torch.tensor([blends.noise_sigma], dtype=torch.float32)
+    with torch.inference_mode():
+        inp, scale = joint_input(*(torch.from_numpy(a[None]) for a in (blends.images[i] - faint, faint, bright)),
+                                 sigma)
+        by_hand = torch.stack([joint(inp), joint(inp.flip(-1)).flip(-1), joint(inp.flip(-2)).flip(-2),
+                               joint(inp.flip(-2, -1)).flip(-2, -1)]).mean(dim=0)
+        torch.testing.assert_close(flip_average(joint, inp, 4), by_hand, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(flip_average(joint, inp, 1), joint(inp), atol=1e-5, rtol=1e-5)
+        model.joint = joint
+        components = [[bright.copy(), faint.copy()]]
+        model._refine(blends.images[i:i + 1], sigma, components)
+    assert model.joint_flips == 4
+    np.testing.assert_allclose(components[0][0], (by_hand * scale)[0].numpy(), atol=1e-2)
+    with pytest.raises(ValueError, match="n_flips=5"):
+        flip_average(joint, inp, 5)
+
+
+def test_precision_auto_gives_the_same_fluxes_as_float32():
+    """bfloat16 where the CPU has it (float32 elsewhere, where this compares float32 with itself)."""
+    from napari_deblend.deblenders.inference import autocast_dtype_for
+    from napari_deblend.simulate import simulate_blends
+
+    assert autocast_dtype_for("cpu", "float32") is None
+    assert autocast_dtype_for("cuda", "auto") == torch.float16
+    blends = simulate_blends(16, n_galaxies=2, seed=6)
+    model = PeelingDeblender(device="cpu")
+    auto = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    model.precision = "float32"
+    exact = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    same = [(a, e) for a, e in zip(auto, exact) if a.n_components == e.n_components]
+    assert len(same) >= 14
+    ratios = np.concatenate([a.components.sum(axis=(1, 2, 3)) / e.components.sum(axis=(1, 2, 3)) for a, e in same])
+    assert np.median(np.abs(ratios - 1)) < 0.003 and np.max(np.abs(ratios - 1)) < 0.06, ratios  # 0.14 %, 3.3 % here
+    model.precision = "double"
+    with pytest.raises(DeblendError, match="precision='double'.*auto, float32"):
+        model.deblend_batch(blends.images[:1], noise=blends.noise_sigma)

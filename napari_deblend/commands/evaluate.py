@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the tables, optionally update the model cards."""
     from ..deblenders.base import get_deblender
     from ..training.evaluate import evaluate_models, markdown_tables, model_card_path, update_model_card
+    from .train import inference_settings
 
     check_args(args)
     for name in args.models:  # unknown names: DeblendError listing the known ones
@@ -80,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
             if card is None:
                 print(f"{name}: no model card to update", file=sys.stderr)
                 continue
-            update_model_card(card, summary, name)
+            update_model_card(card, summary, name, inference=inference_settings(name) or None)
             print(f"{name}: metrics written to {card}")
     return 0

@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-sweeps", type=int, default=0,
                    help="peeling-joint only: joint sweeps (of the --init weights' joint refiner, which training then "
                         "goes on from) whose outputs are also training samples (default 0: the first pass only)")
+    p.add_argument("--continue-joint", action="store_true",
+                   help="peeling-joint only: fine-tune the --init weights' joint refiner (e.g. with another "
+                        "--flux-weight) instead of starting from their RDN sweep")
     p.add_argument("--real-galaxies", metavar="DIR",
                    help="export-training folder: its clean isolated galaxies join the parametric ones as blend "
                         "members; without --init, fine-tunes the shipped weights")
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
                                 "and --real-galaxies belong to `train peeling`")
     if getattr(args, "data_sweeps", 0) and args.model != "peeling-joint":
         raise DeblendInputError(f"--data-sweeps: only peeling-joint has it, not {args.model!r}")
+    if getattr(args, "continue_joint", False) and args.model != "peeling-joint":
+        raise DeblendInputError(f"--continue-joint: only peeling-joint has it, not {args.model!r}")
     if getattr(args, "data_sweeps", 0) < 0:
         raise DeblendInputError(f"--data-sweeps={args.data_sweeps}: expected 0 or a positive number of sweeps")
     if args.flux_weight and args.model not in ("peeling", "peeling-joint"):
@@ -141,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
             flux_weight=args.flux_weight, image_loss=args.image_loss, data_sweeps=args.data_sweeps,
+            continue_joint=args.continue_joint,
         )
         train = train_joint
     else:
@@ -193,6 +199,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--blocks {args.blocks}")
     if getattr(args, "data_sweeps", 0):
         parts.append(f"--data-sweeps {args.data_sweeps}")
+    if getattr(args, "continue_joint", False):
+        parts.append("--continue-joint")
     if getattr(args, "phases", None):
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))
     if getattr(args, "real_galaxies", None):
@@ -231,14 +239,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _inference_settings(model: str) -> dict:
+def inference_settings(model: str) -> dict:
     """How the deblender uses the weights (part of what the card's metrics depend on)."""
     if model == "peeling":
         from ..deblenders.peeling import PeelingDeblender
         from ..deblenders.refit import BROADEN_PX
 
         return {"max_steps": PeelingDeblender.max_steps, "refine_sweeps": PeelingDeblender.refine_sweeps,
-                "joint_sweeps": PeelingDeblender.joint_sweeps,
+                "joint_sweeps": PeelingDeblender.joint_sweeps, "joint_flips": PeelingDeblender.joint_flips,
+                "precision": PeelingDeblender.precision,
                 "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX,
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
@@ -284,7 +293,7 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     if "total_minutes" in card:
         card["total_minutes"] = card["total_minutes"] + config["minutes"]
     card["size_bytes"] = target.stat().st_size
-    card["inference"] = _inference_settings("peeling")
+    card["inference"] = inference_settings("peeling")
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
@@ -305,7 +314,7 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
                 f"({config['n_train']} noiseless stamps of {config['stamp_size']} px, fresh noise every batch)",
         **_training_record(config, run_dir, command),
         "size_bytes": target.stat().st_size,
-        "inference": _inference_settings(model),
+        "inference": inference_settings(model),
     })
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")

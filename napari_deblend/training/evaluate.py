@@ -422,7 +422,8 @@ def evaluate_model(
     table : astropy.table.Table
         One row per true component (see :func:`evaluate_models`).
     facts : dict
-        ``seconds_per_stamp`` (deblending only), ``device``, ``model_version``.
+        ``seconds_per_stamp`` (deblending only), ``device``, ``model_version``; ``precision``
+        for deblenders that report it.
     """
     from ..presets import get_preset
 
@@ -445,6 +446,8 @@ def evaluate_model(
         "device": getattr(deblender, "device", "cpu"),
         "model_version": str(result.model) if result is not None else name,
     }
+    if hasattr(deblender, "precision_in_use"):  # the floating-point type its networks ran in
+        facts["precision"] = deblender.precision_in_use()
     return table, facts
 
 
@@ -805,7 +808,8 @@ def markdown_report(summary: dict[str, Any], figure_files: dict[str, str] | None
 # ---- model cards ----------------------------------------------------------------------------------
 
 
-def update_model_card(card_path: str | Path, summary: dict[str, Any], model: str) -> dict[str, Any]:
+def update_model_card(card_path: str | Path, summary: dict[str, Any], model: str,
+                      inference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a model's evaluation numbers into its model-card JSON under ``"metrics"``.
 
     Parameters
@@ -816,6 +820,9 @@ def update_model_card(card_path: str | Path, summary: dict[str, Any], model: str
         Output of :func:`evaluate_models`.
     model : str
         Model name in ``summary["models"]``.
+    inference : dict, optional
+        How the deblender used the weights in this evaluation (written under
+        ``"inference"``: the metrics depend on it).
 
     Returns
     -------
@@ -834,6 +841,8 @@ def update_model_card(card_path: str | Path, summary: dict[str, Any], model: str
             "by_blend_multiplicity": summary["models"][model],
         }
     )
+    if inference is not None:
+        card["inference"] = inference
     tmp = card_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(card, indent=2))
     tmp.replace(card_path)

@@ -58,6 +58,9 @@ class JointTrainConfig(TrainConfig):
     # joint sweeps whose outputs are also samples (0: the first pass only); > 0 needs --init weights with a
     # joint refiner, which then also starts the training (the later sweeps' inputs come from it)
     data_sweeps: int = 0
+    # go on from the --init weights' joint refiner (a fine-tune, e.g. with another --flux-weight) instead of
+    # starting from their RDN sweep; implied by data_sweeps > 0
+    continue_joint: bool = False
 
 
 def joint_rdn_from(rdn: RDN) -> RDN:
@@ -85,7 +88,7 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
     Parameters
     ----------
     deblender : PeelingDeblender
-        Run with no refinement sweep and no refit (restored afterwards).
+        Run with no refinement sweep, no refit and in float32 (restored afterwards).
     images : numpy.ndarray
         ``(N, 1, S, S)`` noisy blends.
     components : numpy.ndarray
@@ -108,12 +111,13 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
     """
     from ..measurements import match_positions
 
-    saved = deblender.refine_sweeps, deblender.refit_brightest, deblender.joint
+    saved = deblender.refine_sweeps, deblender.refit_brightest, deblender.joint, deblender.precision
     joint = deblender.joint
     if sweeps and joint is None:
         raise DeblendInputError(f"data sweeps {sweeps}: the weights {deblender.weights} have no joint refiner to "
                                 "make them; give --init weights with one")
-    deblender.refine_sweeps, deblender.refit_brightest, deblender.joint = 0, False, None
+    # float32 whatever the CPU: the same samples (and cache) on every machine
+    deblender.refine_sweeps, deblender.refit_brightest, deblender.joint, deblender.precision = 0, False, None, "float32"
     stamp, own, others, target, rank = [], [], [], [], []
     start = time.perf_counter()
     try:
@@ -147,7 +151,7 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
             if lo % 5120 == 0:
                 log(f"first pass: {lo + len(results)} / {len(images)} stamps, {time.perf_counter() - start:.0f} s")
     finally:
-        deblender.refine_sweeps, deblender.refit_brightest, deblender.joint = saved
+        deblender.refine_sweeps, deblender.refit_brightest, deblender.joint, deblender.precision = saved
     return {
         "stamp": np.asarray(stamp, np.int64),
         "own": np.asarray(own, np.float32),
@@ -157,12 +161,22 @@ def first_pass_samples(deblender: Any, images: np.ndarray, components: np.ndarra
     }
 
 
+def _networks_hash(nets: list[torch.nn.Module]) -> str:
+    """A short hash of the networks' weights: the samples depend on these only (not on the rest of the file)."""
+    digest = hashlib.sha256()
+    for net in nets:
+        for name, tensor in sorted(net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
                cache_dir: Path | None, log: Callable[[str], None] = print, sweeps: int = 0) -> dict[str, np.ndarray]:
     """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
     from .evaluate import _positions_from_truth, _simulator_fingerprint
 
-    weights_tag = hashlib.sha256(Path(deblender.weights).read_bytes()).hexdigest()[:12]  # the first pass's weights
+    weights_tag = _networks_hash([deblender.rdn, deblender.counter] + ([deblender.joint] if sweeps else []))
     tag = f"_sweeps{sweeps}" if sweeps else ""
     name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}{tag}.npz"
     path = None if cache_dir is None else Path(cache_dir) / name
@@ -281,6 +295,9 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     config.init = str(init)
     out, device, preset = start_run(config, out_dir)
     base = load_checkpoint(init)
+    if config.continue_joint and "joint" not in base:
+        raise DeblendInputError(f"--continue-joint: the --init weights {init} have no joint refiner to go on from; "
+                                f"train one first with `napari-deblend train peeling-joint --init {init}`")
     deblender = PeelingDeblender(device="cpu", preset=preset.name, weights=init)
     cache = out / "cache"
     train_data = joint_data(deblender, config.n_train, config.stamp_size, preset.name,
@@ -293,7 +310,7 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     batches = JointBatches(train_data, config.seed)
     val = JointBatches(val_data, JOINT_VALIDATION_SEED)
 
-    if config.data_sweeps:  # go on from the given joint refiner, whose sweeps made the data
+    if config.data_sweeps or config.continue_joint:  # go on from the given joint refiner
         net = RDN(**base["joint_config"])
         net.load_state_dict(base["joint"])
         log(f"starting from the joint refiner of {init}")
