@@ -260,6 +260,9 @@ def test_joint_refiner_output_is_averaged_over_four_flips():
     np.testing.assert_allclose(components[0][0], (by_hand * scale)[0].numpy(), atol=1e-2)
     with pytest.raises(ValueError, match="n_flips=5"):
         flip_average(joint, inp, 5)
+    model.joint_flips = 0
+    with pytest.raises(DeblendError, match="joint_flips=0: expected 1 to 4"):
+        model.deblend_batch(blends.images[i:i + 1], noise=blends.noise_sigma)
 
 
 def test_precision_auto_gives_the_same_fluxes_as_float32():

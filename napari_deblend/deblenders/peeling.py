@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendError, DeblendResult, load_weights
-from .inference import autocast_dtype_for, flip_average, fold_batchnorm, memory_format_for
+from .inference import FLIPS, autocast_dtype_for, flip_average, fold_batchnorm, memory_format_for
 from .refit import refit_component
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -199,6 +199,8 @@ class PeelingDeblender(Deblender):
         from .nets import joint_input, normalise
 
         device = sigma.device
+        if not 1 <= self.joint_flips <= len(FLIPS):
+            raise DeblendError(f"peeling: joint_flips={self.joint_flips!r}: expected 1 to {len(FLIPS)} flips")
         if self.joint is not None:
             rows = [(i, r) for i, comps in enumerate(components) if len(comps) >= 2 for r in range(len(comps))]
             if not rows:
