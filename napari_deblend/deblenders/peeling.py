@@ -121,11 +121,15 @@ class PeelingDeblender(Deblender):
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""
+        dtype = self._autocast_dtype()
+        return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+    def _autocast_dtype(self):
+        """The reduced precision of ``self.precision`` on this device (None: float32), or a clear error."""
         try:
-            dtype = autocast_dtype_for(self.device, self.precision)
+            return autocast_dtype_for(self.device, self.precision)
         except ValueError as exc:
             raise DeblendError(f"peeling: {exc}") from None
-        return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
         """Peel every stamp of ``(N, 1, H, W)``; positions are not needed (nor used)."""
@@ -139,10 +143,7 @@ class PeelingDeblender(Deblender):
         from .nets import normalise
 
         device = torch.device(self.device)
-        try:
-            dtype = autocast_dtype_for(device, self.precision)
-        except ValueError as exc:
-            raise DeblendError(f"peeling: {exc}") from None
+        dtype = self._autocast_dtype()
         x = torch.tensor(stamps, device=device)  # a copy: peeling subtracts in place, the caller's stamps stay
         sigma = torch.from_numpy(sigmas.astype(np.float32)).to(device)
         n = len(stamps)

@@ -95,14 +95,22 @@ def load_or_simulate(
     """Noiseless training components ``(n, 3, S, S)`` (brightest first) and counts, cached as ``.npz``."""
     from .evaluate import _simulator_fingerprint
 
-    name = f"peeling_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}.npz"
+    def simulate() -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        data = _simulate_components(n, stamp_size, preset, seed, workers)
+        log(f"simulated {n} stamps in {time.perf_counter() - start:.0f} s")
+        return data
+
+    return cached_npz(cache_dir, f"peeling_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}.npz", simulate)
+
+
+def cached_npz(cache_dir: Path | None, name: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays cached as ``cache_dir/name`` (``.npz``), or ``make()``'s, then cached there (no cache if None)."""
     path = None if cache_dir is None else Path(cache_dir) / name
     if path is not None and path.exists():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    start = time.perf_counter()
-    data = _simulate_components(n, stamp_size, preset, seed, workers)
-    log(f"simulated {n} stamps in {time.perf_counter() - start:.0f} s")
+    data = make()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **data)

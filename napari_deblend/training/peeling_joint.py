@@ -37,7 +37,7 @@ from ..deblenders.nets import RDN, joint_input
 from ..errors import DeblendInputError
 from .config import TrainConfig
 from .loop import Phase, run_phase, save_weights
-from .peeling import image_loss, start_run
+from .peeling import cached_npz, image_loss, start_run
 
 JOINT_TRAIN_SEED = 3_000_000  # simulation seeds of the joint refiner's data; never the evaluation's
 JOINT_VALIDATION_SEED = 3_999_999
@@ -174,16 +174,20 @@ def _networks_hash(nets: list[torch.nn.Module]) -> str:
 def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
                cache_dir: Path | None, log: Callable[[str], None] = print, sweeps: int = 0) -> dict[str, np.ndarray]:
     """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
-    from .evaluate import _positions_from_truth, _simulator_fingerprint
+    from .evaluate import _simulator_fingerprint
 
     weights_tag = _networks_hash([deblender.rdn, deblender.counter] + ([deblender.joint] if sweeps else []))
     tag = f"_sweeps{sweeps}" if sweeps else ""
     name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}{tag}.npz"
-    path = None if cache_dir is None else Path(cache_dir) / name
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+    return cached_npz(cache_dir, name, lambda: _simulate_samples(deblender, n, stamp_size, preset, seed, workers,
+                                                                 log, sweeps))
+
+
+def _simulate_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
+                      log: Callable[[str], None], sweeps: int) -> dict[str, np.ndarray]:
+    """Simulate the blends of :func:`joint_data` and make their samples (uncached)."""
     from ..simulate import simulate_blends
+    from .evaluate import _positions_from_truth
 
     start = time.perf_counter()
     n_triples = int(round(n * TRIPLE_FRACTION))
@@ -205,9 +209,6 @@ def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, 
     data = first_pass_samples(deblender, images, components, n_components, positions, sigma, log, sweeps)
     data.update(images=images, sigma=np.float32(sigma), n_components=n_components)
     log(f"{len(data['stamp'])} samples from {n} blends in {time.perf_counter() - start:.0f} s")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **data)
     return data
 
 
