@@ -24,12 +24,16 @@ def main() -> None:
     parser.add_argument("--joint-flips", type=int, default=None, help="peeling: flips averaged by the joint refiner")
     parser.add_argument("--precision", default=None, help="peeling: auto or float32")
     args = parser.parse_args()
+    if args.joint_flips is not None and not 1 <= args.joint_flips <= 4:
+        parser.error(f"--joint-flips {args.joint_flips}: expected 1 to 4 flips")
     blends = simulate_blends(args.n, n_galaxies=2, seed=77)
     for name in args.models:
         model = get_deblender(name, device=args.device)
         if name == "peeling":
-            model.joint_flips = args.joint_flips or model.joint_flips
-            model.precision = args.precision or model.precision
+            if args.joint_flips is not None:
+                model.joint_flips = args.joint_flips
+            if args.precision is not None:
+                model.precision = args.precision
         model.deblend_batch(blends.images[:2], noise=blends.noise_sigma)  # warm-up
         latencies = []
         for i in range(min(50, args.n)):
