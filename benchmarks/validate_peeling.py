@@ -1,10 +1,10 @@
 """Flux figures of ``peeling`` inference variants on the validation blends (seed 424242, never the test set).
 
-The README's choices of the joint refiner's sweeps and flips and of the precision were made with
-these numbers. Each variant is ``name=value`` settings of :class:`PeelingDeblender` joined by ``,``
+The README's choices of the joint refiner's sweeps and flips, of the precision and of the flux
+calibration were made with these numbers. Each variant is ``name=value`` settings of :class:`PeelingDeblender` joined by ``,``
 (``default`` for the shipped settings; ``joint=none`` for the RDN sweep instead of the joint refiner).
 
-Run: python benchmarks/validate_peeling.py --variants default joint_flips=1,precision=float32 --blends 2 3
+Run: python benchmarks/validate_peeling.py --variants default calibrate_flux=no joint_flips=1,precision=float32 --blends 2 3
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from napari_deblend.training.evaluate import evaluate_model, flux_stats, make_te
 
 VALIDATION_SEED = 424242
 SETTINGS = {"joint_flips": int, "joint_sweeps": int, "refine_sweeps": int, "precision": str,
-            "refit_brightest": lambda v: v.lower() in ("1", "true", "yes"), "joint": str}
+            "refit_brightest": lambda v: v.lower() in ("1", "true", "yes"),
+            "calibrate_flux": lambda v: v.lower() in ("1", "true", "yes"), "joint": str}
 
 
 def configure(variant: str) -> PeelingDeblender:

@@ -66,8 +66,11 @@ def model_summary(name: str) -> str:
     if card:
         trained = (f"preset {card.get('preset', '?')}; trained {card.get('total_minutes', card.get('minutes', '?'))} "
                    f"min on {card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
-        if isinstance(card.get("joint_refiner"), dict):
-            trained += f" (joint refiner: commit {str(card['joint_refiner'].get('git_commit', '?'))[:8]})"
+        later = [f"{label}: commit {str(card[key].get('git_commit', '?'))[:8]}"
+                 for key, label in (("joint_refiner", "joint refiner"), ("flux_calibration", "flux calibration"))
+                 if isinstance(card.get(key), dict)]
+        if later:
+            trained += f" ({'; '.join(later)})"
         lines.append(trained)
         metrics = (card.get("metrics") or {}).get("by_blend_multiplicity", {})
         for k, m in sorted(metrics.items()):

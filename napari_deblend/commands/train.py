@@ -12,8 +12,9 @@ from pathlib import Path
 from ..errors import DeblendInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
-TRAINABLE = ("peeling", "peeling-joint", "unet", "vae", "detector")
-DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "unet": 64, "vae": 64, "detector": 64}
+TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "unet", "vae", "detector")
+DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "peeling-calibration": 256, "unet": 64, "vae": 64,
+                      "detector": 64}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in TRAINABLE:
         raise DeblendInputError(f"cannot train {args.model!r}: expected one of {', '.join(TRAINABLE)}")
     joint = args.model == "peeling-joint"
+    if args.model == "peeling-calibration":
+        return _run_calibration(args)
     if args.lr is None:
         args.lr = 2e-4 if joint else 1e-3
     if args.flux_weight is None:
@@ -176,6 +179,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_calibration(args: argparse.Namespace) -> int:
+    """``train peeling-calibration``: fit the flux calibration of the --init (default: shipped) peeling weights."""
+    from ..training.flux_calibration import CalibrationTrainConfig, train_calibration
+
+    given = [name for name, used in (("--resume", args.resume), ("--no-symmetric", args.no_symmetric),
+                                     ("--flux-weight", args.flux_weight is not None),
+                                     ("--image-loss", args.image_loss is not None),
+                                     ("--refine-width", args.refine_width), ("--blocks", args.blocks is not None),
+                                     ("--phases", args.phases), ("--data-sweeps", args.data_sweeps),
+                                     ("--continue-joint", args.continue_joint),
+                                     ("--real-galaxies", getattr(args, "real_galaxies", None))) if used]
+    if given:
+        raise DeblendInputError(f"{', '.join(given)}: not options of peeling-calibration, which fits the flux "
+                                "calibration of the peeling weights given by --init (default: the shipped ones)")
+    if args.minutes <= 0:
+        raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
+    defaults = CalibrationTrainConfig()
+    if args.n_train < 10:
+        raise DeblendInputError(f"--n-train={args.n_train}: expected at least 10 blends")
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZE[args.model]
+    if args.lr is None:
+        args.lr = defaults.lr
+    config = CalibrationTrainConfig(preset=args.preset, minutes=args.minutes, device=args.device,
+                                    n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
+                                    batch_size=args.batch_size, seed=args.seed,
+                                    workers=args.workers, lr=args.lr, init=args.init)
+    weights = train_calibration(config, args.out)
+    if args.install:
+        install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args))
+    return 0
+
+
 def training_command(args: argparse.Namespace) -> str:
     """The command line that reproduces this training run (for the model card)."""
     parts = ["napari-deblend train", args.model, f"--preset {args.preset}", f"--minutes {args.minutes:g}",
@@ -249,6 +285,7 @@ def inference_settings(model: str) -> dict:
                 "joint_sweeps": PeelingDeblender.joint_sweeps, "joint_flips": PeelingDeblender.joint_flips,
                 "precision": PeelingDeblender.precision,
                 "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX,
+                "calibrate_flux": PeelingDeblender.calibrate_flux,
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
     return {}
@@ -297,6 +334,42 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
+
+
+def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command: str) -> Path:
+    """Install peeling weights with a flux calibration as the package's ``peeling.pt``; record it in the card.
+
+    The card gains a ``flux_calibration`` section (data, command, the validation
+    figures before and after); its metrics are filled by ``evaluate`` as for any model.
+    """
+    target = WEIGHTS_DIR / "peeling.pt"
+    shutil.copyfile(weights, target)
+    card_path = target.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
+    record = _training_record(config, run_dir, command)
+    record["validation"] = record.pop("validation_curve")
+    card["flux_calibration"] = {
+        "data": f"{config['n_train']} parametric GalSim blends of 1-3 galaxies from napari_deblend.simulate (seeds "
+                f"of their own), noisy, deblended by the peeling weights {_weights_name(config['init'])} with no "
+                "calibration; every component matched to a true galaxy is a sample "
+                "(target: log of the true over the component's flux)",
+        **record,
+    }
+    card["size_bytes"] = target.stat().st_size
+    card["inference"] = inference_settings("peeling")
+    card_path.write_text(json.dumps(card, indent=2))
+    print(f"installed {target} and {card_path}")
+    return target
+
+
+def _weights_name(init: str | None) -> str:
+    """How a card names the --init weights: the shipped file by name, others by their file name."""
+    if not init:
+        return "shipped peeling.pt"
+    path = Path(init)
+    if path.resolve() == (WEIGHTS_DIR / "peeling.pt").resolve():
+        return "shipped peeling.pt"
+    return path.name
 
 
 def install_weights(weights: Path, model: str, config: dict, run_dir: Path, command: str) -> Path:

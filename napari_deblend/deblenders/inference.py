@@ -95,12 +95,12 @@ def autocast_dtype_for(device: torch.device | str, precision: str = "auto") -> t
     return None
 
 
-def flip_average(net: nn.Module, x: torch.Tensor, n_flips: int = 4,
+def flip_outputs(net: nn.Module, x: torch.Tensor, n_flips: int = 4,
                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """``net``'s output averaged over the first ``n_flips`` of :data:`FLIPS` of its input ``(N, C, H, W)``.
+    """``net``'s outputs ``(n_flips, N, C, H, W)`` (float32) on the first ``n_flips`` of :data:`FLIPS` of ``x``.
 
     The flips go through the network as one batch of ``n_flips * N``; each
-    output is flipped back before the average. ``n_flips=1`` is ``net(x)``.
+    output is flipped back.
     """
     if not 1 <= n_flips <= len(FLIPS):
         raise ValueError(f"n_flips={n_flips}: expected 1 to {len(FLIPS)}")
@@ -108,4 +108,13 @@ def flip_average(net: nn.Module, x: torch.Tensor, n_flips: int = 4,
     batch = torch.cat([torch.flip(x, dims) if dims else x for dims in flips])
     out = net(batch.contiguous(memory_format=memory_format)).float()
     parts = out.split(len(x))
-    return torch.stack([torch.flip(part, dims) if dims else part for part, dims in zip(parts, flips)]).mean(dim=0)
+    return torch.stack([torch.flip(part, dims) if dims else part for part, dims in zip(parts, flips)])
+
+
+def flip_average(net: nn.Module, x: torch.Tensor, n_flips: int = 4,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """``net``'s output averaged over the first ``n_flips`` of :data:`FLIPS` of its input ``(N, C, H, W)``.
+
+    See :func:`flip_outputs`; ``n_flips=1`` is ``net(x)``.
+    """
+    return flip_outputs(net, x, n_flips, memory_format).mean(dim=0)
