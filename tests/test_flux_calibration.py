@@ -162,6 +162,12 @@ def test_weights_with_a_broken_calibrator_name_the_file_and_the_command(tmp_path
     torch.save(checkpoint, broken)
     with pytest.raises(DeblendError, match="broken.pt: the flux calibrator does not fit.*train peeling-calibration"):
         PeelingDeblender(device="cpu", weights=broken)
+    other = FluxCalibrator(n_features=len(FEATURE_NAMES) - 1, width=8, depth=1)  # fitted on other features
+    checkpoint["flux_calibrator"], checkpoint["flux_calibrator_config"] = other.state_dict(), other.config
+    torch.save(checkpoint, broken)
+    with pytest.raises(DeblendError, match=f"broken.pt: the flux calibrator takes {len(FEATURE_NAMES) - 1} features, "
+                                           f"this version measures {len(FEATURE_NAMES)}.*train peeling-calibration"):
+        PeelingDeblender(device="cpu", weights=broken)
 
 
 def test_shipped_card_says_how_the_calibration_was_fitted():

@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendError, DeblendResult, load_weights
-from .flux_calibration import FluxCalibrator, PeelHistory, component_features
+from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 from .inference import FLIPS, autocast_dtype_for, flip_outputs, fold_batchnorm, memory_format_for
 from .refit import refit_component
 
@@ -118,28 +118,33 @@ class PeelingDeblender(Deblender):
         self.memory_format = memory_format_for(self.device)
         self.joint = None  # the joint refiner, when the weights have one (see training/peeling_joint.py)
         if "joint" in checkpoint:
-            self.joint = RDN(**checkpoint["joint_config"])
-            try:
-                self.joint.load_state_dict(checkpoint["joint"])
-            except RuntimeError as exc:
-                detail = " ".join(str(exc).split())[:300]
-                raise DeblendError(f"peeling weights {self.weights}: the joint refiner does not fit its network "
-                                   f"({detail}); retrain with `{JOINT_RETRAIN_HINT}`") from None
+            self.joint = self._load_part(RDN, checkpoint, "joint", "the joint refiner", f"retrain with "
+                                         f"`{JOINT_RETRAIN_HINT}`")
             self.joint.eval().to(self.device, memory_format=self.memory_format)
         self.calibrator = None  # the flux calibration, when the weights have one (training/flux_calibration.py)
         if "flux_calibrator" in checkpoint:
-            self.calibrator = FluxCalibrator(**checkpoint["flux_calibrator_config"])
-            try:
-                self.calibrator.load_state_dict(checkpoint["flux_calibrator"])
-            except RuntimeError as exc:
-                detail = " ".join(str(exc).split())[:300]
-                raise DeblendError(f"peeling weights {self.weights}: the flux calibrator does not fit its network "
-                                   f"({detail}); refit it with `{CALIBRATION_RETRAIN_HINT}`") from None
+            self.calibrator = self._load_part(FluxCalibrator, checkpoint, "flux_calibrator", "the flux calibrator",
+                                              f"refit it with `{CALIBRATION_RETRAIN_HINT}`")
+            if self.calibrator.config["n_features"] != len(FEATURE_NAMES):
+                raise DeblendError(f"peeling weights {self.weights}: the flux calibrator takes "
+                                   f"{self.calibrator.config['n_features']} features, this version measures "
+                                   f"{len(FEATURE_NAMES)}; refit it with `{CALIBRATION_RETRAIN_HINT}`")
             self.calibrator.eval()
         self.rdn.eval().to(self.device, memory_format=self.memory_format)
         self.counter = fold_batchnorm(self.counter).to(self.device, memory_format=self.memory_format)
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
+
+    def _load_part(self, cls, checkpoint: dict, key: str, what: str, remedy: str):
+        """``cls(**checkpoint[key + "_config"])`` with ``checkpoint[key]`` loaded; a clear error if they don't fit."""
+        try:
+            module = cls(**checkpoint[f"{key}_config"])
+            module.load_state_dict(checkpoint[key])
+        except (RuntimeError, TypeError, KeyError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise DeblendError(f"peeling weights {self.weights}: {what} does not fit its network ({detail}); "
+                               f"{remedy}") from None
+        return module
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""
