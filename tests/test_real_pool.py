@@ -175,7 +175,7 @@ def test_psf_and_pixel_scale_matched(pool, survey):
     reference = galsim.Kolmogorov(fwhm=preset.psf_fwhm).drawImage(nx=64, ny=64, scale=preset.pixel_scale).array
     reference_fwhm = _moffat_fwhm(reference.astype(np.float64), 31.5, 31.5, 2.0) * preset.pixel_scale
     star = source_star(None, PSF_FWHM / SCALE)
-    for m in (1.0, 1.25):
+    for m in (0.75, 1.0, 1.25):
         kernel = matching_kernel(preset, PSF_FWHM, None, SCALE, m)
         fwhm = path_psf_fwhm(star, SCALE, m, kernel, preset, 64)
         assert fwhm == pytest.approx(reference_fwhm, rel=0.04)
@@ -193,6 +193,19 @@ def test_psf_and_pixel_scale_matched(pool, survey):
     magnified = (part.magnification == 1.25) & (part.origin == "fake_survey")
     if magnified.any() and unmagnified.any():
         assert np.median(part.hlr[magnified]) > np.median(part.hlr[unmagnified])
+
+
+def test_any_preset(survey, tmp_path):
+    from napari_deblend.presets import SurveyPreset
+
+    coarse = SurveyPreset(name="coarse-test", band="r", pixel_scale=0.25, psf_fwhm=0.9, zero_point=27.0,
+                          sky_brightness=21.0, exposure=100.0, n_visits=1, read_noise_per_visit=5.0, mag_limit=24.0)
+    target = build_real_pool(survey, preset=coarse, out=tmp_path, sources=SOURCES[:1], stamp_size=48,
+                             split=(1.0, 0.0, 0.0), log=lambda _: None)
+    assert target == tmp_path / "coarse-test"
+    part = load_real_pool(tmp_path, "train", preset=coarse)
+    assert part.images.shape[1:] == (48, 48) and len(part) >= 5
+    assert np.all(np.abs(part.psf_fwhm - 0.9) < 0.06)
 
 
 def test_manifest_records_inputs(pool, survey):

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+SPLIT_NAMES = ("train", "validation", "test")  # napari_deblend.realpool.SPLITS, without importing it at start-up
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``real-pool`` command (with ``build`` and ``show``) to ``subparsers``."""
@@ -47,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     show.add_argument("--sheet", type=Path, default=None, metavar="FILE", help="write a contact sheet PNG")
     show.add_argument("--n", type=int, default=16, help="random stamps per split on the sheet (default 16)")
     show.add_argument("--seed", type=int, default=0, help="seed of the random choice (default 0)")
+    show.add_argument("--split", choices=SPLIT_NAMES, default=None, help="only this split on the sheet (default all)")
+    show.add_argument("--origin", default=None, metavar="SOURCE",
+                      help="only stamps of this source on the sheet, e.g. hst_hxdf (default all)")
     show.set_defaults(func=run_show)
     return parser
 
@@ -80,6 +85,9 @@ def run_show(args: argparse.Namespace) -> int:
     totals = [tuple(map(sum, zip(*per_split.values()))) if per_split else (0, 0) for per_split in counts.values()]
     print(f"{'total':16s}" + "".join(f"{f'{s} stamps / {g} gal.':>22s}" for s, g in totals))
     if args.sheet is not None:
-        path = contact_sheet(args.directory, args.sheet, preset=args.preset, n=args.n, seed=args.seed)
+        if args.origin and not any(args.origin in per_split for per_split in counts.values()):
+            raise DeblendInputError(f"--origin {args.origin}: no such source in the pool (sources: {', '.join(origins)})")
+        path = contact_sheet(args.directory, args.sheet, preset=args.preset, n=args.n, seed=args.seed,
+                             splits=(args.split,) if args.split else SPLIT_NAMES, origin=args.origin)
         print(f"contact sheet: {path}")
     return 0

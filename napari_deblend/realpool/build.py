@@ -3,8 +3,8 @@
 For every image: read it (:mod:`.sources`), detect its sources and find its
 stars (:mod:`.detect`), select the galaxies and render each at every
 magnification the source allows at this preset (:mod:`.stamps`).  A magnified
-variant is made only while the magnified source PSF stays narrower than the
-preset's.  Multi-band sources are detected and selected on their first band
+(``m > 1``) variant is made only while the magnified source PSF stays narrower
+than the preset's.  Multi-band sources are detected and selected on their first band
 and cut with the same footprints from every band.  Galaxies seen in two
 cut-outs with a WCS (within ``DUPLICATE_RADIUS``) are kept once.
 
@@ -90,7 +90,8 @@ def build_stamps(root: str | Path, preset: SurveyPreset, settings: BuildSettings
             report["seconds"] = round(time.perf_counter() - start, 2)
             reports.append(report)
             log(f"{spec.name}/{'+'.join(f.name for f in group)}: {report['galaxies_kept']} galaxies, "
-                f"{report['stamps']} stamps; rejected {dict(report['rejected'])} ({report['seconds']} s)")
+                f"{report['stamps']} stamps; galaxies rejected {report['rejected']}, variants skipped "
+                f"{report['variants_skipped']} ({report['seconds']} s)")
     return stamps, reports
 
 
@@ -102,7 +103,7 @@ def _build_image(images: list[SourceImage], preset: SurveyPreset, settings: Buil
     loci = [stellar_locus(det, img) for det, img in zip(detections, images)]
     ref_det, ref_locus = detections[0], loci[0]
     size = settings.stamp_size
-    scale_factor = reference.pixel_scale / preset.pixel_scale
+    scale_factor = reference.pixel_scale / preset.pixel_scale * min(spec.magnifications)
     reasons = select_galaxies(ref_det, ref_locus, reference, settings, scale_factor)
     rejected = Counter(r for r in reasons if r)
     kept = [i for i, r in enumerate(reasons) if r is None]
@@ -110,6 +111,7 @@ def _build_image(images: list[SourceImage], preset: SurveyPreset, settings: Buil
     slices = ndimage.find_objects(ref_det.segmentation)
     dilation = dilation_pixels(ref_locus)
     stamps_per_m: Counter = Counter()
+    skipped: Counter = Counter()  # variants (band, magnification) not made, by reason
     n_kept = 0
     for i in kept:
         if _duplicate(reference, ref_det, i, seen_sky):
@@ -121,15 +123,15 @@ def _build_image(images: list[SourceImage], preset: SurveyPreset, settings: Buil
                                                   dilation)
             snr = _footprint_snr(det, ref_det.segmentation, slices[i], i + 1)
             if img is not reference and snr < settings.min_snr:
-                rejected["band_faint"] += 1
+                skipped["band_faint"] += 1
                 continue
             for m, path in img_paths.items():
-                if snr < settings.min_snr * m:
-                    rejected[f"faint_x{m:g}"] += 1
+                if snr < settings.min_snr * max(m, 1.0):
+                    skipped[f"faint_x{m:g}"] += 1
                     continue
                 rendered = render_stamp(cut, footprint, img.pixel_scale, m, path.kernel, preset, size)
                 if rendered is None:
-                    rejected[f"too_large_x{m:g}"] += 1
+                    skipped[f"too_large_x{m:g}"] += 1
                     continue
                 image, total = rendered
                 stamps.add(images=image, noise=sigma * path.gain / total, galaxy_id=next_id, source=img.path.name,
@@ -162,6 +164,7 @@ def _build_image(images: list[SourceImage], preset: SurveyPreset, settings: Buil
         "stamps": int(sum(stamps_per_m.values())),
         "stamps_per_magnification": dict(stamps_per_m),
         "rejected": dict(sorted(rejected.items())),
+        "variants_skipped": dict(sorted(skipped.items())),
     }
     return report, next_id
 
@@ -172,7 +175,7 @@ def _paths(img: SourceImage, locus: StellarLocus, preset: SurveyPreset, size: in
     star = source_star(img.psf, locus.fwhm)
     out: dict[float, _Path] = {}
     for m in sorted(img.spec.magnifications):
-        if m != 1.0 and m * fwhm > preset.psf_fwhm:
+        if m > 1.0 and m * fwhm > preset.psf_fwhm:
             continue  # the magnified source PSF would be broader than the preset's
         kernel = matching_kernel(preset, fwhm, img.psf, img.pixel_scale, m)
         out[m] = _Path(kernel, noise_gain(img.pixel_scale, m, kernel, preset, size),

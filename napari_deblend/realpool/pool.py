@@ -6,7 +6,8 @@ Layout of a pool built for preset ``P`` in ``OUT``::
     OUT/P/pool.json
 
 Each ``.npz`` holds ``images`` ``(N, S, S)`` float32 (sum 1, 0 outside the
-galaxy's footprint, flux-weighted centroid at ``((S-1)/2, (S-1)/2)`` ± 0.5),
+galaxy's footprint, flux-weighted centroid of the positive pixels, the
+project's convention, at ``((S-1)/2, (S-1)/2)`` ± 0.25),
 ``noise`` ``(N,)`` float32 (per-pixel noise sigma left in the stamp, same
 normalised units), ``galaxy_id`` ``(N,)`` int64 (variants of a galaxy share
 it), ``source`` ``(N,)`` str (source file name), ``hlr`` ``(N,)`` float32
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeblendInputError
-from ..presets import get_preset
+from ..presets import SurveyPreset, get_preset
 from .build import COLUMNS, StampSet, build_stamps
 from .sources import DEFAULT_SOURCES, SourceSpec
 from .stamps import BuildSettings
@@ -121,7 +122,8 @@ def split_by_galaxy(galaxy_id: np.ndarray, origin: np.ndarray, fractions: Sequen
     return out
 
 
-def build_real_pool(source_dir: str | Path | None = None, preset: str = "lsst-i", out: str | Path | None = None,
+def build_real_pool(source_dir: str | Path | None = None, preset: str | SurveyPreset = "lsst-i",
+                    out: str | Path | None = None,
                     stamp_size: int = 64, seed: int = 0, split: Sequence[float] = (0.7, 0.15, 0.15),
                     min_snr: float = 30.0, sources: Sequence[SourceSpec] = DEFAULT_SOURCES,
                     log: Callable[[str], None] = print) -> Path:
@@ -131,8 +133,8 @@ def build_real_pool(source_dir: str | Path | None = None, preset: str = "lsst-i"
     ----------
     source_dir : str or Path, optional
         Folder of the source table's folders (default :func:`default_source_dir`).
-    preset : str
-        Survey preset name.
+    preset : str or SurveyPreset
+        Survey preset (its pixel scale and PSF FWHM are matched).
     out : str or Path, optional
         Output root (default :func:`default_pool_dir`); never inside the repository.
     stamp_size : int
@@ -206,11 +208,13 @@ def _arrays(stamps: StampSet, size: int) -> dict[str, np.ndarray]:
 def _per_source(reports: list[dict]) -> dict[str, dict]:
     summary: dict[str, dict] = {}
     for report in reports:
-        entry = summary.setdefault(report["source"], {"galaxies_kept": 0, "stamps": 0, "rejected": {}})
-        entry["galaxies_kept"] += report["galaxies_kept"]
-        entry["stamps"] += report["stamps"]
-        for reason, count in report["rejected"].items():
-            entry["rejected"][reason] = entry["rejected"].get(reason, 0) + count
+        entry = summary.setdefault(report["source"], {"detections": 0, "galaxies_kept": 0, "stamps": 0,
+                                                      "rejected": {}, "variants_skipped": {}})
+        for key in ("detections", "galaxies_kept", "stamps"):
+            entry[key] += report[key]
+        for key in ("rejected", "variants_skipped"):
+            for reason, count in report[key].items():
+                entry[key][reason] = entry[key].get(reason, 0) + count
     return summary
 
 

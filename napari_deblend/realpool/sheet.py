@@ -25,10 +25,12 @@ def pool_counts(path: str | Path | None = None, preset: str = "lsst-i") -> dict[
 
 
 def contact_sheet(path: str | Path | None, out: str | Path, preset: str = "lsst-i", n: int = 16,
-                  seed: int = 0, columns: int = 8) -> Path:
-    """Write a PNG of ``n`` random stamps of every split (asinh stretch, one block of rows per split).
+                  seed: int = 0, columns: int = 8, splits: tuple[str, ...] = SPLITS,
+                  origin: str | None = None) -> Path:
+    """Write a PNG of ``n`` random stamps of each split (asinh stretch, one block of rows per split).
 
-    Each stamp is titled with its galaxy id, source, magnification and band.
+    Each stamp is titled with its galaxy id, source, magnification, band and
+    half-light radius.  ``origin`` restricts the choice to one source table entry.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -36,12 +38,13 @@ def contact_sheet(path: str | Path | None, out: str | Path, preset: str = "lsst-
     rng = np.random.default_rng(seed)
     columns = max(1, min(columns, n))
     rows_per_split = math.ceil(n / columns)
-    figure = Figure(figsize=(1.7 * columns, 1.95 * rows_per_split * len(SPLITS) + 0.3 * len(SPLITS)))
+    figure = Figure(figsize=(1.7 * columns, 1.95 * rows_per_split * len(splits) + 0.3 * len(splits)))
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(rows_per_split * len(SPLITS), columns, hspace=0.45, wspace=0.08)
-    for block, split in enumerate(SPLITS):
+    grid = figure.add_gridspec(rows_per_split * len(splits), columns, hspace=0.45, wspace=0.08)
+    for block, split in enumerate(splits):
         pool = load_real_pool(path, split, preset)
-        picks = np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False)) if len(pool) else []
+        candidates = np.flatnonzero(pool.origin == origin) if origin else np.arange(len(pool))
+        picks = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
         for k in range(rows_per_split * columns):
             ax = figure.add_subplot(grid[block * rows_per_split + k // columns, k % columns])
             ax.set_xticks([])

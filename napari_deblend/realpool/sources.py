@@ -14,12 +14,13 @@ source         pixel     PSF       notes
 ============== ========= ========= ============================================================
 kids_profound  0.339″    2.4 px    g, r, i of one KiDS/VIKING frame, no WCS (the scale is the
                                    VIKING grid's; README "probably 0.339″"); detected on r, the
-                                   same footprint cut in every band (one galaxy id)
-kids_profit    0.2″      PSF file  10 GAMA cut-outs with sigma maps, PSFs (FWHM ≈ 0.72″) and masks
-vst_magicaxis  WCS 0.2″  0.58″     one VST r frame; SATURATE from the header
+                                   same footprint cut in every band (one galaxy id); ×0.5, ×1
+kids_profit    0.2″      PSF file  10 GAMA cut-outs with sigma maps, PSFs (FWHM ≈ 0.72″) and
+                                   masks; ×0.5, ×1
+vst_magicaxis  WCS 0.2″  0.58″     one VST r frame; SATURATE from the header; ×0.5, ×1
 ntt_sextractor 0.44″     2.1 px    NTT/EMMI R (1992); no scale in the header: 0.44″ is EMMI's red
                                    arm with CCD #18 (DET ID ``ccd$18``, 19 µm pixels); the weight
-                                   map is a flag map (0 = bad)
+                                   map is a flag map (0 = bad); ×0.5, ×1
 hst_petrofit   WCS 0.06″ PSF file  WFC3 F105W cut-outs of Abell 2744 (one RMS map); magnified ×2, ×3
 hst_hxdf       0.138″    0.2″      8-bit asinh-stretched JPEG: luminance, stretch undone
                                    approximately (:func:`jpeg_luminance`); shapes only
@@ -79,8 +80,11 @@ class SourceSpec:
     jpeg : bool
         An 8-bit picture: luminance with the asinh stretch undone.
     magnifications : tuple of float
-        Angular-size factors stored per galaxy (as if the galaxy were nearer),
-        applied before the PSF matching.
+        Angular-size factors stored per galaxy, applied before the PSF
+        matching: above 1 the galaxy is seen as if nearer (HST images: knots
+        and arms survive the preset's PSF), below 1 as if farther (ground-based
+        images: large, bright galaxies fit the stamp, and the shrunken seeing
+        becomes narrower than the preset's PSF, which can then be matched).
     back_size : int or None
         sep background mesh (pixels); None subtracts one clipped median.
     deblend_cont : float
@@ -113,12 +117,13 @@ class SourceSpec:
 
 DEFAULT_SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec("kids_profound", ("r.fits", "g.fits", "i.fits"), multiband=True, pixel_scale=0.339,
-               psf_fwhm=2.4 * 0.339, back_size=128),
+               psf_fwhm=2.4 * 0.339, magnifications=(0.5, 1.0), back_size=128),
     SourceSpec("kids_profit", ("G*fitim.fits",), pixel_scale=0.2, psf="{stem}psfim.fits",
-               noise="{stem}sigma.fits", mask="{stem}mskim.fits", suffix="fitim.fits", back_size=None),
-    SourceSpec("vst_magicaxis", ("VST_r.fits",), psf_fwhm=0.58, back_size=64),
+               noise="{stem}sigma.fits", mask="{stem}mskim.fits", suffix="fitim.fits", magnifications=(0.5, 1.0),
+               back_size=None),
+    SourceSpec("vst_magicaxis", ("VST_r.fits",), psf_fwhm=0.58, magnifications=(0.5, 1.0), back_size=64),
     SourceSpec("ntt_sextractor", ("galaxies.fits",), pixel_scale=0.44, psf_fwhm=2.1 * 0.44,
-               weight="{stem}.weight.fits", back_size=64),
+               weight="{stem}.weight.fits", magnifications=(0.5, 1.0), back_size=64),
     SourceSpec("hst_petrofit", ("abell_2744_*_f105w.fits.gz",), psf="f105w_psf.fits.gz",
                noise="{stem}_rms.fits.gz", suffix=".fits.gz", magnifications=(1.0, 2.0, 3.0),
                back_size=48, deblend_cont=0.05, detect_fwhm=0.2, detect_thresh=4.0),

@@ -15,8 +15,9 @@ Rendering (:func:`render_stamp`):
 2. the local background (median of the pixels no source covers around the
    galaxy) is subtracted inside the footprint;
 3. the cut-out becomes a GalSim ``InterpolatedImage`` at the source's pixel
-   scale times the magnification (a magnified galaxy is one seen nearer: its
-   angular size grows before the PSF matching), shifted so that its
+   scale times the magnification (a magnified galaxy is one seen nearer, a
+   demagnified one farther: its angular size changes before the PSF
+   matching), shifted so that its
    flux-weighted centroid is at the origin;
 4. it is convolved with the kernel that takes the source PSF to the preset's
    (:func:`matching_kernel`) and drawn at the preset's pixel scale with the
@@ -57,8 +58,8 @@ class BuildSettings:
         Side of the square stamps, preset pixels.
     min_snr : float
         Minimum isophotal S/N of a galaxy in its source image; a variant
-        magnified ``m`` times needs ``m`` times more (its noise, spread over
-        ``m`` times larger blobs, would otherwise pass for knots).
+        magnified ``m > 1`` times needs ``m`` times more (the S/N per PSF
+        element falls as ``1/m``: its noise would otherwise pass for knots).
     max_neighbour_ratio : float
         Sources touching the galaxy's footprint may hold at most this fraction of its flux.
     star_margin : float
@@ -91,9 +92,10 @@ def select_galaxies(det: Detections, locus: StellarLocus, img, settings: BuildSe
     settings : BuildSettings
         Thresholds.
     scale_factor : float
-        Source pixel scale over the preset's (at magnification 1): a galaxy
-        whose footprint, so scaled, cannot fit the stamp is rejected here
-        (:func:`render_stamp` has the last word, after the PSF matching).
+        Source pixel scale over the preset's, times the source's smallest
+        magnification: a galaxy whose footprint, so scaled, cannot fit the
+        stamp is rejected here (:func:`render_stamp` has the last word, after
+        the PSF matching).
     """
     reasons: list[str | None] = []
     dilation = dilation_pixels(locus)
