@@ -286,3 +286,28 @@ def test_cli_build_refuses_repository_and_show_prints_counts(pool, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert "fake_survey" in shown.stdout and "total" in shown.stdout
     assert sheet.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("pair", [True, False])
+def test_pair_in_one_segment_is_a_companion(pair):
+    from scipy import ndimage
+
+    from napari_deblend.realpool.detect import detect_sources, has_companion
+    from napari_deblend.realpool.sources import SourceImage
+
+    psf = galsim.Kolmogorov(fwhm=0.5)
+    if pair:  # two equal galaxies 1.8" apart, merged by a coarse deblending
+        scene = galsim.Add(galsim.Exponential(half_light_radius=0.3, flux=3000.0).shift(-0.9, 0.0),
+                           galsim.Exponential(half_light_radius=0.3, flux=3000.0).shift(0.9, 0.0))
+    else:  # one disk with knots inside it
+        scene = galsim.Add(galsim.Exponential(half_light_radius=0.8, flux=4000.0),
+                           galsim.RandomKnots(npoints=6, half_light_radius=0.6, flux=2000.0,
+                                              rng=galsim.BaseDeviate(4)))
+    image = galsim.Convolve(scene, psf).drawImage(nx=80, ny=80, scale=0.2).array.astype(np.float64)
+    image += np.random.default_rng(0).normal(0.0, 1.0, image.shape)
+    spec = SourceSpec("synthetic", ("x.fits",), pixel_scale=0.2, psf_fwhm=0.5, deblend_cont=1.0)
+    img = SourceImage(spec, Path("x.fits"), image, np.zeros(image.shape, bool), 0.2)
+    det = detect_sources(img)
+    index = int(np.argmax(det.flux))
+    box = ndimage.find_objects(det.segmentation)[index]
+    assert has_companion(det, index, box) is pair

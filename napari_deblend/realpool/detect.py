@@ -34,6 +34,8 @@ MIN_STARS = 3
 COMPANION_CONT = 0.005
 COMPANION_FLUX = 0.02
 COMPANION_DISTANCE = 4.0  # half-light radii
+PAIR_FLUX = 0.3  # of the brightest piece
+PAIR_DISTANCE = 4.0  # sizes of the brightest piece
 JPEG_SATURATED_PIXELS = 4  # a picture's galaxy may have this many clipped core pixels (shapes only)
 sep.set_sub_object_limit(4096)
 
@@ -207,7 +209,10 @@ def has_companion(det: Detections, index: int, box: tuple[slice, slice]) -> bool
     unfiltered, at least 3 sigma);
     a piece with at least ``COMPANION_FLUX`` of the light whose centre lies
     more than ``COMPANION_DISTANCE`` half-light radii from the brightest piece
-    is a companion.  Knots, clumps and arms lie within the galaxy's body.
+    is a companion, and so is a piece with ``PAIR_FLUX`` of the brightest
+    piece's flux more than ``PAIR_DISTANCE`` times that piece's size
+    (``sqrt(a b)``) away (a pair).  Knots, clumps and arms lie within the
+    galaxy's body and are fainter.
     """
     own = det.segmentation[box] == index + 1
     image = np.ascontiguousarray(np.where(own, det.image[box], 0.0))
@@ -221,7 +226,10 @@ def has_companion(det: Detections, index: int, box: tuple[slice, slice]) -> bool
     flux = np.clip(pieces["flux"], 0.0, None)
     main = int(np.argmax(flux))
     distance = np.hypot(pieces["x"] - pieces["x"][main], pieces["y"] - pieces["y"][main])
-    return bool(((flux > COMPANION_FLUX * flux.sum()) & (distance > COMPANION_DISTANCE * det.r50[index])).any())
+    outside = (flux > COMPANION_FLUX * flux.sum()) & (distance > COMPANION_DISTANCE * det.r50[index])
+    main_size = float(np.sqrt(pieces["a"][main] * pieces["b"][main]))
+    pair = (flux > PAIR_FLUX * flux[main]) & (distance > PAIR_DISTANCE * main_size)
+    return bool((outside | pair).any())
 
 
 def stellar_locus(det: Detections, img: SourceImage) -> StellarLocus:

@@ -3,32 +3,41 @@
 Each :class:`SourceSpec` says which files of a folder are images, how to find
 their noise, weight, mask and PSF companions, their pixel scale and PSF, whether
 their fluxes are linear and at which magnifications their galaxies are stored.
-:data:`DEFAULT_SOURCES` describes ``real_galaxies/`` (its README's numbers; the
-stars' FWHM measured by :func:`~napari_deblend.realpool.stars.stellar_locus`
-are written to ``pool.json`` beside the README value, to check it).
+:data:`DEFAULT_SOURCES` describes ``real_galaxies/`` with its README's numbers;
+the PSF actually used is the one measured on each image's stars
+(:func:`~napari_deblend.realpool.detect.stellar_locus`, written to
+``pool.json`` beside the table's value) or its PSF image.
 
-``DEFAULT_SOURCES`` (FWHM: the README's, then measured on the stars, in pixels):
+``DEFAULT_SOURCES`` (PSF FWHM: the README's / measured, Moffat fits to the stars):
 
-============== ========= ========= ============================================================
-source         pixel     PSF       notes
-============== ========= ========= ============================================================
-kids_profound  0.339″    2.4 px    g, r, i of one KiDS/VIKING frame, no WCS (the scale is the
-                                   VIKING grid's; README "probably 0.339″"); detected on r, the
-                                   same footprint cut in every band (one galaxy id); ×0.5, ×1
-kids_profit    0.2″      PSF file  10 GAMA cut-outs with sigma maps, PSFs (FWHM ≈ 0.72″) and
-                                   masks; ×0.5, ×1
-vst_magicaxis  WCS 0.2″  0.58″     one VST r frame; SATURATE from the header; ×0.5, ×1
-ntt_sextractor 0.44″     2.1 px    NTT/EMMI R (1992); no scale in the header: 0.44″ is EMMI's red
-                                   arm with CCD #18 (DET ID ``ccd$18``, 19 µm pixels); the weight
-                                   map is a flag map (0 = bad); ×0.5, ×1
-hst_petrofit   WCS 0.06″ PSF file  WFC3 F105W cut-outs of Abell 2744 (one RMS map); magnified ×2, ×3
-hst_hxdf       0.138″    0.2″      8-bit asinh-stretched JPEG: luminance, stretch undone
-                                   approximately (:func:`jpeg_luminance`); shapes only
-                                   (``linear=False``); magnified ×2, ×3
-============== ========= ========= ============================================================
+============== ========= ==================== =================================================
+source         pixel     PSF FWHM             notes
+============== ========= ==================== =================================================
+kids_profound  0.339″    2.4 px / r 3.1 px    g, r, i of one KiDS/VIKING frame, no WCS (the
+                         (1.05″, 70 stars),   VIKING grid's scale; README "probably 0.339″");
+                         g 3.6, i 3.2 px      detected on r, the same footprint cut from every
+                                              band (one galaxy id); ×0.5, ×1
+kids_profit    0.2″      PSF images,          10 GAMA cut-outs with sigma maps and masks;
+                         0.57–0.84″           ×0.5, ×1
+vst_magicaxis  WCS 0.2″  0.58″ / 0.67″        one VST r frame; SATURATE from the header;
+                         (7 stars)            ×0.5, ×1
+ntt_sextractor 0.44″     2.1 px / 2.1 px      NTT/EMMI R (1992); no scale in the header: 0.44″
+                         (18 stars)           is EMMI's red arm with CCD #18 (``ccd$18``,
+                                              19 µm pixels); the weight map is a flag map
+                                              (0 = bad); ×0.5, ×1
+hst_petrofit   WCS 0.06″ PSF image, 0.16″     WFC3 F105W cut-outs of Abell 2744 (one RMS map);
+                                              ×1, ×2, ×3
+hst_hxdf       0.138″    0.2″ / 1.28 px       8-bit asinh-stretched JPEG: luminance, stretch
+                         (0.18″, 67 stars)    undone approximately (:func:`jpeg_luminance`);
+                                              shapes only (``linear=False``); ×1, ×2, ×3
+============== ========= ==================== =================================================
 
-The HXDF scale is an assumption: 1000 × 0.138″ = 138″ and 872 × 0.138″ = 120″,
-the 2.3′ × 2′ of the XDF, which the picture shows whole.
+Magnifications above 1 show a galaxy as if nearer (HST: knots and arms survive
+the preset's PSF), below 1 as if farther (ground-based: large bright galaxies
+fit the stamp, and their seeing shrinks below the preset's PSF, which can then be
+matched).  The HXDF scale is an assumption: 1000 × 0.138″ = 138″ and
+872 × 0.138″ = 120″, the 2.3′ × 2′ of the XDF, which the picture shows whole;
+the stars' FWHM then comes out at 0.18″, HST's.
 """
 
 from __future__ import annotations
