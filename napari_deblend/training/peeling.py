@@ -64,6 +64,9 @@ class PeelingTrainConfig(TrainConfig):
     blocks: int | None = None
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
     texture_leftover: float = 0.0  # up to this share of a peeled galaxy's fine structure is left behind (BatchMaker)
+    # weight of the counter's loss on the RDN's own residuals (the network's output held fixed) in the joint phase:
+    # what the counter sees at inference after each peel (0: only the joint_lambda term, through the RDN too)
+    counter_residual_weight: float = 0.0
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -545,6 +548,9 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             loss_count = F.cross_entropy(counter(res_inp), batch["count"][has] - 1)
             loss_direct = F.cross_entropy(counter(inp), batch["count"])
             loss = loss_rdn + config.joint_lambda * loss_count + loss_direct
+            if config.counter_residual_weight:
+                held, _ = normalise(batch["x"][has] - pred.detach() * scale[has], batch["sigma"][has])
+                loss = loss + config.counter_residual_weight * F.cross_entropy(counter(held), batch["count"][has] - 1)
             opt_rdn.zero_grad()
             opt_counter.zero_grad()
             loss.backward()
