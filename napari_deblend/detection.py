@@ -273,7 +273,8 @@ def detection_image(
     image = np.zeros(subtracted.shape[1:], dtype=np.float32)
     np.divide((weights * subtracted).sum(axis=0), total, out=image, where=valid)
     error = np.zeros(image.shape, dtype=np.float32)
-    np.sqrt(1.0 / total, out=error, where=valid)
+    np.divide(1.0, total, out=error, where=valid)
+    np.sqrt(error, out=error)
     typical = float(np.median(error[valid])) if valid.any() else 1.0
     error[~valid] = typical  # any finite value: sep leaves masked pixels out
     return np.ascontiguousarray(image), typical, error
@@ -412,7 +413,8 @@ def extract_with_preset(
     """``sep.extract`` with a preset's parameters; returns the objects and the int32 segmentation map.
 
     ``err`` is the background sigma, one number or a per-pixel ``(H, W)`` map;
-    the preset's ``thresh`` is in its units (per pixel for a map).
+    the preset's ``thresh`` is in its units (per pixel for a map). Masked
+    pixels belong to no source in the segmentation map.
     """
     objects, segmentation = _extract(
         image,
@@ -427,7 +429,10 @@ def extract_with_preset(
         clean_param=preset.clean_param,
         segmentation_map=True,
     )
-    return objects, np.ascontiguousarray(segmentation, dtype=np.int32)
+    segmentation = np.ascontiguousarray(segmentation, dtype=np.int32)
+    if mask is not None:
+        segmentation[np.asarray(mask, dtype=bool)] = 0  # sep's filtering can spill a footprint onto masked pixels
+    return objects, segmentation
 
 
 def detect(
