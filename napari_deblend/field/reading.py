@@ -262,7 +262,8 @@ def _make_field(sources: list[BandSource], data: np.ndarray, bad: np.ndarray, va
     first = sources[0]
     wcs = next((s.wcs for s in sources if s.wcs is not None), None)
     pixel_scale = _pixel_scale(first, wcs)
-    calibrations = [band_calibration(s.headers, preset, s.where, pixel_scale) for s in sources]
+    scale = pixel_scale or preset.pixel_scale  # for a PSF FWHM given in pixels
+    calibrations = [band_calibration(s.headers, preset, s.where, scale) for s in sources]
     for key in ("zero_point", "exposure", "gain", "psf_fwhm"):
         values = {c[key] for c in calibrations}
         if len(values) > 1:
