@@ -171,8 +171,9 @@ def deblend(
     DeblendResult
         With ``origin`` (the stamp's place in the field), ``blend_id``,
         ``info["padded"]`` set when the stamp runs over the field's edge,
-        ``info["stamp_mask"]`` (the stamp's bad pixels) and, when the stamp
-        was resampled, ``info["grid"]``.
+        ``info["stamp_mask"]`` (the stamp's bad pixels), ``info["stamp_variance"]``
+        with a noise plane (``inf`` where masked) and, when the stamp was
+        resampled, ``info["grid"]``.
 
     Warns
     -----
@@ -212,6 +213,8 @@ def deblend(
         result.info["padded"] = stamp.padded
         result.info["catalog_positions"] = stamp.positions
         result.info["stamp_mask"] = stamp.mask
+        if stamp.variance is not None:  # for a SExtractor run on the same stamp (the Comparison panel's)
+            result.info["stamp_variance"] = np.where(stamp.mask, np.inf, stamp.variance).astype(np.float32)
         return result
     if field_positions is not None:
         raise DeblendInputError("deblend: field_positions needs a Field and a Blend; with a bare stamp, give positions (stamp pixels)")

@@ -325,11 +325,19 @@ def _sextractor_result(result: Any, sextractor: Any, preset: Any) -> Any:
         return sextractor
     if is_sextractor_result(result):
         return result
+    return sextractor_on_blend(result, preset)
+
+
+def sextractor_on_blend(result: Any, preset: Any = None, noise: float | None = None) -> Any:
+    """The ``sextractor`` deblender on a result's stamp, with the stamp's per-pixel variance when it has one."""
     from .deblenders.base import get_deblender
 
-    noise = float(getattr(result, "noise", float("nan")))
-    noise_arg = noise if np.isfinite(noise) and noise > 0 else None
-    return get_deblender("sextractor", preset=preset).deblend_batch(result.blend[None], noise=noise_arg)[0]
+    if noise is None:
+        noise = float(getattr(result, "noise", float("nan")))
+        noise = noise if np.isfinite(noise) and noise > 0 else None
+    variance = (getattr(result, "info", None) or {}).get("stamp_variance")
+    extra = {} if variance is None else {"variance": np.asarray(variance)[None]}
+    return get_deblender("sextractor", preset=preset).deblend_batch(result.blend[None], noise=noise, **extra)[0]
 
 
 def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp: float) -> None:

@@ -65,9 +65,9 @@ def comparison_for(
     else:
         sextractor = results.get("sextractor")
         if sextractor is None:
-            from ..deblenders.base import get_deblender
+            from ..measurements import sextractor_on_blend
 
-            sextractor = get_deblender("sextractor").deblend_batch(result.blend[None], noise=result.noise)[0]
+            sextractor = sextractor_on_blend(result)
     field = session.detections.field if session.detections is not None else None
     zero_point = field.zero_point if field is not None else None
     table = measure(result, truth=truth, sextractor=sextractor if sextractor is not None else True,
