@@ -8,10 +8,19 @@ data is, in this order,
    had in the training images: ``10^(0.4 (ZP_model - ZP_data))`` model units
    per data unit, from both images' zero points);
 2. PSF-matched: convolved with a Gaussian of FWHM ``sqrt(model² - data²)``
-   when the data's PSF is narrower than the model's (a data PSF broader than
-   the model's cannot be sharpened: :class:`GridWarning` says so);
+   when the data's PSF is narrower than the model's;
 3. resampled to the model's pixel scale about the stamp's centre (cubic spline
    interpolation of the surface brightness, times the pixel area ratio).
+
+A data PSF broader than the model's cannot be sharpened (:class:`GridWarning`
+says so). The stamp is then resampled to the pixel scale at which its PSF
+spans as many pixels as the model's PSF did in training, and kept on its own
+pixels when that scale is within :data:`KEEP_PIXELS_TOLERANCE` of its own: on
+200 simulated DES blends (0.263″ pixels, 0.88″ PSF) the ``lsst-i`` peeling
+model had a flux scatter of 14.7 / 26.7 % (brighter / fainter galaxy) on the
+0.2″ grid, 13.6 / 20.2 % on the PSF-matched 0.251″ grid, and 9.8 / 18.5 % on
+the data's own pixels: the interpolation's correlated noise costs more than a
+PSF a few percent wider in pixels.
 
 The deblender runs on the model-grid stamp with the white noise of the same
 flux noise in apertures (:meth:`GridMatch.noise_to_model`). Its components are resampled back to the data's pixels,
@@ -37,6 +46,8 @@ from .presets import SurveyPreset, get_preset
 
 #: A data PSF broader than the model's by more than this fraction gets a GridWarning.
 PSF_TOLERANCE = 0.05
+#: With a broader PSF, a stamp keeps its pixels when the matching scale is within this fraction of them.
+KEEP_PIXELS_TOLERANCE = 0.10
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -57,8 +68,12 @@ class GridMatch:
 
     Attributes
     ----------
-    data_scale, model_scale : float
-        Pixel scales, arcsec.
+    data_scale : float
+        Pixel scale of the data, arcsec.
+    model_scale : float
+        Pixel scale of the grid the model runs on, arcsec: its preset's, or
+        with a broader data PSF the scale at which that PSF has the model's
+        width in pixels (see the module notes).
     data_psf, model_psf : float
         PSF FWHM, arcsec.
     flux_factor : float
@@ -182,10 +197,14 @@ def _resample(image: np.ndarray, side: int, step: float, area: bool = True, orde
 def grid_match(model: SurveyPreset, data_scale: float, data_psf: float, data_zero_point: float) -> GridMatch:
     """The :class:`GridMatch` from data of this pixel scale, PSF (arcsec) and zero point to a model's preset."""
     model_zero_point = preset_zero_point(model, model.exposure)[0]
+    scale = float(model.pixel_scale)
+    if data_psf > model.psf_fwhm * (1.0 + PSF_TOLERANCE):
+        scale *= data_psf / model.psf_fwhm  # the data's PSF as many pixels wide as the model's
+        if abs(data_scale / scale - 1.0) <= KEEP_PIXELS_TOLERANCE:
+            scale = float(data_scale)
     return GridMatch(
-        data_scale=float(data_scale), model_scale=float(model.pixel_scale), data_psf=float(data_psf),
-        model_psf=float(model.psf_fwhm), flux_factor=10.0 ** (0.4 * (model_zero_point - float(data_zero_point))),
-        model_preset=model.name,
+        data_scale=float(data_scale), model_scale=scale, data_psf=float(data_psf), model_psf=float(model.psf_fwhm),
+        flux_factor=10.0 ** (0.4 * (model_zero_point - float(data_zero_point))), model_preset=model.name,
     )
 
 
@@ -194,9 +213,10 @@ def warn_if_broader(match: GridMatch, model_name: str, data_name: str) -> None:
     if match.broader:
         warnings.warn(
             f"{data_name}: the data's PSF (FWHM {match.data_psf:.2f} arcsec) is broader than the "
-            f"{match.model_psf:.2f} arcsec that {model_name} was trained on ({match.model_preset}); stamps are "
-            f"resampled to {match.model_scale:g} arcsec pixels but cannot be sharpened: components come out "
-            f"broader than the model expects and close pairs may stay merged",
+            f"{match.model_psf:.2f} arcsec that {model_name} was trained on ({match.model_preset}) and cannot be "
+            f"sharpened: stamps are deblended on {match.model_scale:.3g} arcsec pixels, where it is as many pixels "
+            f"wide as the model's; galaxies look smaller in pixels than the model expects and close pairs may stay "
+            f"merged",
             GridWarning, stacklevel=3,
         )
 

@@ -105,6 +105,10 @@ def test_data_with_a_broader_psf_get_a_clear_warning():
     with pytest.warns(GridWarning, match=r"PSF \(FWHM 0.88 arcsec\) is broader than the 0.70 arcsec that peeling"):
         result = deblend(blends.images[0], model="peeling", device="cpu", preset="des-i")
     assert result.components.shape[-2:] == (40, 40)
+    # the PSF-matching scale (0.251") is within 10 % of DES's own 0.263": the stamp keeps its pixels
+    assert result.info["grid"]["model_pixel_scale"] == pytest.approx(0.263)
+    wider = grid_match(get_preset("lsst-i"), 0.2, 1.2, 37.0)  # 0.2" pixels, 1.2" PSF: a 0.343" grid
+    assert wider.model_scale == pytest.approx(0.2 * 1.2 / 0.7) and wider.kernel_fwhm == 0.0
     with pytest.warns(GridWarning):
         wrapped = ResampledDeblender("peeling", "des-i", device="cpu")
     assert wrapped.deblend_batch(blends.images, noise=blends.noise_sigma)[0].info["grid"]["data_pixel_scale"] == 0.263
