@@ -211,12 +211,13 @@ def grid_match(model: SurveyPreset, data_scale: float, data_psf: float, data_zer
 def warn_if_broader(match: GridMatch, model_name: str, data_name: str) -> None:
     """A :class:`GridWarning` when the data's PSF is broader than the one the model was trained on."""
     if match.broader:
+        preset_scale = get_preset(match.model_preset).pixel_scale
         warnings.warn(
             f"{data_name}: the data's PSF (FWHM {match.data_psf:.2f} arcsec) is broader than the "
             f"{match.model_psf:.2f} arcsec that {model_name} was trained on ({match.model_preset}) and cannot be "
-            f"sharpened: stamps are deblended on {match.model_scale:.3g} arcsec pixels, where it is as many pixels "
-            f"wide as the model's; galaxies look smaller in pixels than the model expects and close pairs may stay "
-            f"merged",
+            f"sharpened: stamps are deblended on {match.model_scale:.3g} arcsec pixels, where it spans "
+            f"{match.data_psf / match.model_scale:.1f} pixels (the model's {match.model_psf / preset_scale:.1f}); "
+            f"galaxies look smaller in pixels than the model expects and close pairs may stay merged",
             GridWarning, stacklevel=3,
         )
 
