@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import DeblendInputError
+from ._read_options import add_read_options, read_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,13 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="catalogue to write (.ecsv)")
     p.add_argument("--preset", default="sextractor", help="detection preset: sextractor or des")
     p.add_argument("--survey", default="lsst-i", help="survey preset for calibration defaults")
-    p.add_argument("--hdu", default=None, help="HDU index or EXTNAME to read")
     p.add_argument("--regions", default=None, help="also write a DS9 region file of Kron ellipses")
     p.add_argument("--segmentation", default=None, help="also write the segmentation map (FITS)")
     for name, kind in (("thresh", float), ("minarea", int), ("deblend-nthresh", int), ("deblend-cont", float),
                        ("back-size", int), ("back-filter-size", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name.replace('-', '_')}")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_read_options(p)
     p.set_defaults(func=run)
 
 
@@ -44,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
     for out in filter(None, (args.output, args.regions, args.segmentation)):
         if Path(out).exists() and not args.overwrite:
             raise DeblendInputError(f"output {out} exists: expected a new file name, or --overwrite")
-    hdu = int(args.hdu) if args.hdu is not None and str(args.hdu).isdigit() else args.hdu
     start = time.perf_counter()
     paths = args.fields[0] if len(args.fields) == 1 else args.fields
-    field = read_field(paths, preset=args.survey, hdu=hdu)
+    field = read_field(paths, preset=args.survey, **read_kwargs(args))
     overrides = {
         "thresh": args.thresh,
         "minarea": args.minarea,
@@ -65,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
         header = field.wcs.to_header() if field.wcs is not None else None
         fits.PrimaryHDU(seg, header=header).writeto(args.segmentation, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
+    masked = int(field.mask.any(axis=0).sum())
+    noise = "per-pixel noise plane" if field.variance is not None else "global noise"
     print(
         f"{field.name}: {len(cat)} detections, {len(blends)} blends "
-        f"({sum(b.n_members for b in blends)} sources in blends) -> {output} [{elapsed:.2f} s]"
+        f"({sum(b.n_members for b in blends)} sources in blends), {noise}, {masked} masked pixels, "
+        f"zero point {field.zero_point:.3f} ({field.zero_point_source}) -> {output} [{elapsed:.2f} s]"
     )
     return 0

@@ -141,6 +141,10 @@ class Deblender:
     uses_positions : bool
         Whether positions, when given (e.g. clicked by a user), are used as the sources
         (``vae``, ``unet``); ``peeling`` and ``sextractor`` find their own.
+    takes_variance : bool
+        Whether :meth:`deblend_batch` accepts ``variance=``: ``(N, C, H, W)``
+        per-pixel variance of the stamps (``inf`` at masked pixels), given
+        when the field has a noise plane (``sextractor``).
     """
 
     name: ClassVar[str] = ""
@@ -150,6 +154,7 @@ class Deblender:
     min_stamp_size: ClassVar[int] = 8
     needs_positions: ClassVar[bool] = False
     uses_positions: ClassVar[bool] = False
+    takes_variance: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, device: str = "auto", preset: Any = None) -> None:

@@ -26,6 +26,7 @@ from ..catalog_io import to_sextractor_table
 from ..field import read_field, write_field
 from .layout import FieldJob
 from .outputs import atomic_path, write_hdu, write_json
+from .prepare import read_options
 from .tiles import field_wcs
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
@@ -72,7 +73,7 @@ def assemble_field(
     merge_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    field = read_field(job.path, preset=job.settings.survey)
+    field = read_field(job.path, **read_options(job))
     read_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -47,6 +47,9 @@ class RunSettings:
         Halo around each core, pixels; grown automatically for a tile owning a larger blend.
     keep_work : bool
         Keep the scratch directory (tiles, background-subtracted field) of finished fields.
+    read : dict
+        How fields are read (:func:`~napari_deblend.read_field`): ``hdu``, ``bands``,
+        ``weight_type`` for every field, and ``weight`` / ``mask``: field path -> file.
     """
 
     model: str = "peeling"
@@ -57,6 +60,7 @@ class RunSettings:
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
     keep_work: bool = False
+    read: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The parameters that make two runs' results comparable (what an output directory is checked against).
