@@ -323,32 +323,7 @@ def get_deblender(name: str, device: str = "auto", preset: Any = None) -> Deblen
 
 
 def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) -> dict[str, Any]:
-    """Load a model's torch checkpoint on the CPU, with a clear error naming the file if missing or corrupt.
+    """Load a model's weights file safely (see :func:`napari_deblend.deblenders.checkpoints.load_weights`)."""
+    from .checkpoints import load_weights as load
 
-    Parameters
-    ----------
-    path : Path
-        The weights file.
-    model : str
-        Model name, for messages.
-    required : set of str
-        Keys the checkpoint must hold.
-    retrain_hint : str
-        The command that retrains the weights (named in every error).
-    """
-    import torch
-
-    if not path.exists():
-        raise DeblendError(f"{model} weights {path} are missing: re-install napari-deblend or retrain with "
-                           f"`{retrain_hint}`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or not required <= set(checkpoint):
-            raise KeyError("/".join(sorted(required)))
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise DeblendError(
-            f"{model} weights {path} are corrupted or not a {model} checkpoint ({type(exc).__name__}: {detail}); "
-            f"retrain with `{retrain_hint}`"
-        ) from None
-    return checkpoint
+    return load(path, model, required, retrain_hint)
