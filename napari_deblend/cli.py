@@ -4,17 +4,22 @@ Each sub-command lives in its own module under :mod:`napari_deblend.commands`
 and exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed arguments, returning an exit code).
 Errors a user caused (:class:`~napari_deblend.errors.DeblendInputError`) are
-printed as one line and give exit code 2; no traceback.
+printed as one line and give exit code 2; no traceback.  So are the errors the
+system gives about files (a full disk, a read-only folder) and memory.  SIGTERM
+unwinds like Ctrl-C (exit 143), so temporary files and half-written outputs are
+removed on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
-from .errors import DeblendInputError
+from .errors import DeblendInputError, Terminated
 
 COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "export_training", "labels"]
 
@@ -40,14 +45,43 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    previous = _terminate_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except DeblendInputError as exc:
-        print(f"napari-deblend {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(exc))
+    except OSError as exc:  # the system's word on a file: full disk, read-only folder, ...
+        from .checks import describe_os_error
+
+        return _error(args.command, describe_os_error(exc))
+    except MemoryError:
+        return _error(args.command, "not enough memory for this input: expected a smaller field, stamp or batch")
     except KeyboardInterrupt:
         print(f"napari-deblend {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"napari-deblend {args.command}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _error(command: str, message: str) -> int:
+    """Print one line (the message's own line breaks folded) and return exit code 2."""
+    print(f"napari-deblend {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _terminate_on_sigterm():
+    """Make SIGTERM raise :class:`Terminated` (so ``finally`` blocks and context managers clean up); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated(signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,19 @@ def available_devices() -> list[str]:
     return devices
 
 
+def check_device_name(device: str | None) -> str:
+    """A device name as torch spells it (lower case), without looking for the device: a sentence for a bad name.
+
+    Accepted: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` and ``mps``. For a run on a Dask cluster,
+    whose workers may have devices this machine lacks (:func:`resolve_device` checks the device here).
+    """
+    name = "auto" if device is None else str(device).strip().lower()
+    base, _, index = name.partition(":")
+    if base not in ("auto", "cpu", "cuda", "mps") or (index and (base != "cuda" or not index.isdigit())):
+        raise DeblendError(f"device {device!r} is not a device name: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An absent device is a clear error listing what exists."""
     device = "auto" if device is None else str(device).lower()
