@@ -216,7 +216,7 @@ def _check_field(field: Field) -> None:
     for band, image, good in zip(field.band_names, field.data, valid):
         values = image if good.all() else image[good]
         if values.size and values.min() == values.max():
-            raise DetectionError(f"{field.name} band {band}: the image is constant ({float(values[0]):g} "
+            raise DetectionError(f"{field.name} band {band}: the image is constant ({float(values.flat[0]):g} "
                                  "everywhere): nothing to detect")
 
 
