@@ -7,9 +7,11 @@ work starts, so that a bad option never leaves a half-made output behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,13 @@ def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: 
     """
     if not isinstance(value, types):
         raise DeblendInputError(f"{what}: got {type(value).__name__}: expected {expected}")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, option: str) -> Iterator[None]:
+    """Turn an operating-system error while writing ``path`` (full disk, ...) into one sentence naming it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = describe_os_error(exc).split(": ", 1)[-1] if exc.filename is None else describe_os_error(exc)
+        raise DeblendInputError(f"{option} {path}: cannot write it ({reason}); nothing was written") from None

@@ -17,10 +17,13 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 
 from . import __version__
 from .errors import DeblendInputError, Terminated
 
+#: Commands whose warnings are shown as they come (an interactive viewer), not gathered into one-line reports.
+STREAMED_WARNINGS = {"demo"}
 COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "export_training", "labels"]
 
 
@@ -47,29 +50,51 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     previous = _terminate_on_sigterm()
     try:
-        return int(args.func(args) or 0)
+        if args.command in STREAMED_WARNINGS:
+            return _run(args, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            return _run(args, caught)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, caught: list | None) -> int:
+    """Call the command; errors as one line (with the warnings that led to them), warnings one line each."""
+    try:
+        code = int(args.func(args) or 0)
     except DeblendInputError as exc:
-        return _error(args.command, str(exc))
+        return _error(args.command, str(exc), caught)
     except OSError as exc:  # the system's word on a file: full disk, read-only folder, ...
         from .checks import describe_os_error
 
-        return _error(args.command, describe_os_error(exc))
+        return _error(args.command, describe_os_error(exc), caught)
     except MemoryError:
-        return _error(args.command, "not enough memory for this input: expected a smaller field, stamp or batch")
+        return _error(args.command, "not enough memory for this input: expected a smaller field, stamp or batch",
+                      caught)
     except KeyboardInterrupt:
         print(f"napari-deblend {args.command}: interrupted", file=sys.stderr)
         return 130
     except Terminated:
         print(f"napari-deblend {args.command}: terminated", file=sys.stderr)
         return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    for text in _warning_texts(caught):
+        print(f"napari-deblend {args.command}: warning: {text}", file=sys.stderr)
+    return code
 
 
-def _error(command: str, message: str) -> int:
-    """Print one line (the message's own line breaks folded) and return exit code 2."""
-    print(f"napari-deblend {command}: error: {' '.join(message.split())}", file=sys.stderr)
+def _warning_texts(caught: list | None) -> list[str]:
+    """The distinct warnings recorded, each as one line (``Category: message``)."""
+    texts = [f"{w.category.__name__}: {' '.join(str(w.message).split())}" for w in caught or []]
+    return list(dict.fromkeys(texts))
+
+
+def _error(command: str, message: str, caught: list | None = None) -> int:
+    """Print one line (line breaks folded; the warnings met on the way appended) and return exit code 2."""
+    texts = _warning_texts(caught)
+    after = f" (after {len(texts)} warning(s): {'; '.join(t[:200] for t in texts[:3])})" if texts else ""
+    print(f"napari-deblend {command}: error: {' '.join(message.split())}{after}", file=sys.stderr)
     return 2
 
 

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
     from ..blends import find_blends
-    from ..catalog_io import write_catalog, write_ds9_regions
-    from ..checks import check_output_file
+    from ..catalog_io import to_sextractor_table, write_ds9_regions
+    from ..checks import check_output_file, writing
     from ..detection import detect, get_detection_preset
     from ..field import read_field
     from ..pipeline.outputs import atomic_path
@@ -67,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
     cat, seg = detect(field, preset=args.preset, **overrides)
     blends = find_blends(cat, seg)
     with ExitStack() as stack:  # every output under a temporary name; all renamed only once all are written
-        write_catalog(cat, stack.enter_context(atomic_path(output)), overwrite=True)
+        with writing(output, "-o"):
+            to_sextractor_table(cat).write(stack.enter_context(atomic_path(output)), format="ascii.ecsv")
         if args.regions:
-            write_ds9_regions(cat, stack.enter_context(atomic_path(args.regions)))
+            with writing(args.regions, "--regions"):
+                write_ds9_regions(cat, stack.enter_context(atomic_path(args.regions)))
         if args.segmentation:
             header = field.wcs.to_header() if field.wcs is not None else None
-            fits.PrimaryHDU(seg, header=header).writeto(stack.enter_context(atomic_path(args.segmentation)))
+            with writing(args.segmentation, "--segmentation"):
+                fits.PrimaryHDU(seg, header=header).writeto(stack.enter_context(atomic_path(args.segmentation)))
     elapsed = time.perf_counter() - start
     print(
         f"{field.name}: {len(cat)} detections, {len(blends)} blends "

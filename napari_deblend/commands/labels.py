@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action (reading never writes to the database; a failed import leaves it as it was)."""
-    from ..checks import check_output_file
+    from ..checks import check_output_file, writing
     from ..labels.ecsv import export_labels_ecsv, read_labels_ecsv
     from ..labels.store import LabelStore
 
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.ecsv, "ECSV", overwrite=args.overwrite)
     with LabelStore(args.database, read_only=True) as store:
         if args.action == "export":
-            n = export_labels_ecsv(store, args.ecsv, overwrite=args.overwrite)
+            with writing(args.ecsv, "ECSV"):
+                n = export_labels_ecsv(store, args.ecsv, overwrite=args.overwrite)
             print(f"wrote {n} labels to {args.ecsv}")
         else:
             labels = store.labels()

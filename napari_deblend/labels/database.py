@@ -91,25 +91,40 @@ def check_database_file(path: Path, read_only: bool = False) -> None:
 
 
 def connect(path: Path, read_only: bool, timeout: float) -> sqlite3.Connection:
-    """Open the database: read-only (never writes, works on read-only files and folders) or for writing."""
+    """Open the database for writing, or only to read (the caller never writes; works on read-only files).
+
+    To read, the file is opened without creating it (``mode=rw``) where that works, so that
+    SQLite removes the WAL's side files when the connection closes; on a read-only file,
+    folder or disk it is opened ``mode=ro``, and if even that cannot set up the WAL's
+    shared memory, as the file is on disk (``immutable=1``).
+    """
     if read_only:
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-        connection = _connect(uri, path, timeout)
-        try:  # a WAL database in a folder we cannot write: read it as it is on disk
-            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError:
-            connection.close()
-            connection = _connect(f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1", path, timeout)
+        target = f"file:{quote(str(path.resolve()))}"
+        for mode in ("mode=rw", "mode=ro", "mode=ro&immutable=1"):
+            connection = _connect(f"{target}?{mode}", path, timeout, quiet=mode != "mode=ro&immutable=1")
+            if connection is None:
+                continue
+            try:
+                connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:  # read-only file or folder: the next, more careful mode
+                connection.close()
+                continue
+            except sqlite3.DatabaseError:  # not a database: check_schema says so
+                pass
+            break
     else:
         connection = _connect(str(path), path, timeout, uri=False)
     connection.row_factory = sqlite3.Row
     return connection
 
 
-def _connect(target: str, path: Path, timeout: float, uri: bool = True) -> sqlite3.Connection:
+def _connect(target: str, path: Path, timeout: float, uri: bool = True, quiet: bool = False):
+    """A connection, or (``quiet``) None when SQLite cannot open the file this way."""
     try:
         return sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri)
     except sqlite3.Error as exc:
+        if quiet:
+            return None
         raise DeblendInputError(f"label database {path}: cannot open ({exc}); expected a file you may read") from None
 
 

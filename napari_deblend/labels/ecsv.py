@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeblendInputError
-from .label import LABEL_COLUMNS, Label
+from .label import LABEL_COLUMNS, Label, check_label_row
 from .store import SCHEMA_VERSION, LabelStore
 
 _FLOAT_COLUMNS = ("center_y", "center_x", "component_y", "component_x")
@@ -156,7 +156,11 @@ def read_labels_ecsv(path: str | Path) -> list[Label]:
                     value = unescape_text(str(value)) if escaped else str(value)
                 values[name] = value
             values["failure"] = values["failure"] or None
-            labels.append(Label.from_row(values))
+            label = Label.from_row(values)
+            check_label_row(label.as_row(), where=f"{path}, row {number}:")  # before any database is touched
+            labels.append(label)
+        except DeblendInputError:
+            raise
         except (ValueError, KeyError, TypeError, OverflowError) as exc:
             detail = " ".join(str(exc).split())[:160]
             raise DeblendInputError(f"{path}, row {number}: not a valid label ({type(exc).__name__}: {detail})") from None
