@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import resource
 import signal
@@ -711,3 +712,145 @@ if __name__ == "__main__":
     tried, clean = count()
     print(f"{tried} cases tried, {clean} clean")
     sys.exit(0 if tried == clean else 1)
+
+
+# ---- valid inputs that used to fail, and the guarantees kept --------------------------------------
+
+
+def test_shipped_weights_match_the_sha256_of_their_model_cards():
+    from napari_deblend.deblenders.checkpoints import CARD_SHA256_KEY, file_sha256
+    from napari_deblend.deblenders.peeling import WEIGHTS_DIR
+
+    weights = sorted(WEIGHTS_DIR.glob("*.pt"))
+    assert len(weights) >= 4
+    for path in weights:  # new weights are installed with `train --install`, which records it
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card.get(CARD_SHA256_KEY) == file_sha256(path), f"{path.name}: run record_weights_sha256({path})"
+
+
+def test_run_on_a_file_name_that_is_not_ascii(tmp_path):
+    from astropy.io import fits
+
+    field_file(tmp_path, "champ_é.fits")
+    argv = ["run", str(tmp_path / "champ_é.fits"), "--out", str(tmp_path / "o"), "--model", "sextractor", "--quiet"]
+    assert main(argv) == 0
+    header = fits.getheader(tmp_path / "o" / "champ_é" / "components.fits")
+    assert header["FIELD"] == "champ_\\xe9.fits"  # escaped, nothing lost
+    assert main(argv) == 0  # and the resume that used to fail again
+
+
+def test_export_training_of_names_that_are_not_ascii(tmp_path):
+    from astropy.io import fits
+
+    from napari_deblend import detect, find_blends, read_field
+    from napari_deblend.labels import LabelStore
+    from napari_deblend.labels.book import FieldLabels
+    from napari_deblend.labels.targets import isolated_galaxies
+
+    path = field_file(tmp_path, "champ_é.fits")
+    field = read_field(path)
+    cat, seg = detect(field)
+    blends = find_blends(cat, seg)
+    with LabelStore(tmp_path / "db.sqlite", user="Zoë") as store:
+        FieldLabels(store, field, blends, isolated_galaxies(cat, field.shape)).label("blend", blends[0].id, "clean")
+    assert main(["export-training", "--labels", str(tmp_path / "db.sqlite"), "--out", str(tmp_path / "t")]) == 0
+    (cutout,) = (tmp_path / "t" / "blends").glob("*.fits")
+    header = fits.getheader(cutout)
+    assert header["LABELER"] == "Zo\\xeb" and header["FIELD"] == "champ_\\xe9.fits"
+
+
+def test_label_text_round_trips_exactly_through_ecsv(tmp_path, capsys):
+    from napari_deblend.labels import FieldKey, LabelStore, TargetKey
+
+    notes = ["a\r\nb\tc", "line\u2028break, \"quoted\" \\n not a newline", "é" + "n" * 140_000, "plain"]
+    target = TargetKey("blend", np.array([[10.0, 10.0], [12.0, 14.0]]), (5, 20, 5, 20))
+    with LabelStore(tmp_path / "a.sqlite", user=" spaced user ") as store:
+        for note in notes:
+            store.add(FieldKey("0" * 40, "/data/champ_é.fits"), target, "clean", note=note)
+        before = store.labels()
+    assert main(["labels", "export", str(tmp_path / "a.sqlite"), str(tmp_path / "l.ecsv")]) == 0
+    assert main(["labels", "import", str(tmp_path / "b.sqlite"), str(tmp_path / "l.ecsv")]) == 0
+    with LabelStore(tmp_path / "b.sqlite", read_only=True) as store:
+        after = store.labels()
+    assert [label.note for label in after] == notes
+    for old, new in zip(before, after):
+        assert old.as_row() == new.as_row()
+
+
+def test_reading_labels_changes_no_file(tmp_path, capsys):
+    db = label_database(tmp_path)
+    before = snapshot(tmp_path)
+    assert main(["labels", "summary", str(db)]) == 0
+    assert main(["labels", "export", str(db), str(tmp_path / "l.ecsv")]) == 0
+    assert {k: v for k, v in snapshot(tmp_path).items() if k != "l.ecsv"} == before
+
+
+def test_resumed_run_keeps_the_timings_of_its_finished_tiles(tmp_path):
+    from astropy.io import fits
+
+    from napari_deblend.pipeline import RunSettings, run_fields
+
+    path = field_file(tmp_path)
+    settings = RunSettings(model="sextractor", device="cpu", tile_size=64, keep_work=True)
+    run_fields([path], tmp_path / "o", settings, progress=False)
+    field_dir = tmp_path / "o" / "f"
+    (field_dir / "run.json").unlink()  # as if the run had stopped before assembling the field
+    run_fields([path], tmp_path / "o", settings, progress=False)
+    record = json.loads((field_dir / "run.json").read_text())
+    parts = sorted((field_dir / "work" / "parts").glob("tile_*.fits"))
+    detect_seconds = sum(fits.getval(part, "TDETECT") for part in parts)
+    assert len(parts) == 4 and detect_seconds > 0
+    assert record["timings"]["detect"] == pytest.approx(detect_seconds)
+
+
+def _gzip_field(path: Path, side: int) -> Path:
+    """A gzipped FITS image of ``side`` x ``side`` zeros, written in blocks (small on disk, large decompressed)."""
+    import gzip
+
+    from astropy.io import fits
+
+    header = fits.PrimaryHDU(np.zeros((1, 1), np.float32)).header
+    header["NAXIS1"], header["NAXIS2"] = side, side
+    size = side * side * 4
+    with gzip.open(path, "wb", compresslevel=1) as stream:
+        stream.write(header.tostring().encode("ascii"))
+        block = bytes(16 << 20)
+        for start in range(0, size, len(block)):
+            stream.write(block[: min(len(block), size - start)])
+        stream.write(bytes(-size % 2880))
+    return path
+
+
+def test_sigterm_while_reading_a_gzipped_field_leaves_no_temporary_copy(tmp_path):
+    _gzip_field(tmp_path / "big.fits.gz", 6000)  # 144 MB once decompressed
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
+    child = subprocess.Popen([sys.executable, "-m", "napari_deblend.cli", "detect", "big.fits.gz", "-o", "c.ecsv"],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a budget
+        while not list(scratch.glob(f"{TEMP_PREFIX}*/*")) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert child.poll() is None, "the read finished before a temporary copy was seen"
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 143 and stderr.strip().splitlines() == ["napari-deblend detect: terminated"]
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "c.ecsv").exists()
+
+
+def test_run_on_a_header_with_non_ascii_bytes(tmp_path, capsys):
+    from astropy.io import fits
+
+    path = field_file(tmp_path)
+    with fits.open(path) as hdul:
+        hdul[1].header["OBSERVER"] = ("Xavier", "who took it")
+        hdul.writeto(tmp_path / "bytes.fits")
+    raw = (tmp_path / "bytes.fits").read_bytes()
+    (tmp_path / "bytes.fits").write_bytes(raw.replace(b"'Xavier", b"'Xavi\xe9r"))  # latin-1, not ASCII
+    assert main(["run", str(tmp_path / "bytes.fits"), "--out", str(tmp_path / "o"), "--model", "sextractor",
+                 "--quiet"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
