@@ -124,6 +124,10 @@ def _nan_weight(checkpoint: dict) -> None:
     checkpoint["rdn"]["head.0.weight"][0, 0, 0, 0] = float("nan")
 
 
+def _inf_weight(checkpoint: dict) -> None:
+    checkpoint["rdn"]["head.0.weight"][0, 0, 0, 0] = float("inf")
+
+
 def labels_ecsv(folder: Path, name: str, edit: Callable[[list[str]], list[str]]) -> Path:
     """A label export (from a real database) with its lines edited."""
     from napari_deblend.labels import LabelStore
@@ -650,6 +654,7 @@ LIBRARY_CASES: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
     ("a label into a database another program locks", _label_into_locked_store, ("locked", "not saved")),
     ("a label into a database on a full disk", _label_into_full_store, ("full", "not saved")),
     ("weights with a NaN", lambda f: _load_peeling(f, _nan_weight), ("NaN", "rdn.head.0.weight")),
+    ("weights with an inf", lambda f: _load_peeling(f, _inf_weight), ("inf", "head.0.weight")),
     ("weights bit-flipped (SHA-256 of the card)", _bit_flipped_weights, ("SHA-256",)),
     ("weights that would run code", _hostile_weights, ("Python objects",)),
     ("a training checkpoint that would run code", _hostile_training_checkpoint, ("Python objects",)),

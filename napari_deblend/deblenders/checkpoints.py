@@ -4,7 +4,8 @@
   strings and containers; a file holding other Python objects is refused, since
   unpickling them could run code), and our own message, never torch's.
 - :func:`load_weights`: a deblender's weights: the SHA-256 recorded in the model card
-  beside them (``<name>.json``, key ``sha256``) must match, no tensor may hold NaN or inf.
+  beside them (``<name>.json``, key ``sha256``) must match, no tensor may hold NaN
+  (and :func:`build_network` refuses inf in a learned weight; buffers may hold inf, e.g. "no clip").
 - :func:`build_network`: a network from its saved config and tensors, checked on torch's
   ``meta`` device first, so a config of unknown keys or absurd sizes allocates nothing.
 - :func:`record_weights_sha256`: what installing new weights calls to update the card.
@@ -105,14 +106,15 @@ def load_torch_file(path: str | Path, what: str, remedy: str) -> Any:
                            f"{remedy}") from None
 
 
-def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the floating-point tensors in a (nested) checkpoint that hold NaN or inf values."""
+def non_finite_tensors(obj: Any, prefix: str = "", allow_inf: bool = False) -> list[str]:
+    """Dotted names of the floating-point tensors in a (nested) checkpoint that hold NaN (or, unless ``allow_inf``, inf)."""
     import torch
 
     if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-            return [prefix or "tensor"]
-        return []
+        if not obj.is_floating_point():
+            return []
+        bad = torch.isnan(obj).any() if allow_inf else ~torch.isfinite(obj).all()
+        return [prefix or "tensor"] if bool(bad) else []
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, (list, tuple)):
@@ -121,7 +123,7 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
         return []
     bad: list[str] = []
     for key, value in items:
-        bad += non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+        bad += non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key), allow_inf)
     return bad
 
 
@@ -130,7 +132,8 @@ def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) 
 
     Checks, in order: the file exists; its SHA-256 equals the one in the model card
     beside it (when the card records one, as the shipped cards do); it loads with
-    ``weights_only=True``; it is a dict holding ``required``; no weight is NaN or inf.
+    ``weights_only=True``; it is a dict holding ``required``; no tensor is NaN (inf in a learned
+    weight is refused when the network is built, see :func:`build_network`).
 
     Parameters
     ----------
@@ -152,10 +155,10 @@ def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) 
         missing = sorted(required - set(checkpoint)) if isinstance(checkpoint, dict) else sorted(required)
         raise DeblendError(f"{model} weights {path} are not a {model} checkpoint (no {', '.join(missing)}); "
                            f"retrain with `{retrain_hint}`")
-    bad = non_finite_tensors(checkpoint)
+    bad = non_finite_tensors(checkpoint, allow_inf=True)  # inf in a learned weight: see build_network
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DeblendError(f"{model} weights {path}: NaN or inf values in {', '.join(bad[:3])}{more}; {remedy}")
+        raise DeblendError(f"{model} weights {path}: NaN values in {', '.join(bad[:3])}{more}; {remedy}")
     return checkpoint
 
 
@@ -193,7 +196,9 @@ def build_network(cls: Any, config: Any, state: Any, *, what: str, path: Path, r
         raise refuse("its state is not a dict of tensors")
     try:
         with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in cls(**config).state_dict().items()}
+            skeleton = cls(**config)
+            shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+            parameters = [name for name, _ in skeleton.named_parameters()]
     except Exception as exc:  # unknown keys (TypeError), negative sizes (RuntimeError), bad values (ValueError)
         raise refuse(f"config {json.dumps(config, default=str)[:200]}: {type(exc).__name__}: "
                      f"{' '.join(str(exc).split())[:160]}") from None
@@ -201,6 +206,9 @@ def build_network(cls: Any, config: Any, state: Any, *, what: str, path: Path, r
     if shapes != saved:
         wrong = sorted(k for k in set(shapes) | set(saved) if shapes.get(k) != saved.get(k))
         raise refuse(f"{len(wrong)} tensor(s) of another name or shape, e.g. {wrong[0]}")
+    infinite = [name for name in parameters if not bool(torch.isfinite(state[name]).all())]
+    if infinite:  # buffers may hold inf (e.g. "no clipping" bounds), learned weights may not
+        raise DeblendError(f"{what}: inf values in {', '.join(infinite[:3])}; {remedy}")
     try:
         module = cls(**config)
         module.load_state_dict(state)
