@@ -67,7 +67,7 @@ def _check_sha256(path: Path, model: str, remedy: str) -> None:
         )
 
 
-def load_torch_file(path: str | Path, what: str, remedy: str) -> Any:
+def load_torch_file(path: str | Path, what: str, remedy: str, unreadable: str | None = None) -> Any:
     """``torch.load`` on the CPU with ``weights_only=True``: tensors, numbers, strings and containers, never code.
 
     Parameters
@@ -78,6 +78,8 @@ def load_torch_file(path: str | Path, what: str, remedy: str) -> Any:
         What the file should be, for messages (e.g. ``"peeling weights"``).
     remedy : str
         What to do about a bad file (ends every message).
+    unreadable : str, optional
+        The sentence for a file torch cannot read (default ``"<what> <path>: not a readable torch file"``).
 
     Raises
     ------
@@ -102,8 +104,8 @@ def load_torch_file(path: str | Path, what: str, remedy: str) -> Any:
     except Exception as exc:  # zip, pickle and storage errors of every kind
         detail = (str(exc).strip().splitlines() or [""])[0][:160]
         detail = "" if "weights_only" in detail else f": {detail}"
-        raise DeblendError(f"{what} {path}: not a readable torch file ({type(exc).__name__}{detail}); "
-                           f"{remedy}") from None
+        unreadable = unreadable or f"{what} {path}: not a readable torch file"
+        raise DeblendError(f"{unreadable} ({type(exc).__name__}{detail}); {remedy}") from None
 
 
 def non_finite_tensors(obj: Any, prefix: str = "", allow_inf: bool = False) -> list[str]:
@@ -148,13 +150,14 @@ def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) 
     """
     path = Path(path)
     remedy = f"re-install napari-deblend or retrain with `{retrain_hint}`"
-    if path.is_file():
-        _check_sha256(path, model, remedy)
-    checkpoint = load_torch_file(path, f"{model} weights", remedy)
+    if not path.is_file():
+        raise DeblendError(f"{model} weights {path} are missing: {remedy}")
+    _check_sha256(path, model, remedy)
+    corrupted = f"{model} weights {path} are corrupted or not a {model} checkpoint"
+    checkpoint = load_torch_file(path, f"{model} weights", f"retrain with `{retrain_hint}`", unreadable=corrupted)
     if not isinstance(checkpoint, dict) or not required <= set(checkpoint):
         missing = sorted(required - set(checkpoint)) if isinstance(checkpoint, dict) else sorted(required)
-        raise DeblendError(f"{model} weights {path} are not a {model} checkpoint (no {', '.join(missing)}); "
-                           f"retrain with `{retrain_hint}`")
+        raise DeblendError(f"{corrupted} (no {', '.join(missing)}); retrain with `{retrain_hint}`")
     bad = non_finite_tensors(checkpoint, allow_inf=True)  # inf in a learned weight: see build_network
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -162,7 +165,7 @@ def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) 
     return checkpoint
 
 
-def build_network(cls: Any, config: Any, state: Any, *, what: str, path: Path, remedy: str) -> Any:
+def build_network(cls: Any, config: Any, state: Any, *, refusal: str, remedy: str) -> Any:
     """``cls(**config)`` holding the tensors of ``state``; a clear error when the config or the tensors do not fit.
 
     The network is first built without memory (torch's ``meta`` device) and its
@@ -178,17 +181,16 @@ def build_network(cls: Any, config: Any, state: Any, *, what: str, path: Path, r
         Its keyword arguments, as saved with the weights.
     state : dict
         Its state dict, as saved.
-    what : str
-        Which network of which file, for messages (e.g. ``"peeling weights X: the RDN"``).
-    path : Path
-        The weights file.
+    refusal : str
+        How every message starts, naming the file and the network
+        (e.g. ``"unet weights X do not fit the network"``).
     remedy : str
         What to do about it (ends every message).
     """
     import torch
 
     def refuse(detail: str) -> DeblendError:
-        return DeblendError(f"{what} does not fit its network ({detail}); {remedy}")
+        return DeblendError(f"{refusal} ({detail}); {remedy}")
 
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise refuse(f"its config is {type(config).__name__}, expected a dict of named settings")
@@ -208,7 +210,7 @@ def build_network(cls: Any, config: Any, state: Any, *, what: str, path: Path, r
         raise refuse(f"{len(wrong)} tensor(s) of another name or shape, e.g. {wrong[0]}")
     infinite = [name for name in parameters if not bool(torch.isfinite(state[name]).all())]
     if infinite:  # buffers may hold inf (e.g. "no clipping" bounds), learned weights may not
-        raise DeblendError(f"{what}: inf values in {', '.join(infinite[:3])}; {remedy}")
+        raise refuse(f"inf values in {', '.join(infinite[:3])}")
     try:
         module = cls(**config)
         module.load_state_dict(state)

@@ -127,7 +127,7 @@ class SourceFinder:
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "detector.pt"
         checkpoint = load_checkpoint(self.weights)
         self.net = build_network(CentreNet, checkpoint["net_config"], checkpoint["net"],
-                                 what=f"detector weights {self.weights}: the centre network", path=self.weights,
+                                 refusal=f"detector weights {self.weights} do not fit the network",
                                  remedy=f"retrain with `{RETRAIN_HINT}`")
         self.net.eval().to(device)
         self.device = device

@@ -137,7 +137,7 @@ class PeelingDeblender(Deblender):
         if f"{key}_config" not in checkpoint:
             raise DeblendError(f"peeling weights {self.weights}: {what} has no {key}_config; {remedy}")
         return build_network(cls, checkpoint[f"{key}_config"], checkpoint[key],
-                             what=f"peeling weights {self.weights}: {what}", path=self.weights, remedy=remedy)
+                             refusal=f"peeling weights {self.weights}: {what} does not fit its network", remedy=remedy)
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""

@@ -83,7 +83,7 @@ class UNetDeblender(Deblender):
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "unet.pt"
         checkpoint = load_checkpoint(self.weights)
         self.net = build_network(UNet, checkpoint["unet_config"], checkpoint["unet"],
-                                 what=f"unet weights {self.weights}: the U-Net", path=self.weights,
+                                 refusal=f"unet weights {self.weights} do not fit the network",
                                  remedy=f"retrain with `{RETRAIN_HINT}`")
         self.net = fold_batchnorm(self.net).to(self.device)
         self.hint_sigma = float(self.net.config["hint_sigma"])

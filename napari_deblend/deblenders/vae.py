@@ -94,10 +94,9 @@ class VAEDeblender(Deblender):
         checkpoint = load_checkpoint(self.weights)
         remedy = f"retrain with `{RETRAIN_HINT}`"
         self.encoder = build_network(Encoder, checkpoint["encoder_config"], checkpoint["deblender"],
-                                     what=f"vae weights {self.weights}: the deblending encoder", path=self.weights,
-                                     remedy=remedy)
+                                     refusal=f"vae weights {self.weights} do not fit the encoder", remedy=remedy)
         self.decoder = build_network(Decoder, checkpoint["decoder_config"], checkpoint["decoder"],
-                                     what=f"vae weights {self.weights}: the decoder", path=self.weights, remedy=remedy)
+                                     refusal=f"vae weights {self.weights} do not fit the decoder", remedy=remedy)
         self.encoder.eval().to(self.device)
         self.decoder.eval().to(self.device)
         self.finder = SourceFinder(self.device)
