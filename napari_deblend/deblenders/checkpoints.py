@@ -96,11 +96,14 @@ def load_torch_file(path: str | Path, what: str, remedy: str, unreadable: str | 
         raise DeblendError(f"{what} {path}: {'not a file' if path.exists() else 'no such file'}; {remedy}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DeblendError(
-            f"{what} {path}: holds Python objects other than tensors, numbers and strings, refused since "
-            f"loading them could run code; {remedy}"
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # torch refused a reference to a Python object (a class, a function)
+            raise DeblendError(
+                f"{what} {path}: holds Python objects other than tensors, numbers and strings, refused since "
+                f"loading them could run code; {remedy}"
+            ) from None
+        unreadable = unreadable or f"{what} {path}: not a readable torch file"
+        raise DeblendError(f"{unreadable} (not a torch file); {remedy}") from None
     except Exception as exc:  # zip, pickle and storage errors of every kind
         detail = (str(exc).strip().splitlines() or [""])[0][:160]
         detail = "" if "weights_only" in detail else f": {detail}"
