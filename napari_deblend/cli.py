@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in STREAMED_WARNINGS:
             return _run(args, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
+        with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is recorded
             return _run(args, caught)
     finally:
         if previous is not None:
