@@ -79,6 +79,9 @@ class Blend:
 
 
 def _check_catalog(cat: Table, segmentation: np.ndarray | None) -> None:
+    if not isinstance(cat, Table):
+        raise DeblendInputError(f"find_blends(cat): got {type(cat).__name__}: expected the astropy Table of "
+                                "napari_deblend.detect")
     missing = [c for c in REQUIRED_COLUMNS if c not in cat.colnames]
     if missing:
         raise DeblendInputError(
@@ -88,6 +91,11 @@ def _check_catalog(cat: Table, segmentation: np.ndarray | None) -> None:
         raise DeblendInputError(
             f"segmentation map has shape {np.shape(segmentation)}: expected a 2-D (H, W) label image"
         )
+    for name in ("x", "y"):  # NaN positions would group nothing, or everything
+        values = np.asarray(cat[name], float)
+        if not np.isfinite(values).all():
+            raise DeblendInputError(f"catalogue column {name} holds {int((~np.isfinite(values)).sum())} NaN/inf "
+                                    "position(s): expected finite pixel positions")
 
 
 def touching_pairs(segmentation: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .blends import Blend, cut_stamp, stamp_noise, stamp_origin, stamp_variances
+from .checks import check_type
 from .deblenders.base import Deblender, DeblendError, DeblendResult, get_deblender
 from .errors import DeblendInputError
 from .field import Field
@@ -24,6 +25,18 @@ from .regrid import GridMatch, deblend_on_grid, grid_match, trained_preset, warn
 
 DEFAULT_STAMP = 48
 STAMP_MARGIN = 6
+#: Largest stamp side a caller may ask for (a network on a larger stamp needs gigabytes).
+MAX_STAMP_SIZE = 1024
+
+
+def _check_stamp_size(stamp_size: Any, minimum: int) -> None:
+    """A stamp side given by the caller: a whole number from the model's minimum to :data:`MAX_STAMP_SIZE`."""
+    if stamp_size is None:
+        return
+    if isinstance(stamp_size, bool) or not isinstance(stamp_size, (int, np.integer)) \
+            or not minimum <= stamp_size <= MAX_STAMP_SIZE:
+        raise DeblendInputError(f"stamp_size={stamp_size!r}: expected a whole number of pixels from {minimum} to "
+                                f"{MAX_STAMP_SIZE}")
 
 
 def stamp_side(blend: Blend, minimum: int = DEFAULT_STAMP) -> int:
@@ -183,8 +196,10 @@ def deblend(
     if isinstance(data, Field):
         if blend is None:
             raise DeblendError("deblend(field, blend): a Blend is needed to cut a stamp from a Field")
+        check_type(blend, Blend, "deblend(field, blend)", "a Blend from find_blends")
         preset = preset if preset is not None else data.preset
         deblender = get_deblender(model, device=device, preset=preset)
+        _check_stamp_size(stamp_size, deblender.min_stamp_size)
         side = stamp_size or stamp_side(blend, deblender.stamp_size or DEFAULT_STAMP)
         stamp = cut_stamp(data.data, blend, size=side, mask=data.mask, variance=data.variance)
         pixels = stamp.data
@@ -218,11 +233,20 @@ def deblend(
         return result
     if field_positions is not None:
         raise DeblendInputError("deblend: field_positions needs a Field and a Blend; with a bare stamp, give positions (stamp pixels)")
-    stamp = np.asarray(data)
+    if not isinstance(data, np.ndarray):
+        check_type(data, (list, tuple), "deblend(data)", "a Field with a Blend, or a stamp array (H, W) or (C, H, W)")
+    try:
+        stamp = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DeblendError("deblend(data): cannot read it as a numeric array: expected a stamp (H, W) or "
+                           "(C, H, W)") from None
     if stamp.ndim == 2:
         stamp = stamp[None]
     if stamp.ndim != 3:
         raise DeblendError(f"stamp has shape {np.shape(data)}: expected (H, W) or (C, H, W)")
+    if max(stamp.shape[-2:]) > MAX_STAMP_SIZE:
+        raise DeblendError(f"stamp of {stamp.shape[-2]}x{stamp.shape[-1]} pixels: expected at most "
+                           f"{MAX_STAMP_SIZE} pixels a side (cut the blend out of the field)")
     deblender = get_deblender(model, device=device, preset=preset)
     match = _stamp_grid_match(deblender, preset)
     if match is not None and stamp.shape[-1] == stamp.shape[-2]:

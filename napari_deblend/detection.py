@@ -41,6 +41,8 @@ _build_catalog = build_catalog  # the name the tiled pipeline imports
 # sep's object limit is low for crowded fields; its pixel stack is sized per call (see _extract).
 sep.set_sub_object_limit(4096)
 DEFAULT_PIXSTACK = 300_000
+#: Most multi-threshold deblending levels accepted (SExtractor's default is 32, DES uses 64).
+MAX_DEBLEND_NTHRESH = 256
 
 #: SExtractor's default.conv: 3x3 "pyramid" kernel.
 SEXTRACTOR_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
@@ -148,12 +150,13 @@ def get_detection_preset(preset: str | DetectionPreset = "sextractor", **overrid
 
 def _check_preset(p: DetectionPreset) -> None:
     checks = [
-        ("thresh", p.thresh > 0, "a positive number of background sigmas"),
+        ("thresh", 0 < p.thresh < math.inf, "a positive number of background sigmas"),
         ("minarea", p.minarea >= 1, "an integer >= 1"),
-        ("deblend_nthresh", p.deblend_nthresh >= 1, "an integer >= 1"),
+        # sep crashes (no message) on very many levels: validated before it runs
+        ("deblend_nthresh", 1 <= p.deblend_nthresh <= MAX_DEBLEND_NTHRESH, f"an integer from 1 to {MAX_DEBLEND_NTHRESH}"),
         ("deblend_cont", 0 <= p.deblend_cont <= 1, "a number between 0 and 1"),
         ("back_size", p.back_size >= 2, "an integer >= 2 pixels"),
-        ("back_filter_size", p.back_filter_size >= 1, "an odd integer >= 1"),
+        ("back_filter_size", p.back_filter_size >= 1 and p.back_filter_size % 2 == 1, "an odd integer >= 1"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -219,11 +222,20 @@ def _background(image: np.ndarray, mask: np.ndarray, preset: DetectionPreset, wh
 
 
 def _check_field(field: Field) -> None:
+    """Refuse what has nothing to detect (run and detect both call this: they agree on it)."""
+    if not isinstance(field, Field):
+        raise DetectionError(f"detection needs a Field, got {type(field).__name__}: expected read_field(path) "
+                             "or Field(array)")
     valid = ~field.mask
     if not valid.any():
         raise DetectionError(f"{field.name}: every pixel is masked (NaN/inf): nothing to detect")
     if not np.any(field.data[valid]):
         raise DetectionError(f"{field.name}: the image is all zero: nothing to detect")
+    for band, image, good in zip(field.band_names, field.data, valid):
+        values = image if good.all() else image[good]
+        if values.size and values.min() == values.max():
+            raise DetectionError(f"{field.name} band {band}: the image is constant ({float(values.flat[0]):g} "
+                                 "everywhere): nothing to detect")
 
 
 def _coadd(subtracted: np.ndarray, rms: np.ndarray) -> tuple[np.ndarray, float]:
@@ -334,8 +346,8 @@ def iter_detection(
 
     Widgets drive it from a worker thread to show progress; parameters as in :func:`run_detection`.
     """
-    params = get_detection_preset(preset, **overrides)
     _check_field(field)
+    params = get_detection_preset(preset, **overrides)
     n_steps = 4
     yield 0, n_steps, "background"
     mask_any = field.mask.any(axis=0)

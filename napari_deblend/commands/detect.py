@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..errors import DeblendInputError
@@ -37,17 +38,20 @@ def run(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
     from ..blends import find_blends
-    from ..catalog_io import write_catalog, write_ds9_regions
-    from ..detection import detect
+    from ..catalog_io import to_sextractor_table, write_ds9_regions
+    from ..checks import check_output_file, writing
+    from ..detection import detect, get_detection_preset
     from ..field import read_field
+    from ..pipeline.outputs import atomic_path
 
     output = Path(args.output)
-    for out in filter(None, (args.output, args.regions, args.segmentation)):
-        if Path(out).exists() and not args.overwrite:
-            raise DeblendInputError(f"output {out} exists: expected a new file name, or --overwrite")
-    start = time.perf_counter()
-    paths = args.fields[0] if len(args.fields) == 1 else args.fields
-    field = read_field(paths, preset=args.survey, **read_kwargs(args))
+    named = [("-o", args.output), ("--regions", args.regions), ("--segmentation", args.segmentation)]
+    named = [(option, Path(path)) for option, path in named if path]
+    for option, path in named:  # before reading anything: a bad output never costs a detection
+        check_output_file(path, option, overwrite=args.overwrite)
+    resolved = [path.resolve() for _, path in named]
+    if len(set(resolved)) < len(resolved):
+        raise DeblendInputError("-o, --regions and --segmentation name the same file: expected one file each")
     overrides = {
         "thresh": args.thresh,
         "minarea": args.minarea,
@@ -56,14 +60,22 @@ def run(args: argparse.Namespace) -> int:
         "back_size": args.back_size,
         "back_filter_size": args.back_filter_size,
     }
+    get_detection_preset(args.preset, **overrides)  # option values checked before reading
+    start = time.perf_counter()
+    paths = args.fields[0] if len(args.fields) == 1 else args.fields
+    field = read_field(paths, preset=args.survey, **read_kwargs(args))
     cat, seg = detect(field, preset=args.preset, **overrides)
     blends = find_blends(cat, seg)
-    write_catalog(cat, output, overwrite=args.overwrite)
-    if args.regions:
-        write_ds9_regions(cat, args.regions)
-    if args.segmentation:
-        header = field.wcs.to_header() if field.wcs is not None else None
-        fits.PrimaryHDU(seg, header=header).writeto(args.segmentation, overwrite=args.overwrite)
+    with ExitStack() as stack:  # every output under a temporary name; all renamed only once all are written
+        with writing(output, "-o"):
+            to_sextractor_table(cat).write(stack.enter_context(atomic_path(output)), format="ascii.ecsv")
+        if args.regions:
+            with writing(args.regions, "--regions"):
+                write_ds9_regions(cat, stack.enter_context(atomic_path(args.regions)))
+        if args.segmentation:
+            header = field.wcs.to_header() if field.wcs is not None else None
+            with writing(args.segmentation, "--segmentation"):
+                fits.PrimaryHDU(seg, header=header).writeto(stack.enter_context(atomic_path(args.segmentation)))
     elapsed = time.perf_counter() - start
     masked = int(field.mask.any(axis=0).sum())
     noise = "per-pixel noise plane" if field.variance is not None else "global noise"

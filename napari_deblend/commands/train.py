@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from ..deblenders.checkpoints import file_sha256
 from ..errors import DeblendInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
@@ -402,6 +403,7 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
         card["total_minutes"] = card["total_minutes"] + config["minutes"]
     card["size_bytes"] = target.stat().st_size
     card["inference"] = inference_settings("peeling")
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
@@ -428,6 +430,7 @@ def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command
     }
     card["size_bytes"] = target.stat().st_size
     card["inference"] = inference_settings("peeling")
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
@@ -461,6 +464,7 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
         "size_bytes": target.stat().st_size,
         "inference": inference_settings(model),
     })
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target

@@ -24,6 +24,7 @@ from astropy.wcs import WCS
 from .. import __version__
 from ..catalog_io import to_sextractor_table
 from ..field import read_field, write_field
+from ..header_text import header_text
 from .layout import FieldJob
 from .outputs import atomic_path, write_hdu, write_json
 from .prepare import read_options
@@ -276,9 +277,9 @@ def _write_components_and_subtract(
     """
     primary = fits.PrimaryHDU()
     header = primary.header
-    header["FIELD"] = info["name"]
-    header["MODEL"] = model
-    header["MODELVER"] = version
+    header["FIELD"] = header_text(info["name"])  # a file name may hold any character
+    header["MODEL"] = header_text(model)
+    header["MODELVER"] = header_text(version)
     header["NBLENDS"] = (len(blend_keys), "extensions BLEND, EXTVER = BLEND_ID")
     if wcs is not None:
         header.update(wcs.to_header(relax=True))

@@ -4,6 +4,7 @@ and where everything of a field lives in the output directory (:class:`FieldPath
 Output directory layout::
 
     DIR/run.json                    parameters of the run, versions, per-field status and errors
+    DIR/run.lock                    while a run writes here: its owner (process, host, start); see .lock
     DIR/<stem>/catalog.ecsv         detections (SExtractor columns) and neural components
     DIR/<stem>/components.fits      one extension per blend: its component stamps, origin and WCS
     DIR/<stem>/residual.fits        the field minus every neural component

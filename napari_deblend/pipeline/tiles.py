@@ -396,7 +396,7 @@ def read_tile_summary(path) -> dict[str, Any]:
         "model_version": str(header["MODELVER"]),
         "device": str(header["DEVICE"]),
         "timings": {
-            name: float(header.get(f"T_{name.upper()}", 0.0)) for name in ("detect", "deblend", "measure")
+            name: float(header.get(f"T{name.upper()}", 0.0)) for name in TIMED_STAGES  # as write_tile names them
         }
         | {"write": 0.0},
         "resumed": True,
