@@ -67,8 +67,8 @@ class PeelingTrainConfig(TrainConfig):
     blocks: int | None = None
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
     texture_leftover: float = 0.0  # up to this share of a peeled galaxy's fine structure is left behind (BatchMaker)
-    # weight of the counter's loss on the RDN's own residuals (the network's output held fixed) in the joint phase:
-    # what the counter sees at inference after each peel (0: only the joint_lambda term, through the RDN too)
+    # weight of the counter's loss on the RDN's own residuals (the network's output held fixed) in the counter and
+    # joint phases: what the counter sees at inference after each peel (0: only the joint_lambda term, through the RDN)
     counter_residual_weight: float = 0.0
 
 
@@ -538,6 +538,12 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             ema_rdn.update(rdn)
         elif phase == 1:
             loss = F.cross_entropy(counter(inp), batch["count"])
+            if config.counter_residual_weight:  # and on the RDN's own residuals, as after a peel at inference
+                has = batch["count"] > 0
+                with torch.no_grad():
+                    pred = rdn(inp[has])
+                held, _ = normalise(batch["x"][has] - pred * scale[has], batch["sigma"][has])
+                loss = loss + config.counter_residual_weight * F.cross_entropy(counter(held), batch["count"][has] - 1)
             opt_counter.zero_grad()
             loss.backward()
             opt_counter.step()
