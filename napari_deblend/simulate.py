@@ -57,6 +57,7 @@ import numpy as np
 import scipy.fft
 from scipy.special import betaincinv, gammainc, ndtri
 
+from ._extras import import_extra
 from .errors import DeblendInputError
 from .presets import SurveyPreset, get_preset
 
@@ -364,7 +365,7 @@ def _devauc_table() -> tuple[np.ndarray, np.ndarray]:
     """
     key = ("devauc", BULGE_TRUNCATION)
     if key not in _TABLES:
-        import galsim
+        galsim = import_extra("galsim")
 
         profile = galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION)
         u_grid = np.arange(0.0, _DEVAUC_U_MAX + _DEVAUC_U_STEP / 2, _DEVAUC_U_STEP)
@@ -377,7 +378,7 @@ def _psf_mtf(preset: SurveyPreset) -> tuple[np.ndarray, np.ndarray]:
     """The preset's Kolmogorov PSF in Fourier space, tabulated from GalSim up to the grid's corner."""
     key = ("kolmogorov", preset.psf_fwhm, preset.pixel_scale)
     if key not in _TABLES:
-        import galsim
+        galsim = import_extra("galsim")
 
         psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)
         k_table = np.linspace(0.0, 1.001 * math.sqrt(2.0) * np.pi / preset.pixel_scale, 4096)
@@ -484,7 +485,7 @@ def _render_fft(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
 
 def _galsim_galaxy(params: dict[str, np.ndarray], i: int):
     """The GalSim profile (no PSF) of galaxy ``i``."""
-    import galsim
+    galsim = import_extra("galsim")
 
     parts = []
     bulge_fraction = float(params["bulge_fraction"][i])
@@ -501,7 +502,7 @@ def _galsim_galaxy(params: dict[str, np.ndarray], i: int):
 def _render_galsim(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
                    shape: tuple[int, int], preset: SurveyPreset) -> np.ndarray:
     """Draw galaxies one by one with GalSim's ``drawImage`` (the reference engine)."""
-    import galsim
+    galsim = import_extra("galsim")
 
     ny, nx = shape
     psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)

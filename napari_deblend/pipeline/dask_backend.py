@@ -19,6 +19,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .._extras import import_extra
 from ..errors import DeblendInputError
 
 
@@ -127,10 +128,8 @@ def make_backend(
         raise DeblendInputError("--scheduler and --dask-cluster: expected one of them, not both")
     if scheduler is None and dask_cluster is None:
         return LocalBackend()
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DeblendInputError("Dask distributed is not installed: `pip install distributed`") from None
+    distributed = import_extra("distributed")  # the [batch] extra
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     if scheduler is not None:
         if isinstance(scheduler, Client):
             return DaskBackend(scheduler, retries=retries)
