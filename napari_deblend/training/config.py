@@ -14,7 +14,7 @@ class TrainConfig:
     preset : str
         Survey preset of the simulations.
     minutes : float
-        Wall-clock training budget.
+        Wall-clock training budget (unless ``max_steps`` is given).
     stamp_size : int
         Side of the simulated stamps, pixels.
     n_train, n_val : int
@@ -35,6 +35,10 @@ class TrainConfig:
         torch CPU threads (0: torch's default).
     init : str or None
         Warm start (fine-tune) from these weights of the same model.
+    max_steps : int or None
+        A step budget instead of ``minutes``: exactly this many optimiser steps in all (a
+        resumed run counts the steps already made), whatever the machine's speed; the
+        learning-rate schedules and phases follow the steps. For reproducible short runs.
     """
 
     preset: str = "lsst-i"
@@ -50,3 +54,12 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0
     init: str | None = None
+    max_steps: int | None = None
+
+
+def budget_used(seconds: float, max_steps: int | None, step: int, elapsed: float) -> float:
+    """Fraction of a training budget used (training stops at 1): ``step / max_steps`` with a step
+    budget, else ``elapsed / seconds`` of wall time."""
+    if max_steps is not None:
+        return step / max_steps if max_steps > 0 else 1.0
+    return elapsed / seconds if seconds > 0 else 1.0
