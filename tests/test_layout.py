@@ -37,8 +37,6 @@ MAX_LINES = 600
 OVERSIZED_BEING_SPLIT = {
     "napari_deblend/field.py",  # reading vs calibration vs writing fields
     "napari_deblend/measurements.py",
-    "napari_deblend/simulate.py",  # profiles / morphologies / blends / fields
-    "napari_deblend/training/evaluate.py",  # metrics vs report and figures
     "napari_deblend/labels/store.py",
 }
 

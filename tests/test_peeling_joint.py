@@ -12,6 +12,7 @@ from napari_deblend.cli import main
 from napari_deblend.deblenders.base import DeblendError
 from napari_deblend.deblenders.nets import RDN, joint_input, normalise
 from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
+from napari_deblend.errors import DeblendInputError
 from napari_deblend.training.peeling_joint import JointTrainConfig, joint_rdn_from, train_joint
 
 
@@ -51,7 +52,7 @@ def test_train_joint_few_steps_resume_and_deblend(tmp_path):
     assert model.joint is not None
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(4, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=5)
     results = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     assert all(np.isfinite(r.components).all() for r in results)
 
@@ -109,7 +110,7 @@ def test_shipped_joint_refiner_measures_the_fainter_galaxy_better_than_the_rdn_s
     from napari_deblend.measurements import match_positions
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(400, n_galaxies=2, seed=78)
+    blends = simulate_blends(morphology="parametric", n=400, n_galaxies=2, seed=78)
     truth = blends.truth
     true_flux = blends.components[:, :2].sum(axis=(2, 3, 4))
     model = PeelingDeblender(device="cpu")
@@ -131,7 +132,7 @@ def test_shipped_joint_refiner_measures_the_fainter_galaxy_better_than_the_rdn_s
 def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     joint = model.joint
     model.joint, model.refine_sweeps, model.refit_brightest, model.precision = None, 0, False, "float32"
@@ -176,7 +177,7 @@ def test_data_sweeps_add_the_joint_sweeps_outputs_as_samples():
     from napari_deblend.training.evaluate import _positions_from_truth
     from napari_deblend.training.peeling_joint import first_pass_samples
 
-    blends = simulate_blends(6, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=6, n_galaxies=2, seed=5)
     positions = _positions_from_truth(blends.truth, 6, 2)
     model = PeelingDeblender(device="cpu")
     args = (blends.images, blends.components, blends.n_components, positions, blends.noise_sigma)
@@ -239,7 +240,7 @@ def test_joint_refiner_output_is_averaged_over_four_flips():
     from napari_deblend.deblenders.inference import flip_average
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     model.refine_sweeps, model.refit_brightest, model.precision = 0, False, "float32"
     joint, model.joint = model.joint, None
@@ -273,7 +274,7 @@ def test_precision_auto_gives_the_same_fluxes_as_float32():
 
     assert autocast_dtype_for("cpu", "float32") is None
     assert autocast_dtype_for("cuda", "auto") == torch.float16
-    blends = simulate_blends(16, n_galaxies=2, seed=6)
+    blends = simulate_blends(morphology="parametric", n=16, n_galaxies=2, seed=6)
     model = PeelingDeblender(device="cpu")
     auto = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     model.precision = "float32"
@@ -285,3 +286,22 @@ def test_precision_auto_gives_the_same_fluxes_as_float32():
     model.precision = "double"
     with pytest.raises(DeblendError, match="precision='double'.*auto, float32"):
         model.deblend_batch(blends.images[:1], noise=blends.noise_sigma)
+
+
+def test_joint_init_starts_from_another_files_refiner(tmp_path):
+    """--joint-init: first-pass networks of one file, the refiner (unchanged at lr 0) of another."""
+    checkpoint = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
+    for key in ("joint", "joint_config"):
+        checkpoint.pop(key)
+    first_pass = tmp_path / "first_pass_only.pt"
+    torch.save(checkpoint, first_pass)
+    config = JointTrainConfig(max_steps=2, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+                              device="cpu", workers=1, lr=0.0, init=str(first_pass),
+                              joint_init=str(WEIGHTS_DIR / "peeling.pt"), morphology="parametric")
+    weights = train_joint(config, tmp_path / "run", log=lambda *a: None)
+    trained = torch.load(weights, weights_only=True)["joint"]
+    shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)["joint"]
+    assert all(torch.allclose(trained[k].float(), shipped[k].float()) for k in shipped)
+    config.joint_init = str(first_pass)
+    with pytest.raises(DeblendInputError, match="first_pass_only.pt: these peeling weights have no joint refiner"):
+        train_joint(config, tmp_path / "run2", log=lambda *a: None)

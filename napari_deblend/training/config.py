@@ -35,6 +35,13 @@ class TrainConfig:
         torch CPU threads (0: torch's default).
     init : str or None
         Warm start (fine-tune) from these weights of the same model.
+    morphology : str
+        Morphology mix of the simulated galaxies (``realistic``, ``parametric`` or family weights;
+        see :mod:`napari_deblend.training.data_mix`).
+    real_pool : str or None
+        Real-galaxy pool whose ``train`` split joins the mix (``validation`` for the run's validation).
+    real_weight : float
+        Share of pool galaxies in the mix (with ``real_pool``).
     max_steps : int or None
         A step budget instead of ``minutes``: exactly this many optimiser steps in all (a
         resumed run counts the steps already made), whatever the machine's speed; the
@@ -54,6 +61,9 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0
     init: str | None = None
+    morphology: str = "realistic"
+    real_pool: str | None = None
+    real_weight: float = 0.3
     max_steps: int | None = None
 
 
