@@ -75,11 +75,11 @@ def test_train_few_steps_resume_and_load(tmp_path, monkeypatch):
     config = PeelingTrainConfig(max_steps=8, n_train=64, n_val=32, batch_size=8, checkpoint_minutes=0.01)
     weights = train_peeling(config, tmp_path, log=lambda *a: None)
     assert (tmp_path / "checkpoint.pt").exists()
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 8
     config.max_steps = 12  # a step budget counts the steps made before the resume
     train_peeling(config, tmp_path, resume=True, log=lambda *a: None)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 12
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 12
     model = PeelingDeblender(device="cpu", weights=weights)
     out = model.deblend_batch(_fake_components(2)["components"].sum(axis=1, keepdims=True))
     assert len(out) == 2

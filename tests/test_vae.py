@@ -44,7 +44,7 @@ def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
     assert {line["phase"] for line in lines} == {"vae", "deblender"}
     assert all(np.isfinite(line["val_nll"]) and np.isfinite(line["flux_scatter"]) for line in lines)
     assert (tmp_path / "vae_checkpoint.pt").exists() and (tmp_path / "deblender_checkpoint.pt").exists()
-    steps = {name: torch.load(tmp_path / f"{name}_checkpoint.pt", weights_only=False)["step"]
+    steps = {name: torch.load(tmp_path / f"{name}_checkpoint.pt", weights_only=True)["step"]
              for name in ("vae", "deblender")}
     assert steps == {"vae": 4, "deblender": 6}  # 40 % of the step budget for the VAE
     model = VAEDeblender(device="cpu", weights=weights)

@@ -24,8 +24,10 @@ from astropy.wcs import WCS
 from .. import __version__
 from ..catalog_io import to_sextractor_table
 from ..field import read_field, write_field
+from ..header_text import header_text
 from .layout import FieldJob
 from .outputs import atomic_path, write_hdu, write_json
+from .prepare import read_options
 from .tiles import field_wcs
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
@@ -72,7 +74,7 @@ def assemble_field(
     merge_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    field = read_field(job.path, preset=job.settings.survey)
+    field = read_field(job.path, **read_options(job))
     read_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -275,9 +277,9 @@ def _write_components_and_subtract(
     """
     primary = fits.PrimaryHDU()
     header = primary.header
-    header["FIELD"] = info["name"]
-    header["MODEL"] = model
-    header["MODELVER"] = version
+    header["FIELD"] = header_text(info["name"])  # a file name may hold any character
+    header["MODEL"] = header_text(model)
+    header["MODELVER"] = header_text(version)
     header["NBLENDS"] = (len(blend_keys), "extensions BLEND, EXTVER = BLEND_ID")
     if wcs is not None:
         header.update(wcs.to_header(relax=True))

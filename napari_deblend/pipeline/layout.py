@@ -4,6 +4,7 @@ and where everything of a field lives in the output directory (:class:`FieldPath
 Output directory layout::
 
     DIR/run.json                    parameters of the run, versions, per-field status and errors
+    DIR/run.lock                    while a run writes here: its owner (process, host, start); see .lock
     DIR/<stem>/catalog.ecsv         detections (SExtractor columns) and neural components
     DIR/<stem>/components.fits      one extension per blend: its component stamps, origin and WCS
     DIR/<stem>/residual.fits        the field minus every neural component
@@ -47,6 +48,9 @@ class RunSettings:
         Halo around each core, pixels; grown automatically for a tile owning a larger blend.
     keep_work : bool
         Keep the scratch directory (tiles, background-subtracted field) of finished fields.
+    read : dict
+        How fields are read (:func:`~napari_deblend.read_field`): ``hdu``, ``bands``,
+        ``weight_type`` for every field, and ``weight`` / ``mask``: field path -> file.
     """
 
     model: str = "peeling"
@@ -57,6 +61,7 @@ class RunSettings:
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
     keep_work: bool = False
+    read: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The parameters that make two runs' results comparable (what an output directory is checked against).
