@@ -1,6 +1,6 @@
 """Deblending speed on CPU: single-blend latency and batched throughput, per model.
 
-Targets (issues "Neural deblending", parts 1 and 2): single-blend latency <= 100 ms; >= 50 blends/s batched (peeling).
+Targets: single-blend latency <= 100 ms; >= 50 blends/s batched (peeling).
 Run: python benchmarks/bench_deblend.py [--models peeling sextractor] [--n 256]
          [--joint-flips 1] [--precision float32]   (peeling's settings; default: the shipped ones)
 """

@@ -1,6 +1,6 @@
 """Time to read + detect (+ group into blends) a simulated 4096 x 4096 LSST i-band field.
 
-Target (issue "Fields, detections and blends"): read + detect under 3 s on a 2-core machine.
+Target: read + detect under 3 s on a 2-core machine.
 Run: python benchmarks/bench_detect.py [--size 4096] [--preset sextractor]
 """
 

@@ -1,6 +1,6 @@
 """Inspecting a blend in napari: click-to-result time, and UI-thread stalls while deblending many blends.
 
-Targets (issue "Inspect a deblend in napari"): one blend with the default model on CPU, figure and table
+Targets: one blend with the default model on CPU, figure and table
 included, in <= 0.5 s; no UI-thread stall over 100 ms while deblending 100 blends.
 Run under a display: xvfb-run -a python benchmarks/bench_inspect.py [--model peeling] [--n 100]
 """

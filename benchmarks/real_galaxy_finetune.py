@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_deblend._extras import import_extra
 from napari_deblend.cli import main as cli
 
 PIXEL = 0.2
@@ -37,7 +38,7 @@ def draw_irregular(
     flux: float, hlr: float, rng: np.random.Generator, size: int, center=(None, None)
 ) -> np.ndarray:
     """A knotty galaxy of total ``flux`` (e-), half-light radius ``hlr`` (arcsec), PSF-convolved, ``size`` px."""
-    import galsim
+    galsim = import_extra("galsim")
 
     knot_fraction = rng.uniform(0.3, 0.7)
     disk = galsim.Exponential(half_light_radius=hlr, flux=1 - knot_fraction)

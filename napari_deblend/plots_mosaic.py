@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from ._figure_text import FigureText
-from .plots import (
+from .plots_panels import (
     _ID_STYLE,
     _POOL_ATTRIBUTE,
     IMAGE_CMAP,

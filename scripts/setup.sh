@@ -19,6 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PIP="python -m pip"
-# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-python -c "import torch" 2>/dev/null || $PIP install -q torch==2.13.0
+# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build on Linux.
+# A local wheel (pip's find-links) if there is one, else PyTorch's CPU index.
+if ! python -c "import torch" 2>/dev/null; then
+  $PIP install -q "torch==2.13.0+cpu" 2>/dev/null \
+    || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+# The package, editable, with the viewer, the simulator, Dask and the test tools.
 $PIP install -q -e ".[all,testing]"

@@ -311,7 +311,7 @@ def test_a_lone_result_is_shown_in_the_turn_it_arrives_and_a_short_run_is_not_sh
 
 
 def test_a_refilled_layer_gets_the_thumbnail_of_its_new_data_and_settings(make_napari_viewer):
-    from napari_deblend._widgets._result_layers import refill_layers
+    from napari_deblend._widgets._layer_refill import refill_layers
 
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((32, 32)), contrast_limits=(0.0, 1.0), name="old")
@@ -328,7 +328,7 @@ def test_points_with_labels_are_refilled_with_fewer_and_more_points(make_napari_
     """A labelled Points layer re-filled with fewer, then more points: texts follow (napari indexes them by view)."""
     import pandas as pd
 
-    from napari_deblend._widgets._result_layers import _set_points
+    from napari_deblend._widgets._layer_refill import set_points
 
     viewer = make_napari_viewer()
     features = pd.DataFrame({"component": [1, 2, 3]})
@@ -336,7 +336,7 @@ def test_points_with_labels_are_refilled_with_fewer_and_more_points(make_napari_
                               text={"string": "{component}", "color": "white"})
     for n in (2, 4, 1):
         data = np.arange(2 * n, dtype=float).reshape(n, 2) * 5
-        _set_points(layer, data, pd.DataFrame({"component": np.arange(1, n + 1)}))
+        set_points(layer, data, pd.DataFrame({"component": np.arange(1, n + 1)}))
         assert len(layer.data) == n and len(layer._view_data) == n
         assert list(layer._view_text) == [str(i) for i in range(1, n + 1)]
     assert "_update_thumbnail" not in vars(layer)

@@ -129,7 +129,7 @@ def test_shipped_calibration_narrows_the_flux_errors_on_fresh_pairs():
 
 
 def test_train_calibration_few_epochs_then_deblend(tmp_path):
-    config = CalibrationTrainConfig(n_train=40, n_val=20, epochs=2, members=2, device="cpu", workers=1)
+    config = CalibrationTrainConfig(n_train=40, n_val=20, epochs=2, members=2, device="cpu", workers=1, max_steps=100)
     weights = train_calibration(config, tmp_path, log=lambda *a: None)
     checkpoint = torch.load(weights, weights_only=True)
     shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
@@ -146,7 +146,7 @@ def test_train_calibration_few_epochs_then_deblend(tmp_path):
 
 
 def test_train_calibration_command_and_options_it_does_not_take(capsys, tmp_path):
-    assert main(["train", "peeling-calibration", "--n-train", "30", "--minutes", "0.5", "--workers", "1",
+    assert main(["train", "peeling-calibration", "--n-train", "30", "--steps", "20", "--workers", "1",
                  "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "peeling.pt").exists()
     assert main(["train", "peeling-calibration", "--blocks", "8", "--out", str(tmp_path)]) == 2

@@ -20,9 +20,9 @@ def _add_result_layer(viewer, parts=None, kind="points"):
     added inactive, in parts if ``parts``."""
     from contextlib import nullcontext
 
-    from napari_deblend._widgets._result_layers import _added_inactive
+    from napari_deblend._widgets._layer_refill import added_inactive
 
-    with _added_inactive(viewer), (parts.views_held() if parts is not None else nullcontext([])) as added:
+    with added_inactive(viewer), (parts.views_held() if parts is not None else nullcontext([])) as added:
         if kind == "points":
             layer = viewer.add_points(
                 np.array([[20.0, 20.0], [30.0, 40.0], [45.0, 25.0]]), features=pd.DataFrame({"component": [1, 2, 3]}),

@@ -32,13 +32,13 @@ def test_joint_refiner_starts_from_exactly_the_rdn_sweep():
 
 
 def test_train_joint_few_steps_resume_and_deblend(tmp_path):
-    config = JointTrainConfig(minutes=0.02, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+    config = JointTrainConfig(max_steps=3, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
                               device="cpu", workers=1)
     weights = train_joint(config, tmp_path, log=lambda *a: None)
-    state = torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)
-    config.minutes = state["elapsed"] / 60 + 0.02  # more budget than the first run used, however slow the machine
+    assert torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)["step"] == 3
+    config.max_steps = 5
     train_joint(config, tmp_path, resume=True, log=lambda *a: None)
-    assert torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)["step"] > state["step"]
+    assert torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)["step"] == 5
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     start = history[0]
     assert start["step"] == 0
@@ -214,7 +214,7 @@ def test_data_sweeps_need_a_joint_refiner_and_belong_to_peeling_joint(capsys, tm
 
 def test_continue_joint_goes_on_from_the_init_weights_joint_refiner(tmp_path):
     """With a zero learning rate the fine-tune's refiner is the --init weights' refiner, unchanged."""
-    config = JointTrainConfig(minutes=0.01, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+    config = JointTrainConfig(max_steps=2, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
                               device="cpu", workers=1, lr=0.0, continue_joint=True)
     weights = train_joint(config, tmp_path, log=lambda *a: None)
     trained = torch.load(weights, weights_only=True)["joint"]
@@ -295,7 +295,7 @@ def test_joint_init_starts_from_another_files_refiner(tmp_path):
         checkpoint.pop(key)
     first_pass = tmp_path / "first_pass_only.pt"
     torch.save(checkpoint, first_pass)
-    config = JointTrainConfig(minutes=0.01, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+    config = JointTrainConfig(max_steps=2, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
                               device="cpu", workers=1, lr=0.0, init=str(first_pass),
                               joint_init=str(WEIGHTS_DIR / "peeling.pt"), morphology="parametric")
     weights = train_joint(config, tmp_path / "run", log=lambda *a: None)

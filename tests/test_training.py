@@ -72,18 +72,18 @@ def test_train_few_steps_resume_and_load(tmp_path, monkeypatch):
     from napari_deblend.training import peeling as training
 
     monkeypatch.setattr(training, "load_or_simulate", lambda n, *args, **kwargs: _fake_components(n))
-    config = PeelingTrainConfig(minutes=0.03, n_train=64, n_val=32, batch_size=8, checkpoint_minutes=0.01)
+    config = PeelingTrainConfig(max_steps=8, n_train=64, n_val=32, batch_size=8, checkpoint_minutes=0.01)
     weights = train_peeling(config, tmp_path, log=lambda *a: None)
     assert (tmp_path / "checkpoint.pt").exists()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    # more budget than the first run used, however long its steps took on a busy machine
-    config.minutes = state["elapsed"] / 60 + 0.03
+    assert state["step"] == 8
+    config.max_steps = 12  # a step budget counts the steps made before the resume
     train_peeling(config, tmp_path, resume=True, log=lambda *a: None)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] > state["step"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 12
     model = PeelingDeblender(device="cpu", weights=weights)
     out = model.deblend_batch(_fake_components(2)["components"].sum(axis=1, keepdims=True))
     assert len(out) == 2
-    assert json.loads((tmp_path / "config.json").read_text())["minutes"] == pytest.approx(config.minutes)
+    assert json.loads((tmp_path / "config.json").read_text())["max_steps"] == 12
 
 
 def test_train_command_bad_input(capsys, tmp_path):
@@ -91,6 +91,10 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "cannot train 'nosuchmodel'" in capsys.readouterr().err
     assert main(["train", "peeling", "--minutes", "0", "--out", str(tmp_path)]) == 2
     assert "--minutes=0" in capsys.readouterr().err
+    assert main(["train", "unet", "--steps", "0", "--out", str(tmp_path)]) == 2
+    assert "--steps=0: expected a positive number of optimiser steps" in capsys.readouterr().err
+    assert main(["train", "peeling-calibration", "--steps", "-3", "--out", str(tmp_path)]) == 2
+    assert "--steps=-3" in capsys.readouterr().err
     assert main(["train", "unet", "--flux-weight", "0.1", "--out", str(tmp_path)]) == 2
     assert "only peeling" in capsys.readouterr().err
     assert main(["train", "unet", "--refine-width", "8", "--out", str(tmp_path)]) == 2
@@ -115,7 +119,7 @@ def test_recorded_training_command_reproduces_the_options():
     train.register(parser.add_subparsers())
     args = parser.parse_args(["train", "peeling", "--minutes", "12.5", "--out", "runs/x", "--no-symmetric",
                               "--flux-weight", "0.05", "--refine-width", "8", "--phases", "0.8", "0.05", "0.15",
-                              "--blocks", "9"])
+                              "--blocks", "9", "--steps", "500"])
     again = parser.parse_args(shlex.split(train.training_command(args))[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
     assert again.install

@@ -35,7 +35,7 @@ def _quiet(*args):
 def trained(tmp_path_factory):
     """A unet trained for a few steps on a tiny simulated set; returns (run directory, weights)."""
     out = tmp_path_factory.mktemp("unet_run")
-    config = UNetTrainConfig(minutes=0.05, n_train=200, n_val=32, batch_size=16, workers=1, checkpoint_minutes=0.01)
+    config = UNetTrainConfig(max_steps=6, n_train=200, n_val=32, batch_size=16, workers=1, checkpoint_minutes=0.01)
     weights = train_unet(config, out, log=_quiet)
     return out, weights
 
@@ -133,9 +133,10 @@ def test_empty_stamp_falls_back_to_the_peak(model):
 def test_resume_continues_the_run(trained):
     out, _ = trained
     first = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
-    config = UNetTrainConfig(minutes=0.1, n_train=200, n_val=32, batch_size=16, workers=1, checkpoint_minutes=0.01)
+    assert first == 6
+    config = UNetTrainConfig(max_steps=10, n_train=200, n_val=32, batch_size=16, workers=1, checkpoint_minutes=0.01)
     weights = train_unet(config, out, resume=True, log=_quiet)
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] > first
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 10  # the step budget counts them all
     assert len((out / "history.jsonl").read_text().splitlines()) >= 2
     UNetDeblender(device="cpu", weights=weights)
 

@@ -37,18 +37,21 @@ def vae():
 
 
 def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
-    config = VAETrainConfig(minutes=0.06, n_train=200, n_val=16, batch_size=8, workers=1, checkpoint_minutes=0.01)
+    config = VAETrainConfig(max_steps=10, n_train=200, n_val=16, batch_size=8, workers=1, checkpoint_minutes=0.01)
     weights = train_vae(config, tmp_path, log=_quiet)
     assert weights == tmp_path / "vae.pt"
     lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert {line["phase"] for line in lines} == {"vae", "deblender"}
     assert all(np.isfinite(line["val_nll"]) and np.isfinite(line["flux_scatter"]) for line in lines)
     assert (tmp_path / "vae_checkpoint.pt").exists() and (tmp_path / "deblender_checkpoint.pt").exists()
+    steps = {name: torch.load(tmp_path / f"{name}_checkpoint.pt", weights_only=True)["step"]
+             for name in ("vae", "deblender")}
+    assert steps == {"vae": 4, "deblender": 6}  # 40 % of the step budget for the VAE
     model = VAEDeblender(device="cpu", weights=weights)
     (result,) = model.deblend_batch(np.zeros((1, 1, 48, 48), np.float32) + 1.0)
     assert result.components.shape[1:] == (1, 48, 48)
     # --init keeps the VAE and fine-tunes the deblending encoder only
-    again = train_vae(VAETrainConfig(minutes=0.02, n_train=200, n_val=16, batch_size=8, workers=1, init=str(weights)),
+    again = train_vae(VAETrainConfig(max_steps=3, n_train=200, n_val=16, batch_size=8, workers=1, init=str(weights)),
                       tmp_path / "fine", log=_quiet)
     before, after = torch.load(weights), torch.load(again)
     for key, value in before["decoder"].items():
@@ -56,7 +59,7 @@ def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
 
 
 def test_detector_training_stores_the_best_threshold(tmp_path):
-    config = DetectorTrainConfig(minutes=0.03, n_train=200, n_val=16, batch_size=8, workers=1)
+    config = DetectorTrainConfig(max_steps=5, n_train=200, n_val=16, batch_size=8, workers=1)
     weights = train_detector(config, tmp_path, log=_quiet)
     checkpoint = torch.load(weights)
     assert checkpoint["threshold"] in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

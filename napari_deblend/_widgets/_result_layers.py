@@ -35,20 +35,15 @@ changed in the window.
 Under software OpenGL every repaint composes the whole window (60-140 ms
 here), and it holds the GIL against the workers meanwhile.
 
-Re-filling an existing layer is much cheaper than adding one, but each napari
-setter (``data``, ``translate``) re-slices the layer and makes the viewer
-recompute the extent of every layer (~50 ms a setter here). Re-fills are
-therefore batched (:func:`refill_layers`): the setters run with refreshes
-and the viewer's extent update held back, then each layer refreshes once and
-the viewer updates its extent once.
+Re-filling an existing layer is much cheaper than adding one; how a re-fill
+refreshes each layer once is in :mod:`._layer_refill`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,6 +53,14 @@ from qtpy.QtCore import QCoreApplication, QEvent, QTimer
 from ..layers import deblend_result_layers, mosaic_layer_name
 from ..mosaic import ResultMosaic
 from ._layer_parts import LayerParts
+from ._layer_refill import (
+    added_inactive,
+    new_layer,
+    refill,
+    refill_layers,
+    set_points,
+    viewer_extent_held,
+)
 
 FRAME_MS = 16  # pause between a canvas repaint and the next layer task (one 60 Hz frame)
 WINDOW_PAINT_S = 0.003  # a window paint at least this long gets a turn of its own before the canvas repaint
@@ -340,16 +343,16 @@ class ResultLayers:
         if part == "model image":
             source = self._source()
             limits = tuple(source.contrast_limits) if source is not None else (0.0, 10 * noise)
-            return _new_layer("image", mosaic.model_image, dict(name=name, colormap="magma", blending="additive",
+            return new_layer("image", mosaic.model_image, dict(name=name, colormap="magma", blending="additive",
                                                                 contrast_limits=limits, visible=False, **placement))
         if part == "residual":
             limit = 5.0 * noise
-            return _new_layer("image", mosaic.residual, dict(name=name, colormap="RdBu_r",
+            return new_layer("image", mosaic.residual, dict(name=name, colormap="RdBu_r",
                                                              contrast_limits=(-limit, limit), visible=False, **placement))
         if part == "masks":
-            return _new_layer("labels", mosaic.masks, dict(name=name, opacity=0.35, visible=False, **placement))
+            return new_layer("labels", mosaic.masks, dict(name=name, opacity=0.35, visible=False, **placement))
         data, features = mosaic.positions()
-        return _new_layer("points", data, dict(name=name, features=pd.DataFrame(features), symbol="x", size=3,
+        return new_layer("points", data, dict(name=name, features=pd.DataFrame(features), symbol="x", size=3,
                                                face_color="white", border_width=0, **placement))
 
     def _refresh_mosaic_layers(self, model: str) -> None:
@@ -363,8 +366,8 @@ class ResultLayers:
             return
         if part == "positions":
             data, features = self.mosaics[model].positions()
-            with _viewer_extent_held(self.viewer, [layer]):
-                _set_points(layer, data, pd.DataFrame(features))
+            with viewer_extent_held(self.viewer, [layer]):
+                set_points(layer, data, pd.DataFrame(features))
         elif layer.visible:  # napari refreshes a hidden layer when it is shown again
             layer.refresh()
 
@@ -469,7 +472,7 @@ class ResultLayers:
         layer = self.slots.get(slot[0], {}).get(slot[1]) if slot else None
         if layer is not None and layer in self.viewer.layers and layer._type_string == kind:
             self._freeze_canvas()
-            _refill(layer, data, kwargs)
+            refill(layer, data, kwargs)
             self._keep_source_active()
             return
 
@@ -480,7 +483,7 @@ class ResultLayers:
                 self.detail_layers.setdefault(key, []).append(layer)
             self._keep_source_active()
 
-        self._add_layer(lambda: _new_layer(kind, data, kwargs), added,
+        self._add_layer(lambda: new_layer(kind, data, kwargs), added,
                         still_wanted=lambda: key[0] == self.session.selected_blend
                         and self._generation.get(key) == generation)
 
@@ -494,7 +497,7 @@ class ResultLayers:
         layer = make()
         if not self._parts.supported:
             self._freeze_canvas()
-            with _added_inactive(self.viewer):
+            with added_inactive(self.viewer):
                 self.viewer.add_layer(layer)
             added(layer)
             return
@@ -503,7 +506,7 @@ class ResultLayers:
             if not still_wanted():
                 return
             self._freeze_canvas()  # until the layer's last step: one canvas repaint draws it, everything built
-            with _added_inactive(self.viewer), self._parts.views_held() as inserted:
+            with added_inactive(self.viewer), self._parts.views_held() as inserted:
                 self.viewer.add_layer(layer)
             added(layer)
             for each in reversed(inserted):
@@ -551,13 +554,6 @@ class ResultLayers:
         self.detail_blend = 0
 
 
-def _new_layer(kind: str, data: Any, kwargs: dict[str, Any]) -> Any:
-    """A napari layer of ``kind`` ("image", "labels" or "points"), not yet in a viewer (``viewer.add_<kind>`` minus the add)."""
-    from napari.layers import Image, Labels, Points
-
-    return {"image": Image, "labels": Labels, "points": Points}[kind](data, **kwargs)
-
-
 def _step(task: Callable[[], None], holds_canvas: bool, continues_hold: bool = False) -> Callable[[], None]:
     """Mark a queue task as changing what the canvas draws (its repaint is held) or not.
 
@@ -571,125 +567,3 @@ def _step(task: Callable[[], None], holds_canvas: bool, continues_hold: bool = F
 def _adds_layers(task: Callable[[], None]) -> Callable[[], None]:
     """A task that adds layers: it holds the canvas itself if it needs to (see ``ResultLayers._add_layer``)."""
     return _step(task, holds_canvas=False)
-
-
-@contextmanager
-def _added_inactive(viewer: Any) -> Iterator[None]:
-    """Layers added inside the block do not become the active layer (the field image stays active).
-
-    napari makes an added layer active, which switches the layer controls to it
-    (and our panel then switches them back): two of the costliest parts of adding a layer.
-    """
-    layers = viewer.layers
-    if not hasattr(layers, "_activate_on_insert"):  # another napari: added layers become active
-        yield
-        return
-    before = layers._activate_on_insert
-    layers._activate_on_insert = False
-    try:
-        yield
-    finally:
-        layers._activate_on_insert = before
-
-
-@contextmanager
-def _viewer_extent_held(viewer: Any, layers: list[Any]) -> Iterator[None]:
-    """Hold back the viewer's extent update (dims ranges) on these layers' data and place changes; do it once after."""
-    update = getattr(viewer, "_on_layers_change", None)
-    if update is None:  # another napari: no batching, every setter updates the viewer
-        yield
-        return
-    with ExitStack() as stack:
-        for layer in layers:
-            for name in ("data", "translate", "scale"):
-                emitter = getattr(layer.events, name, None)
-                if emitter is not None:
-                    stack.enter_context(emitter.blocker(update))
-        yield
-    update()
-
-
-def _skip_thumbnail(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-@contextmanager
-def _thumbnail_held(layer: Any) -> Iterator[None]:
-    """Skip a layer's thumbnail updates inside the block (napari makes one per display setter).
-
-    The layer's refresh after the block makes the thumbnail once; a hidden layer
-    makes it when shown again (napari refreshes a layer when it becomes visible).
-    """
-    if "_update_thumbnail" in vars(layer) or not callable(getattr(layer, "_update_thumbnail", None)):
-        yield  # already held, or another napari
-        return
-    layer._update_thumbnail = _skip_thumbnail
-    try:
-        yield
-    finally:
-        del layer._update_thumbnail
-
-
-def refill_layers(viewer: Any, refills: list[tuple[Any, Any, dict[str, Any]]]) -> None:
-    """Give existing layers new data, place, name and display settings, refreshing each once.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-        The viewer holding the layers.
-    refills : list of tuple
-        ``(layer, data, kwargs)``: the layer, its new data and the layer
-        keyword arguments to apply (see :func:`_refill`).
-
-    Notes
-    -----
-    Image and labels layers are re-filled with their refreshes and thumbnail
-    updates held back, then refreshed once; napari skips the refresh of a hidden
-    layer until it is shown. Points layers are re-filled one by one (their view indices must
-    follow each change). The viewer's extent is updated once at the end.
-    """
-    layers = [layer for layer, _, _ in refills]
-    with _viewer_extent_held(viewer, layers):
-        held = [(layer, data, kwargs) for layer, data, kwargs in refills if layer._type_string != "points"]
-        with ExitStack() as stack:
-            for layer, _, _ in held:
-                if hasattr(layer, "_block_refresh"):
-                    stack.enter_context(layer._block_refresh())
-                stack.enter_context(_thumbnail_held(layer))
-            for layer, data, kwargs in held:
-                _refill(layer, data, kwargs)
-        for layer, _, _ in held:
-            if layer.visible:
-                layer.refresh()
-        for layer, data, kwargs in refills:
-            if layer._type_string == "points":
-                _refill(layer, data, kwargs)
-
-
-def _refill(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
-    """Give an existing layer another result's data, place, name and display settings (only what changed)."""
-    visible = kwargs.get("visible", True)
-    # a hidden Points layer keeps stale view indices, and new features then fail to index them
-    if layer._type_string == "points" and not layer.visible:
-        layer.visible = True
-    if layer._type_string == "points" and "features" in kwargs:
-        _set_points(layer, data, kwargs["features"])
-    else:
-        layer.data = data
-    for name in ("scale", "translate", "contrast_limits", "gamma"):
-        if name in kwargs and not np.allclose(np.asarray(getattr(layer, name), float)[-2:] if name in ("scale", "translate")
-                                              else np.asarray(getattr(layer, name), float), kwargs[name]):
-            setattr(layer, name, kwargs[name])
-    if layer.name != kwargs["name"]:
-        layer.name = kwargs["name"]
-    if layer.visible != visible:
-        layer.visible = visible
-
-
-def _set_points(layer: Any, data: Any, features: Any) -> None:
-    """New positions and features for a Points layer under one refresh (each setter alone re-draws it)."""
-    # the data setter's own refresh must run: it moves the view indices that the text labels follow
-    with layer.events.blocker_all(), _thumbnail_held(layer):
-        layer.data = data
-        layer.features = features
-    layer.refresh()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._extras import MissingExtraError
 from ..errors import DeblendInputError
 from ._figure_view import FigureView, render_figure_fast
 from ._session import DeblendSession, session_for
@@ -59,7 +61,11 @@ def comparison_for(
         raise DeblendInputError(f"blend {blend_id} has no {model} result yet: deblend it first")
     result = results[model]
     if isinstance(truth, str) and truth == "session":
-        truth = session.truth_for(result)
+        try:
+            truth = session.truth_for(result)
+        except MissingExtraError as exc:  # a core install cannot redraw simulated galaxies: no truth row
+            warnings.warn(str(exc), stacklevel=2)
+            truth = None
     if model == "sextractor":
         sextractor = None  # the result is SExtractor's own: no second SExtractor row
     else:

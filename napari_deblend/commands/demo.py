@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sextractor",
                read: dict[str, Any] | None = None):
-    """Open the field in ``viewer``, dock the panels, detect, then deblend the first blend (off the UI thread).
+    """Open the field in ``viewer``, dock the panels, detect, then deblend one blend (off the UI thread).
+
+    The blend is :func:`demo_blend`'s choice: a clear pair of overlapping galaxies.
 
     ``read`` holds :func:`~napari_deblend.read_field` options (``survey``
     preset, ``hdu``, ``bands``, ``weight``, ``weight_type``, ``mask``); with
@@ -71,12 +73,25 @@ def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sext
         panel.model_combo.setCurrentText("peeling")  # the demo shows the neural deblender first
 
     def first_blend(session) -> None:
-        session.step(+1)  # select and zoom to the first (brightest) blend
+        session.select(demo_blend(session.blends))  # select and zoom to it
         panel.deblend_selected()
 
     detection.session.detected.connect(first_blend)
     detection.run()
     return detection, browser, panel, comparison
+
+
+def demo_blend(blends) -> int:
+    """Id of the blend the demo opens on: the brightest pair of galaxies that overlap.
+
+    Two members whose light overlaps (blendedness at least 0.1) is the case the neural
+    deblenders are made for; the brightest blends of a field are often a large galaxy
+    with faint neighbours in its wings, a hard case better shown later. Without such a
+    pair, the brightest blend.
+    """
+    pairs = [b for b in blends if b.n_members == 2 and b.blendedness >= 0.1]
+    chosen = pairs[0] if pairs else (blends[0] if blends else None)
+    return chosen.id if chosen is not None else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=f"model to train: {', '.join(TRAINABLE)}")
     p.add_argument("--preset", default="lsst-i", help="survey preset of the simulations")
     p.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
+    p.add_argument("--steps", type=int, default=None,
+                   help="a step budget instead of --minutes: exactly this many optimiser steps in all "
+                        "(reproducible short runs; peeling-calibration: at most this many per member)")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--out", required=True, help="output directory (checkpoints, history, weights)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -103,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         args.flux_weight = 0.05 if joint else 0.0
     if args.image_loss is None:
         args.image_loss = "noise-rms" if joint else "l1"
-    if args.minutes <= 0:
-        raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
+    _check_budget(args)
     if args.n_train < 100:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 100 stamps")
     if args.model == "peeling-joint" and (args.refine_width or args.phases or args.blocks is not None
@@ -196,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if args.phases:
             config.phase_fractions = tuple(args.phases)
         train = train_peeling
+    config.max_steps = args.steps
     bar = tqdm(total=1000, desc=f"train {args.model}", unit="‰", disable=None)
 
     def progress(fraction: float) -> None:
@@ -225,8 +228,7 @@ def _run_calibration(args: argparse.Namespace) -> int:
     if given:
         raise DeblendInputError(f"{', '.join(given)}: not options of peeling-calibration, which fits the flux "
                                 "calibration of the peeling weights given by --init (default: the shipped ones)")
-    if args.minutes <= 0:
-        raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
+    _check_budget(args)
     defaults = CalibrationTrainConfig()
     if args.n_train < 10:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 10 blends")
@@ -237,11 +239,19 @@ def _run_calibration(args: argparse.Namespace) -> int:
     config = CalibrationTrainConfig(preset=args.preset, minutes=args.minutes, device=args.device,
                                     n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
                                     batch_size=args.batch_size, seed=args.seed,
-                                    workers=args.workers, lr=args.lr, init=args.init, **_mix_options(args))
+                                    workers=args.workers, lr=args.lr, init=args.init, max_steps=args.steps,
+                                    **_mix_options(args))
     weights = train_calibration(config, args.out)
     if args.install:
         install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args))
     return 0
+
+
+def _check_budget(args: argparse.Namespace) -> None:
+    if args.minutes <= 0:
+        raise DeblendInputError(f"--minutes={args.minutes}: expected a positive number of minutes")
+    if args.steps is not None and args.steps < 1:
+        raise DeblendInputError(f"--steps={args.steps}: expected a positive number of optimiser steps")
 
 
 def training_command(args: argparse.Namespace) -> str:
@@ -249,6 +259,8 @@ def training_command(args: argparse.Namespace) -> str:
     parts = ["napari-deblend train", args.model, f"--preset {args.preset}", f"--minutes {args.minutes:g}",
              f"--device {args.device}", f"--out {args.out}", f"--n-train {args.n_train}",
              f"--seed {args.seed}", f"--workers {args.workers}"]
+    if getattr(args, "steps", None) is not None:
+        parts.append(f"--steps {args.steps}")
     if args.batch_size is not None:
         parts.append(f"--batch-size {args.batch_size}")
     if args.lr is not None and args.lr != 1e-3:

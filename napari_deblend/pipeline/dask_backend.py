@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .._extras import import_extra
 from ..errors import DeblendInputError
 
 
@@ -169,10 +170,7 @@ def check_backend_options(scheduler: Any = None, dask_cluster: str | None = None
         raise DeblendInputError("--scheduler and --dask-cluster: expected one of them, not both")
     if scheduler is None and dask_cluster is None:
         return
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise DeblendInputError("Dask distributed is not installed: `pip install distributed`") from None
+    import_extra("distributed")  # the [batch] extra: a sentence naming it when it is missing
     if dask_cluster is not None:
         kind, _, count = str(dask_cluster).partition(":")
         if kind != "local" or not count.isdigit() or not 1 <= int(count) <= max_local_workers():

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .._extras import import_extra
 from ..measurements import centroid
 from ..presets import SurveyPreset
 from .detect import STAR_MARGIN, Detections, StellarLocus, has_companion, saturated
@@ -249,7 +250,7 @@ def render_stamp(cut: np.ndarray, footprint: np.ndarray, source_scale: float, ma
 
 def _draw(values: np.ndarray, scale: float, offset: np.ndarray, kernel, preset: SurveyPreset, size: int,
           shift: tuple[float, float]) -> np.ndarray:
-    import galsim
+    galsim = import_extra("galsim")
 
     profile = galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(values), scale=scale),
                                        x_interpolant=INTERPOLANT, normalization="flux")
@@ -273,7 +274,7 @@ def matching_kernel(preset: SurveyPreset, source_fwhm: float, psf_image: np.ndar
     source_fwhm : float
         Source PSF FWHM, arcsec, before magnification.
     """
-    import galsim
+    galsim = import_extra("galsim")
 
     fwhm = source_fwhm * magnification
     target = preset.psf_fwhm
@@ -291,7 +292,7 @@ def source_star(psf_image: np.ndarray | None, fwhm_pixels: float) -> np.ndarray:
     """A star as the source images it: its PSF image, or a Kolmogorov of the measured FWHM."""
     if psf_image is not None:
         return np.asarray(psf_image, np.float64)
-    import galsim
+    galsim = import_extra("galsim")
 
     size = int(2 * math.ceil(4 * fwhm_pixels) + 1)
     return galsim.Kolmogorov(fwhm=fwhm_pixels).drawImage(nx=size, ny=size, scale=1.0, method="no_pixel").array

@@ -33,6 +33,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
+from .._extras import import_extra
 from ..presets import SurveyPreset
 from .population import BULGE_TRUNCATION, EXP_B
 
@@ -58,7 +59,7 @@ def devauc_table() -> tuple[np.ndarray, np.ndarray]:
     """
     key = ("devauc", BULGE_TRUNCATION)
     if key not in TABLES:
-        import galsim
+        galsim = import_extra("galsim")
 
         profile = galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION)
         u_grid = np.arange(0.0, _DEVAUC_U_MAX + _DEVAUC_U_STEP / 2, _DEVAUC_U_STEP)
@@ -71,7 +72,7 @@ def psf_mtf(preset: SurveyPreset) -> tuple[np.ndarray, np.ndarray]:
     """The preset's Kolmogorov PSF in Fourier space, tabulated from GalSim up to the grid's corner."""
     key = ("kolmogorov", preset.psf_fwhm, preset.pixel_scale)
     if key not in TABLES:
-        import galsim
+        galsim = import_extra("galsim")
 
         psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)
         k_table = np.linspace(0.0, 1.001 * math.sqrt(2.0) * np.pi / preset.pixel_scale, 4096)
@@ -178,7 +179,7 @@ def _render_fft(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
 
 def galsim_galaxy(params: dict[str, np.ndarray], i: int):
     """The GalSim profile (no PSF) of galaxy ``i``."""
-    import galsim
+    galsim = import_extra("galsim")
 
     parts = []
     bulge_fraction = float(params["bulge_fraction"][i])
@@ -195,7 +196,7 @@ def galsim_galaxy(params: dict[str, np.ndarray], i: int):
 def _render_galsim(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
                    shape: tuple[int, int], preset: SurveyPreset) -> np.ndarray:
     """Draw galaxies one by one with GalSim's ``drawImage`` (the reference engine)."""
-    import galsim
+    galsim = import_extra("galsim")
 
     ny, nx = shape
     psf = galsim.Kolmogorov(fwhm=preset.psf_fwhm)

@@ -38,6 +38,7 @@ import scipy.fft
 from scipy import ndimage
 from scipy.special import gammaincinv, k1
 
+from .._extras import import_extra
 from ..presets import SurveyPreset
 from ._pixels import add_stamp
 from .parametric import kgrid, psf_mtf
@@ -130,7 +131,7 @@ def _profile_compact(u, v, p, rng, grid):
 
 def _knot_points(n: int, hlr: float, seed: int) -> np.ndarray:
     """Disk-plane positions (arcsec) of GalSim ``RandomKnots`` with this half-light radius."""
-    import galsim
+    galsim = import_extra("galsim")
 
     knots = galsim.RandomKnots(int(n), half_light_radius=float(hlr), flux=1.0, rng=galsim.BaseDeviate(int(seed)))
     return np.asarray(knots.points, float)

@@ -14,7 +14,7 @@ class TrainConfig:
     preset : str
         Survey preset of the simulations.
     minutes : float
-        Wall-clock training budget.
+        Wall-clock training budget (unless ``max_steps`` is given).
     stamp_size : int
         Side of the simulated stamps, pixels.
     n_train, n_val : int
@@ -42,6 +42,10 @@ class TrainConfig:
         Real-galaxy pool whose ``train`` split joins the mix (``validation`` for the run's validation).
     real_weight : float
         Share of pool galaxies in the mix (with ``real_pool``).
+    max_steps : int or None
+        A step budget instead of ``minutes``: exactly this many optimiser steps in all (a
+        resumed run counts the steps already made), whatever the machine's speed; the
+        learning-rate schedules and phases follow the steps. For reproducible short runs.
     """
 
     preset: str = "lsst-i"
@@ -60,3 +64,12 @@ class TrainConfig:
     morphology: str = "realistic"
     real_pool: str | None = None
     real_weight: float = 0.3
+    max_steps: int | None = None
+
+
+def budget_used(seconds: float, max_steps: int | None, step: int, elapsed: float) -> float:
+    """Fraction of a training budget used (training stops at 1): ``step / max_steps`` with a step
+    budget, else ``elapsed / seconds`` of wall time."""
+    if max_steps is not None:
+        return step / max_steps if max_steps > 0 else 1.0
+    return elapsed / seconds if seconds > 0 else 1.0

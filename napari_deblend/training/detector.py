@@ -133,7 +133,7 @@ def train_detector(config: DetectorTrainConfig, out_dir: str | Path, resume: boo
         return {"val_loss": loss, **best}
 
     phase = Phase("detector", net, torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5), step,
-                  validate, config.lr, config.minutes * 60)
+                  validate, config.lr, config.minutes * 60, steps=config.max_steps)
     model = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
     scores = detection_scores(model.cpu(), {k: v.cpu() for k, v in val.items()})
     threshold = best_threshold(scores)

@@ -45,7 +45,8 @@ TARGET_CLIP = 1.0  # |log(true / component flux)| larger than this (a factor 2.7
 class CalibrationTrainConfig(TrainConfig):
     """Options of ``napari-deblend train peeling-calibration`` (``init``: the peeling weights to calibrate).
 
-    ``minutes`` bounds the fitting (the simulations and deblending come first);
+    ``minutes`` bounds the fitting (the simulations and deblending come first), unless
+    ``max_steps`` is given: each member then makes at most that many steps, whatever the time;
     ``n_train`` and ``n_val`` count blends.
     """
 
@@ -155,12 +156,15 @@ def _fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: t
     """Train one perceptron (one-cycle schedule, L1 loss); keep its best epoch on the validation rows."""
     optimizer = torch.optim.AdamW(net.parameters(), config.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(y) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:  # a step budget: no time bound
+        total_steps, deadline = min(total_steps, max(config.max_steps, 1)), np.inf
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=total_steps)
     best, best_state = np.inf, None
-    for epoch in range(config.epochs):
+    for epoch in range(-(-total_steps // steps_per_epoch)):
         net.train()
         order = torch.randperm(len(y))
-        for b in range(steps_per_epoch):
+        for b in range(min(steps_per_epoch, total_steps - epoch * steps_per_epoch)):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             loss = (net(x[idx]) - y[idx]).abs().mean()
             optimizer.zero_grad()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..deblenders.checkpoints import load_training_checkpoint
+from .config import budget_used
 from .peeling import EMA, cosine_lr
 
 
@@ -45,6 +46,8 @@ class Phase:
         Wall-clock budget.
     ema_decay : float
         Decay of the weight average.
+    steps : int or None
+        A step budget instead of ``seconds`` (see ``TrainConfig.max_steps``).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Phase:
     lr: float
     seconds: float
     ema_decay: float = 0.998
+    steps: int | None = None
 
 
 def run_phase(phase: Phase, out: Path, log: Callable[[str], None] = print,
@@ -106,9 +110,9 @@ def run_phase(phase: Phase, out: Path, log: Callable[[str], None] = print,
 
     net.train()
     loss = float("nan")
-    while (now := elapsed()) < phase.seconds:
+    while (used := budget_used(phase.seconds, phase.steps, step, elapsed())) < 1.0:
         for group in opt.param_groups:
-            group["lr"] = phase.lr * cosine_lr(1.0, now / phase.seconds)
+            group["lr"] = phase.lr * cosine_lr(1.0, used)
         total = phase.step()
         opt.zero_grad()
         total.backward()
@@ -118,7 +122,7 @@ def run_phase(phase: Phase, out: Path, log: Callable[[str], None] = print,
         loss = float(total.detach())
         step += 1
         if progress is not None:
-            progress(min(elapsed() / phase.seconds, 1.0))
+            progress(min(budget_used(phase.seconds, phase.steps, step, elapsed()), 1.0))
         if time.perf_counter() - last_validation > validate_minutes * 60:
             validation_line(loss)
             last_validation = time.perf_counter()

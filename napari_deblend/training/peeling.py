@@ -35,7 +35,7 @@ from ..deblenders.checkpoints import load_training_checkpoint
 from ..deblenders.nets import RDN, GalaxyCounter, normalise
 from ..errors import DeblendInputError
 from ..presets import get_preset
-from .config import TrainConfig
+from .config import TrainConfig, budget_used
 from .data_mix import DataMix, data_mix
 
 TRAIN_SEED_BASE = 1_000  # the evaluation set uses training.evaluate.EVAL_SEED, never this range
@@ -460,7 +460,8 @@ def grow_blocks(rdn: RDN, state: dict[str, torch.Tensor], n_init: int) -> None:
 
 def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool = False,
                   log: Callable[[str], None] = print, progress: Callable[[float], None] | None = None) -> Path:
-    """Train the peeling deblender for ``config.minutes`` of wall time; returns the weights path.
+    """Train the peeling deblender for ``config.minutes`` of wall time (or ``config.max_steps`` steps); returns
+    the weights path.
 
     Writes into ``out_dir``: ``checkpoint.pt`` (resumable, every ``checkpoint_minutes``),
     ``peeling.pt`` (the EMA weights to ship), ``history.jsonl`` (validation curve)
@@ -492,7 +493,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
         log(f"resumed at step {step}, {elapsed_before / 60:.1f} min")
 
     budget = config.minutes * 60.0
-    bounds = np.cumsum(config.phase_fractions) / np.sum(config.phase_fractions) * budget
+    bounds = np.cumsum(config.phase_fractions) / np.sum(config.phase_fractions)  # in fractions of the budget
     start = time.perf_counter() - elapsed_before
     last_checkpoint = last_val = time.perf_counter()
     history = open(out / "history.jsonl", "a")
@@ -514,10 +515,10 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
 
     rdn.train()
     counter.train()
-    while (now := elapsed()) < budget:
-        phase = int(np.searchsorted(bounds, now, side="right"))
+    while (used := budget_used(budget, config.max_steps, step, elapsed())) < 1.0:
+        phase = min(int(np.searchsorted(bounds, used, side="right")), len(bounds) - 1)
         phase_start = 0.0 if phase == 0 else bounds[phase - 1]
-        in_phase = (now - phase_start) / max(bounds[phase] - phase_start, 1e-9)
+        in_phase = (used - phase_start) / max(bounds[phase] - phase_start, 1e-9)
         # each phase has its own warm-up + cosine decay; the joint phase fine-tunes gently
         rdn_lr = {0: config.lr, 1: 0.0, 2: 0.05 * config.lr}[phase] * cosine_lr(1.0, in_phase)
         counter_lr = {0: 0.0, 1: config.lr / 2, 2: 0.1 * config.lr / 2}[phase] * cosine_lr(1.0, in_phase)
@@ -568,7 +569,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             ema_rdn.update(rdn)
         step += 1
         if progress is not None:
-            progress(min(elapsed() / budget, 1.0))
+            progress(min(budget_used(budget, config.max_steps, step, elapsed()), 1.0))
         if time.perf_counter() - last_val > 120:
             ema_model = RDN(**rdn.config)
             ema_model.load_state_dict(ema_rdn.shadow)

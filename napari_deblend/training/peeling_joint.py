@@ -352,7 +352,7 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
         return image_loss(net(inp), b["target"], scale, b["sigma"], config.flux_weight, config.image_loss).mean()
 
     phase = Phase(PHASE, net, torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-5), step,
-                  lambda model: validate_joint(model, val), config.lr, config.minutes * 60.0)
+                  lambda model: validate_joint(model, val), config.lr, config.minutes * 60.0, steps=config.max_steps)
     averaged = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
     joint = {k: v.detach().cpu() for k, v in averaged.state_dict().items()}
     return save_weights(out / "peeling.pt", {**base, "joint": joint, "joint_config": net.config})

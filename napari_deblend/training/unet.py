@@ -33,7 +33,7 @@ from ..deblenders.checkpoints import load_training_checkpoint
 from ..deblenders.nets import normalise
 from ..deblenders.unet_nets import UNet, source_hints
 from ..errors import DeblendInputError
-from .config import TrainConfig
+from .config import TrainConfig, budget_used
 from .peeling import EMA, MAX_GALAXIES, VALIDATION_SEED, cosine_lr, prepare_run
 
 SHARE_SOFTENING = 0.5  # sigma added to the denominator of the soft share
@@ -213,7 +213,8 @@ def save_checkpoint(path: Path, net: UNet, state: dict[str, Any]) -> None:
 
 def train_unet(config: UNetTrainConfig, out_dir: str | Path, resume: bool = False,
                log: Callable[[str], None] = print, progress: Callable[[float], None] | None = None) -> Path:
-    """Train the unet deblender for ``config.minutes`` of wall time; returns the weights path.
+    """Train the unet deblender for ``config.minutes`` of wall time (or ``config.max_steps`` steps); returns the
+    weights path.
 
     Writes into ``out_dir``: ``checkpoint.pt`` (resumable, every ``checkpoint_minutes``),
     ``unet.pt`` (the EMA weights to ship), ``history.jsonl`` (validation curve,
@@ -283,9 +284,9 @@ def train_unet(config: UNetTrainConfig, out_dir: str | Path, resume: bool = Fals
 
     net.train()
     loss = float("nan")
-    while (now := elapsed()) < budget:
+    while (used := budget_used(budget, config.max_steps, step, elapsed())) < 1.0:
         for group in opt.param_groups:
-            group["lr"] = config.lr * cosine_lr(1.0, now / budget)
+            group["lr"] = config.lr * cosine_lr(1.0, used)
         batch = {k: v.to(device) for k, v in maker.batch(config.batch_size).items()}
         inp, scale = network_input(batch)
         logit, log_flux = net(inp)
@@ -299,7 +300,7 @@ def train_unet(config: UNetTrainConfig, out_dir: str | Path, resume: bool = Fals
         loss = total.item()
         step += 1
         if progress is not None:
-            progress(min(elapsed() / budget, 1.0))
+            progress(min(budget_used(budget, config.max_steps, step, elapsed()), 1.0))
         if time.perf_counter() - last_val > 120:
             validation_line(loss)
             last_val = time.perf_counter()

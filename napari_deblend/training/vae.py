@@ -119,6 +119,7 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
     encoder, decoder = Encoder(latent=config.latent).to(device), Decoder(latent=config.latent).to(device)
     deblender = Encoder(latent=config.latent).to(device)
     vae_seconds = VAE_FRACTION * config.minutes * 60
+    vae_steps = None if config.max_steps is None else round(VAE_FRACTION * config.max_steps)
     if config.init and not resume:
         from ..deblenders.vae import load_checkpoint
 
@@ -126,7 +127,7 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
         encoder.load_state_dict(init["encoder"])
         decoder.load_state_dict(init["decoder"])
         deblender.load_state_dict(init["deblender"])
-        vae_seconds = 0.0
+        vae_seconds, vae_steps = 0.0, (None if config.max_steps is None else 0)
         log(f"warm start from {config.init}: the VAE stays, the deblending encoder is fine-tuned")
 
     def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -148,12 +149,12 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
             super().__init__()
             self.encoder, self.decoder = encoder, decoder
 
-    if vae_seconds > 0:
+    if vae_seconds > 0 and vae_steps != 0:
         pair = Pair()
         phase = Phase("vae", pair, torch.optim.AdamW(pair.parameters(), lr=config.lr, weight_decay=1e-5),
                       lambda: loss_of(encoder, "isolated", sample=True),
                       lambda m: flux_metrics(m.encoder.cpu(), m.decoder.cpu(), val_cpu, "isolated"),
-                      config.lr, vae_seconds)
+                      config.lr, vae_seconds, steps=vae_steps)
         averaged = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
         encoder.load_state_dict(averaged.encoder.state_dict())
         decoder.load_state_dict(averaged.decoder.state_dict())
@@ -164,7 +165,8 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
     phase = Phase("deblender", deblender, torch.optim.AdamW(deblender.parameters(), lr=config.lr, weight_decay=1e-5),
                   lambda: loss_of(deblender, "blend", sample=False),
                   lambda m: flux_metrics(m.cpu(), decoder_cpu, val_cpu, "blend"),
-                  config.lr, config.minutes * 60 - vae_seconds)
+                  config.lr, config.minutes * 60 - vae_seconds,
+                  steps=None if config.max_steps is None else config.max_steps - vae_steps)
     deblender = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
 
     def weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
