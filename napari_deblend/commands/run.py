@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..candidates import CANDIDATE_MODES, DEFAULT_CANDIDATES
 from ..pipeline.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 _DETECTION_OPTIONS = (("thresh", float), ("minarea", int), ("deblend-nthresh", int), ("deblend-cont", float),
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     p.add_argument("--preset", default="sextractor", help="detection preset: sextractor (default) or des")
     p.add_argument("--survey", default="lsst-i", help="survey preset for calibration defaults")
+    p.add_argument("--candidates", default=DEFAULT_CANDIDATES, choices=list(CANDIDATE_MODES),
+                   help="detections the deblender sees besides sep's blends: extended (default: every detection "
+                   "larger than a point source of its S/N), all, or blends (sep's blends only)")  # fmt: skip
     for name, kind in _DETECTION_OPTIONS:
         p.add_argument(
             f"--{name}", type=kind, default=None, help=f"override the preset's {name.replace('-', '_')}"
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         overlap=args.overlap,
         keep_work=args.keep_work,
+        candidates=args.candidates,
     )
     summary = run_fields(
         args.fields,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..candidates import DEFAULT_CANDIDATES
 from ..field import FITS_SUFFIXES
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
@@ -47,6 +48,9 @@ class RunSettings:
         Halo around each core, pixels; grown automatically for a tile owning a larger blend.
     keep_work : bool
         Keep the scratch directory (tiles, background-subtracted field) of finished fields.
+    candidates : str
+        Which detections the deblender sees besides sep's blends: ``"extended"`` (those larger
+        than a point source), ``"all"`` or ``"blends"`` (none); see :mod:`napari_deblend.candidates`.
     """
 
     model: str = "peeling"
@@ -57,6 +61,7 @@ class RunSettings:
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
     keep_work: bool = False
+    candidates: str = DEFAULT_CANDIDATES
 
     def identity(self) -> dict[str, Any]:
         """The parameters that make two runs' results comparable (what an output directory is checked against).

@@ -177,9 +177,11 @@ def _jobs(paths: Sequence[str | Path], out_dir: Path, settings: RunSettings) -> 
 
 
 def _check_settings(settings: RunSettings) -> None:
+    from ..candidates import check_mode
     from ..deblenders.base import available_deblenders
     from ..detection import get_detection_preset
 
+    check_mode(settings.candidates)
     get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     known = available_deblenders()
     if settings.model not in known:

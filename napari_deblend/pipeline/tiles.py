@@ -1,14 +1,19 @@
-"""One tile of a field: detect, group into blends, keep what the tile owns, deblend in batches, measure.
+"""One tile of a field: detect, group into blends, pick the candidates, keep what the tile owns, deblend, measure.
 
 The finished tile is written as one FITS file (``work/parts/tile_XXXX.fits``)
 under a temporary name and renamed when complete: a rerun skips it, a tile
 interrupted half-way is simply redone.  Extensions:
 
 - ``DETECTIONS``: the detections the tile owns, field pixels (0-based),
-  tile-local ``id`` and ``blend_id``;
-- ``COMPONENTS``: one row per component of the tile's blends (``measure``
-  columns, field positions, the matched member's tile-local ``member_id``);
-- ``STAMP`` (``EXTVER`` = tile-local blend id): ``(K, C, h, w)`` components,
+  tile-local ``id``, ``blend_id`` (sep's blend) and ``group_id`` (the
+  tile-local number of the stamp it was deblended in: sep's blends first, then
+  the single detections offered to the deblender, see
+  :mod:`napari_deblend.candidates`; 0: not offered);
+- ``COMPONENTS``: one row per component of the tile's groups (``measure``
+  columns, field positions, ``blend_id`` = the group, and the tile-local id of
+  the detection it belongs to, ``parent_id``, see :mod:`napari_deblend.parents`;
+  components of neighbours that fell on a stamp are left out);
+- ``STAMP`` (``EXTVER`` = tile-local group id): ``(K, C, h, w)`` components,
   ``ORIGIN_Y`` / ``ORIGIN_X`` of the stamp in the field;
 - ``SIGMA`` (same ``EXTVER``), when the model gives one (``vae``): the
   per-pixel standard deviation of each component, same shape.
@@ -16,9 +21,12 @@ interrupted half-way is simply redone.  Extensions:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +36,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes
+from ..candidates import find_candidates, psf_fwhm_pixels
 from ..deblenders.base import Deblender, DeblendResult, get_deblender
 from ..deblending import DEFAULT_STAMP, stamp_side
 from ..detection import (
@@ -40,7 +49,8 @@ from ..detection import (
 )
 from ..errors import DetectionError
 from ..field import Field
-from ..measurements import match_positions, measure
+from ..measurements import measure
+from ..parents import group_children
 from ..presets import get_preset
 from .layout import FieldJob
 from .outputs import atomic_path
@@ -57,11 +67,31 @@ class TileDetection:
     """Detections of a tile's outer box and what the tile owns of them."""
 
     tile: Tile
-    catalog: Table  # all detections of the outer box, tile pixels
+    catalog: Table  # all detections of the outer box, tile pixels; group_id: the stamp each is deblended in
+    segmentation: np.ndarray  # of the outer box, labels = catalogue ids
     rows: np.ndarray  # catalogue rows the tile owns
-    blends: list[Blend]  # blends the tile owns (tile pixels)
-    stamps: list[Stamp]  # one per owned blend, cut from the field (origins in field pixels)
+    blends: list[Blend]  # groups the tile owns, field pixels: sep's blends, then single detections
+    stamps: list[Stamp]  # one per owned group, cut from the field (origins in field pixels)
     boxes: np.ndarray  # (N, 4) field boxes of everything owned (sources, apertures, stamps)
+
+
+def weights_version(deblender: Deblender) -> str:
+    """``MODEL_VERSION`` of a deblender: ``sha256:`` and 12 hex digits of its weights file, else its ``version``."""
+    weights = getattr(deblender, "weights", None)
+    if weights is None:
+        return str(deblender.version)
+    path = Path(weights)
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"
 
 
 def field_wcs(info: dict[str, Any]) -> WCS | None:
@@ -100,11 +130,11 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
 
     params = get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     start = time.perf_counter()
-    found = detect_tile(subtracted, mask, tile, info, params, deblender)
+    found = detect_tile(subtracted, mask, tile, info, params, deblender, settings.candidates)
     while reaches_outer_edge(found.tile, found.boxes) and not found.tile.covers_field:
         # something the tile owns is wider than the halo: detect again on a larger box
         wider = found.tile.grown(max(2 * found.tile.halo, MIN_GROWTH))
-        found = detect_tile(subtracted, mask, wider, info, params, deblender)
+        found = detect_tile(subtracted, mask, wider, info, params, deblender, settings.candidates)
     timings["detect"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -112,6 +142,8 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
     timings["deblend"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    # each group keeps its own galaxies: a neighbour that fell on the stamp is that neighbour's answer
+    results = [group_children(r, g, found.segmentation, found.tile.origin) for r, g in zip(results, found.blends)]
     detections = owned_detections(found, field_wcs(info))
     components = measure_components(found, results, info)
     timings["measure"] = time.perf_counter() - start
@@ -124,7 +156,7 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
         "components": len(components),
         "halo": found.tile.halo,
         "model": deblender.name,
-        "model_version": str(deblender.version),
+        "model_version": weights_version(deblender),
         "device": deblender.device,
     }
     write_tile(part, detections, components, found, results, summary, timings)
@@ -140,6 +172,7 @@ def detect_tile(
     info: dict[str, Any],
     params: DetectionPreset,
     deblender: Deblender,
+    candidates: str = "extended",
 ) -> TileDetection:
     """Detect on a tile's outer box against the field's background rms and find what it owns.
 
@@ -157,6 +190,8 @@ def detect_tile(
         Detection parameters.
     deblender : Deblender
         The deblender (its ``stamp_size`` sets the stamps cut).
+    candidates : str
+        Which single detections are offered besides sep's blends (see :mod:`napari_deblend.candidates`).
 
     Returns
     -------
@@ -185,13 +220,19 @@ def detect_tile(
     catalog = _build_catalog(objects, segmentation, tile_field, pixels, detection_image, bad, rms)
     catalog.meta.update({"zero_point": info["zero_point"], "exposure": info["exposure"]})
     blends = find_blends(catalog, segmentation)
-    return _owned(tile, catalog, blends, subtracted, mask, deblender)
+    singles = find_candidates(
+        catalog, blends, candidates, detection_rms=detection_rms, detection=params, shape=segmentation.shape,
+        fwhm_pixels=psf_fwhm_pixels(tile_field.preset, info.get("pixel_scale")),
+    )  # fmt: skip
+    return _owned(tile, catalog, segmentation, blends, singles, subtracted, mask, deblender)
 
 
 def _owned(
     tile: Tile,
     catalog: Table,
+    segmentation: np.ndarray,
     blends: list[Blend],
+    singles: list[Blend],
     subtracted: np.ndarray,
     mask: np.ndarray,
     deblender: Deblender,
@@ -204,6 +245,13 @@ def _owned(
     owned_blends = [b for b in blends if bool(tile.owns(b.center[0] + oy, b.center[1] + ox))]
     owned_blend_ids = np.array([b.id for b in owned_blends], dtype=int)
     owned |= np.isin(blend_of_row, owned_blend_ids)
+    # a single detection is deblended by the tile that owns it
+    owned_blends += [b for b in singles if bool(tile.owns(b.positions[0, 0] + oy, b.positions[0, 1] + ox))]
+    row_of_id = {int(i): r for r, i in enumerate(catalog["id"])}
+    group = np.zeros(len(catalog), np.int32)
+    for blend in blends + singles:
+        group[[row_of_id[int(m)] for m in blend.members]] = blend.id
+    catalog["group_id"] = group
     rows = np.flatnonzero(owned)
     # how far each owned source reaches: its footprint, Kron aperture and Kron-radius integration
     kron_a, _ = kron_axes(catalog[rows])
@@ -219,7 +267,7 @@ def _owned(
             axis=1,
         )
     ]
-    stamps = []
+    stamps, groups = [], []
     minimum = deblender.stamp_size or DEFAULT_STAMP
     for blend in owned_blends:
         side = stamp_side(blend, minimum)
@@ -231,12 +279,11 @@ def _owned(
         )
         stamp = cut_stamp(subtracted, in_field, size=side, mask=mask)
         stamps.append(stamp)
+        groups.append(in_field)
         sy, sx = stamp.origin
         boxes.append(np.array([[sy, sy + side, sx, sx + side]], float))
-        boxes.append(
-            np.array([[blend.bbox[0] + oy, blend.bbox[1] + oy, blend.bbox[2] + ox, blend.bbox[3] + ox]])
-        )
-    return TileDetection(tile, catalog, rows, owned_blends, stamps, np.concatenate(boxes).reshape(-1, 4))
+        boxes.append(np.array([in_field.bbox], float))
+    return TileDetection(tile, catalog, segmentation, rows, groups, stamps, np.concatenate(boxes).reshape(-1, 4))
 
 
 def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float) -> list[DeblendResult]:
@@ -277,10 +324,8 @@ def owned_detections(found: TileDetection, wcs: WCS | None) -> Table:
 
 
 def measure_components(found: TileDetection, results: list[DeblendResult], info: dict[str, Any]) -> Table:
-    """One row per component: ``measure`` columns in field pixels, tile blend id, matched member id, RA/Dec."""
-    oy, ox = found.tile.origin
+    """One row per component: ``measure`` columns in field pixels, tile group id, tile-local ``parent_id``, RA/Dec."""
     wcs = field_wcs(info)
-    catalog_ids = {b.id: np.asarray(b.members) for b in found.blends}
     tables = []
     for stamp, result in zip(found.stamps, results):
         table = measure(
@@ -291,13 +336,10 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
             exposure=info["exposure"],
         )
         table.meta.clear()
-        member_id = np.zeros(len(table), dtype=np.int32)
-        for k, j in match_positions(result.positions, stamp.positions):
-            member_id[k] = catalog_ids[stamp.blend_id][j]
         table["x"] += stamp.origin[1]
         table["y"] += stamp.origin[0]
         table["blend_id"] = np.full(len(table), stamp.blend_id, dtype=np.int32)
-        table["member_id"] = member_id
+        table["parent_id"] = np.asarray(result.info["parents"], np.int32).reshape(len(table))
         tables.append(table)
     if not tables or not sum(len(t) for t in tables):
         return _empty_components()
@@ -312,7 +354,7 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "blend_id", "member_id", "ra", "dec")  # fmt: skip
+             "blend_id", "parent_id", "ra", "dec")  # fmt: skip
     dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", np.int32, np.int32,
               float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
