@@ -26,7 +26,8 @@ group it was deblended with (a sep blend, or one detection offered alone):
 3. an unmatched component goes to the detection whose footprint holds its
    centre, else to the nearest one.
 
-Ids (:func:`child_ids`): a detection's id is its catalogue number ``n``; its
+Ids (:func:`child_ids`): a detection's id is its catalogue number ``n``
+(:func:`position_numbers`); its
 ``j``-th child (brightest first, ``j`` = 1, 2, ...) has id ``j * S + n`` with
 ``S`` the power of ten above the number of detections (:func:`id_stride`):
 with 650 detections, the children of detection 45 are 1045, 2045, ... The id
@@ -53,6 +54,18 @@ FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offere
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
                       "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma")  # fmt: skip
+
+
+def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Catalogue numbers of detections: 1-based rank by position (``y``, then ``x``), whatever their input order.
+
+    A headless run numbers its detections so (the same whatever the tiling),
+    and the viewer shows these numbers beside sep's own labels.
+    """
+    order = np.lexsort((np.asarray(x, float), np.asarray(y, float)))
+    numbers = np.empty(len(order), np.int64)
+    numbers[order] = np.arange(1, len(order) + 1)
+    return numbers
 
 
 def id_stride(n_detections: int) -> int:

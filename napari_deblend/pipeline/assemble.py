@@ -25,6 +25,7 @@ from astropy.wcs import WCS
 
 from .. import __version__
 from ..field import read_field, write_field
+from ..parents import position_numbers
 from .catalog import build_catalog
 from .layout import FieldJob
 from .outputs import atomic_path, write_hdu, write_json
@@ -171,7 +172,7 @@ def _merge_tables(parts: list) -> tuple[Table, Table, list[tuple[int, int]]]:
     components = vstack(comp_tables, metadata_conflicts="silent") if comp_tables else Table()
     if not len(detections):
         return detections, components, []
-    detections = detections[np.lexsort((np.asarray(detections["x"]), np.asarray(detections["y"])))]
+    detections = detections[np.argsort(position_numbers(detections["y"], detections["x"]))]
     tiles = np.asarray(detections["tile"], int)
     number_of = {(int(t), int(i)): n for n, (t, i) in enumerate(zip(tiles, detections["id"]), start=1)}
     flux = np.asarray(detections["flux_auto"], float)
