@@ -16,7 +16,8 @@ import sys
 from . import __version__
 from .errors import DeblendInputError
 
-COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "export_training", "labels"]
+COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "evaluate_field", "export_training",
+                   "labels"]
 
 
 def build_parser() -> argparse.ArgumentParser:
