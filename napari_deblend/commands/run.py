@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     done = len(summary.fields) - len(summary.failed)
     print(
         f"{done}/{len(summary.fields)} field(s) done: {int(totals['detections'])} detections, "
-        f"{int(totals['blends'])} blends, {int(totals['components'])} components, "
+        f"{int(totals['blends'])} blends, {int(totals['singles'])} single detections, "
+        f"{int(totals['components'])} components, "
         f"{totals['megapixels']:.1f} Mpix in {summary.seconds:.1f} s ({summary.backend}, {summary.workers} worker(s)) "
         f"-> {summary.out_dir}"
     )

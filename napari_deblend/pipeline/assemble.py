@@ -60,6 +60,8 @@ def assemble_field(
     model, version = _model_of(tile_summaries, job.settings.model)
     catalog = _catalog(detections, components, info, job, model, version)
     merge_seconds = time.perf_counter() - start
+    n_sep_blends = len({int(b) for b, n in zip(detections["blend_id"], detections["blend_ndet"]) if n >= 2}) \
+        if len(detections) else 0
 
     start = time.perf_counter()
     field = read_field(job.path, preset=job.settings.survey)
@@ -88,7 +90,8 @@ def assemble_field(
         "tiles": len(tile_summaries),
         "tiles_grown": sum(1 for s in tile_summaries if s["halo"] > job.settings.overlap),
         "detections": int(len(detections)),
-        "blends": int(len(blend_keys)),
+        "blends": n_sep_blends,  # sep's blends deblended
+        "singles": int(len(blend_keys)) - n_sep_blends,  # single detections deblended
         "components": int(len(components)),
         "blends_with_components": n_stamps,
         "model": model,
@@ -268,13 +271,15 @@ def _write_components_and_subtract(
     with atomic_path(path) as tmp, ExitStack() as stack:
         stream = stack.enter_context(open(tmp, "wb"))
         primary.writeto(stream)
-        opened: dict[int, fits.HDUList] = {}
+        opened: dict[int, dict[tuple[str, int], Any]] = {}  # tile -> (EXTNAME, EXTVER) -> HDU
         part_of_tile = {int(fits.getval(p, "TILE", 0)): p for p in parts}
         for number, (tile, local) in enumerate(blend_keys, start=1):
             if tile not in opened:
-                opened[tile] = stack.enter_context(fits.open(part_of_tile[tile], memmap=True))
+                # one pass over the extensions: a lookup by (name, ver) would scan them every time
+                hdul = stack.enter_context(fits.open(part_of_tile[tile], memmap=True))
+                opened[tile] = {(hdu.name, hdu.ver): hdu for hdu in hdul[3:]}
             try:
-                stamp_hdu = opened[tile]["STAMP", local]
+                stamp_hdu = opened[tile][("STAMP", local)]
             except KeyError:
                 continue  # the deblender found no component in this blend
             stamps = np.asarray(stamp_hdu.data, np.float32)  # (K, C, h, w)
@@ -303,7 +308,7 @@ def _write_components_and_subtract(
             write_hdu(stream, out)
             written += 1
             try:
-                sigma_hdu = opened[tile]["SIGMA", local]
+                sigma_hdu = opened[tile][("SIGMA", local)]
             except KeyError:
                 continue  # the model gives no per-pixel uncertainty
             sigma = np.asarray(sigma_hdu.data, np.float32)
