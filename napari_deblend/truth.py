@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import DeblendInputError
 
-#: columns a truth catalogue needs for its galaxies to be redrawn
+#: columns a truth catalogue needs for its galaxies to be redrawn (with ``hlr`` and the morphology columns,
+#: ``napari_deblend.simulate.MORPHOLOGY_COLUMNS``, when it has a ``family`` column)
 REQUIRED_COLUMNS = ("x", "y", "flux", "bulge_fraction", "disk_hlr", "bulge_hlr",
                     "disk_g1", "disk_g2", "bulge_g1", "bulge_g2")
 TRUTH_SUFFIX = "_truth.ecsv"
@@ -98,7 +99,7 @@ def truth_for_stamp(
         None when no true galaxy lies in the stamp.
     """
     from .measurements import Truth
-    from .simulate import draw_galaxies
+    from .simulate import MORPHOLOGY_COLUMNS, draw_galaxies
 
     y0, x0 = (int(v) for v in origin)
     h, w = (int(v) for v in shape)
@@ -115,6 +116,22 @@ def truth_for_stamp(
     inside = inside[np.argsort(-flux, kind="stable")]
     params = {name: np.asarray(table[name], float)[inside] for name in REQUIRED_COLUMNS[2:]}
     preset = preset or table.meta.get("preset", "lsst-i")
-    images = draw_galaxies(params, x[inside], y[inside], (h, w), preset=preset)
+    pool = None
+    if "family" in table.colnames:  # a catalogue of the morphology families: their columns draw them
+        params.update({name: np.asarray(table[name])[inside] for name in ("hlr", *MORPHOLOGY_COLUMNS)})
+        if np.any(params["family"] == "real"):
+            pool = _real_pool(table, preset)
+    images = draw_galaxies(params, x[inside], y[inside], (h, w), preset=preset, real_pool=pool)
     components = np.repeat(images[:, None], max(int(n_bands), 1), axis=1)
     return Truth(components, np.stack([y[inside], x[inside]], axis=1))
+
+
+def _real_pool(table: Any, preset: Any) -> Any:
+    """The real-galaxy pool a truth catalogue's ``real`` galaxies were drawn from (its ``real_pool`` meta)."""
+    from .simulate import resolve_pool
+
+    path = table.meta.get("real_pool")
+    if not path:
+        raise DeblendInputError("this truth catalogue has 'real' galaxies but no real_pool in its metadata: "
+                                "cannot redraw them")
+    return resolve_pool(path, preset, table.meta.get("real_split", "test"))

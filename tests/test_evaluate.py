@@ -15,6 +15,7 @@ from napari_deblend.errors import DeblendInputError
 from napari_deblend.training.evaluate import (
     EVAL_SEED,
     FIGURES,
+    REALISTIC_EVAL_SEED,
     TestSet,
     evaluate_model,
     evaluate_models,
@@ -25,6 +26,7 @@ from napari_deblend.training.evaluate import (
     summarize_model,
     update_model_card,
 )
+from napari_deblend.training.evaluation_stats import family_stats
 
 NOISE = 446.0
 
@@ -246,7 +248,33 @@ def test_command_runs_and_prints_the_table(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "| metric | sextractor |" in captured.out and "recovered, brightest" in captured.out
     assert "sextractor: no model card" in captured.err
-    assert (tmp_path / "summary.json").exists() and not (tmp_path / FIGURES["flux"]).exists()
+    for test_set in ("parametric", "realistic"):  # both sets by default, each in its own folder
+        assert (tmp_path / test_set / "summary.json").exists()
+        assert not (tmp_path / test_set / FIGURES["flux"]).exists()
+    summary = json.loads((tmp_path / "realistic" / "summary.json").read_text())
+    assert summary["settings"]["test_set"] == "realistic" and summary["settings"]["seed"] == REALISTIC_EVAL_SEED
+
+
+def test_realistic_test_set_is_its_own():
+    """The realistic set: other galaxies than the parametric one, families named, a seed of its own."""
+    realistic = make_test_set(40, 1, test_set="realistic")
+    parametric = make_test_set(40, 1)
+    assert realistic.seed == REALISTIC_EVAL_SEED and parametric.seed == EVAL_SEED
+    assert realistic.name == "realistic" and parametric.families is None
+    families = set(realistic.families[:, 0])
+    assert len(families) >= 6 and "bulge_disk" in families
+    assert not np.allclose(realistic.images, parametric.images)
+    with pytest.raises(DeblendInputError, match="test set 'nope' is unknown"):
+        make_test_set(4, 1, test_set="nope")
+
+
+def test_family_table_counts_spurious_per_family():
+    """Isolated galaxies: a family whose stamps get two components shows 1 spurious per stamp, the others 0."""
+    t = Table({"stamp": [0, 1, 2], "rank": [0, 0, 0], "n_pred": [1, 2, 1], "matched": [True, True, True],
+               "dflux_frac": [0.0, -0.1, 0.05], "family": ["sersic", "knots", "sersic"], "quality": ["", "", ""]})
+    stats = family_stats(t)
+    assert stats["knots"]["spurious_per_stamp"] == 1.0 and stats["sersic"]["spurious_per_stamp"] == 0.0
+    assert stats["sersic"]["n_true"] == 2 and stats["knots"]["recovered"] == 1.0
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_calibrator_output_is_bounded_and_its_inputs_clipped():
 
 
 def test_shipped_calibration_scales_each_component_and_keeps_the_result_consistent():
-    blends = simulate_blends(16, n_galaxies=2, seed=8)
+    blends = simulate_blends(morphology="parametric", n=16, n_galaxies=2, seed=8)
     model = PeelingDeblender(device="cpu")
     assert model.calibrator is not None and model.calibration_applies()
     calibrated = model.deblend_batch(blends.images, noise=blends.noise_sigma)
@@ -93,7 +93,7 @@ def test_shipped_calibration_scales_each_component_and_keeps_the_result_consiste
 
 
 def test_calibration_is_left_out_with_settings_it_was_not_fitted_with():
-    blends = simulate_blends(4, n_galaxies=2, seed=8)
+    blends = simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=8)
     model = PeelingDeblender(device="cpu")
     model.joint_flips = 1
     assert not model.calibration_applies()
@@ -109,7 +109,7 @@ def test_shipped_calibration_narrows_the_flux_errors_on_fresh_pairs():
     """
     from napari_deblend.measurements import match_positions
 
-    blends = simulate_blends(400, n_galaxies=2, seed=79)
+    blends = simulate_blends(morphology="parametric", n=400, n_galaxies=2, seed=79)
     truth = blends.truth
     true_flux = blends.components[:, :2].sum(axis=(2, 3, 4))
     model = PeelingDeblender(device="cpu")
@@ -141,7 +141,7 @@ def test_train_calibration_few_epochs_then_deblend(tmp_path):
     assert len(list((tmp_path / "cache").glob("calibration_*.npz"))) == 2  # a second run only fits
     model = PeelingDeblender(device="cpu", weights=weights)
     assert model.calibration_applies()
-    results = model.deblend_batch(simulate_blends(4, n_galaxies=2, seed=5).images, noise=446.0)
+    results = model.deblend_batch(simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=5).images, noise=446.0)
     assert all(np.isfinite(r.components).all() and "flux_correction" in r.info for r in results)
 
 

@@ -26,7 +26,7 @@ def test_model_card_is_complete_and_small_weights():
 
 
 def test_peels_two_galaxy_blends():
-    blends = simulate_blends(16, n_galaxies=2, seed=123)
+    blends = simulate_blends(morphology="parametric", n=16, n_galaxies=2, seed=123)
     results = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
     assert len(results) == 16
     n_found = np.array([r.n_components for r in results])
@@ -45,7 +45,7 @@ def test_peels_two_galaxy_blends():
 def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
     from napari_deblend.deblenders.nets import normalise
 
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     model.joint = None  # the RDN's sweep (weights without a joint refiner; see test_peeling_joint.py)
     model.refine_sweeps = 0
@@ -78,7 +78,7 @@ def test_refinement_re_extracts_each_galaxy_from_the_blend_minus_the_others():
 
 
 def test_the_brightest_component_is_refit_to_the_blend_by_default():
-    blends = simulate_blends(64, n_galaxies=2, seed=5)  # enough for the gain to show over blend-to-blend noise
+    blends = simulate_blends(morphology="parametric", n=64, n_galaxies=2, seed=5)  # enough for the gain to show over blend-to-blend noise
     model = PeelingDeblender(device="cpu")
     model.calibrate_flux = False  # the refit alone (the flux calibration comes after it: test_flux_calibration.py)
     model.refit_brightest = False
@@ -132,7 +132,7 @@ def test_bad_input_and_weights(tmp_path):
 
 
 def test_input_stamps_are_not_modified():
-    blends = simulate_blends(4, n_galaxies=2, seed=9)
+    blends = simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=9)
     before = blends.images.copy()
     results = get_deblender("peeling", device="cpu").deblend_batch(blends.images, noise=blends.noise_sigma)
     np.testing.assert_array_equal(blends.images, before)

@@ -51,7 +51,7 @@ def test_train_joint_few_steps_resume_and_deblend(tmp_path):
     assert model.joint is not None
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(4, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=5)
     results = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     assert all(np.isfinite(r.components).all() for r in results)
 
@@ -109,7 +109,7 @@ def test_shipped_joint_refiner_measures_the_fainter_galaxy_better_than_the_rdn_s
     from napari_deblend.measurements import match_positions
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(400, n_galaxies=2, seed=78)
+    blends = simulate_blends(morphology="parametric", n=400, n_galaxies=2, seed=78)
     truth = blends.truth
     true_flux = blends.components[:, :2].sum(axis=(2, 3, 4))
     model = PeelingDeblender(device="cpu")
@@ -131,7 +131,7 @@ def test_shipped_joint_refiner_measures_the_fainter_galaxy_better_than_the_rdn_s
 def test_joint_sweep_re_extracts_every_galaxy_from_the_same_first_pass():
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     joint = model.joint
     model.joint, model.refine_sweeps, model.refit_brightest, model.precision = None, 0, False, "float32"
@@ -176,7 +176,7 @@ def test_data_sweeps_add_the_joint_sweeps_outputs_as_samples():
     from napari_deblend.training.evaluate import _positions_from_truth
     from napari_deblend.training.peeling_joint import first_pass_samples
 
-    blends = simulate_blends(6, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=6, n_galaxies=2, seed=5)
     positions = _positions_from_truth(blends.truth, 6, 2)
     model = PeelingDeblender(device="cpu")
     args = (blends.images, blends.components, blends.n_components, positions, blends.noise_sigma)
@@ -239,7 +239,7 @@ def test_joint_refiner_output_is_averaged_over_four_flips():
     from napari_deblend.deblenders.inference import flip_average
     from napari_deblend.simulate import simulate_blends
 
-    blends = simulate_blends(8, n_galaxies=2, seed=5)
+    blends = simulate_blends(morphology="parametric", n=8, n_galaxies=2, seed=5)
     model = PeelingDeblender(device="cpu")
     model.refine_sweeps, model.refit_brightest, model.precision = 0, False, "float32"
     joint, model.joint = model.joint, None
@@ -273,7 +273,7 @@ def test_precision_auto_gives_the_same_fluxes_as_float32():
 
     assert autocast_dtype_for("cpu", "float32") is None
     assert autocast_dtype_for("cuda", "auto") == torch.float16
-    blends = simulate_blends(16, n_galaxies=2, seed=6)
+    blends = simulate_blends(morphology="parametric", n=16, n_galaxies=2, seed=6)
     model = PeelingDeblender(device="cpu")
     auto = model.deblend_batch(blends.images, noise=blends.noise_sigma)
     model.precision = "float32"

@@ -47,7 +47,7 @@ def model(trained):
 
 @pytest.fixture(scope="module")
 def blends():
-    return simulate_blends(4, n_galaxies=2, seed=1)
+    return simulate_blends(morphology="parametric", n=4, n_galaxies=2, seed=1)
 
 
 def _fake_components(n=32, size=48, seed=0):

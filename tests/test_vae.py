@@ -28,7 +28,7 @@ def _quiet(*args):
 
 @pytest.fixture(scope="module")
 def blends():
-    return simulate_blends(6, n_galaxies=2, seed=3)
+    return simulate_blends(morphology="parametric", n=6, n_galaxies=2, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,28 @@
-"""``napari-deblend evaluate``: compare deblenders on the fixed simulated test set."""
+"""``napari-deblend evaluate``: compare deblenders on the fixed simulated test sets.
+
+Each test set (``parametric``: bulge + disk galaxies; ``realistic``: the realistic morphology mix
+and, with ``--real-pool``, real galaxies of the pool's test split) is written to ``OUT/<set>/``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import DeblendInputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` sub-command."""
-    from ..training.evaluate import EVAL_SEED
+    from ..training.testsets import TEST_SETS
 
     p = subparsers.add_parser(
         "evaluate",
         help="evaluate deblenders on simulated blends (tables, report, figures)",
-        description="Run deblenders on the same simulated blends (seed reserved for evaluation), match "
-        "their components to the truth within 3 px and write components.ecsv, summary.json, report.md "
-        "and PNG figures; print the Markdown tables.",
+        description="Run deblenders on the same simulated blends (seeds reserved for evaluation), match "
+        "their components to the truth within 3 px and write, per test set, OUT/<set>/components.ecsv, "
+        "summary.json, report.md and PNG figures; print the Markdown tables.",
     )
     p.add_argument("--models", nargs="+", default=["peeling", "sextractor"], metavar="MODEL",
                    help="deblender names (default: peeling sextractor)")
@@ -27,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--batch-size", type=int, default=64, help="stamps per batch (default 64)")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"test-set seed (default {EVAL_SEED})")
+    p.add_argument("--test-sets", nargs="+", default=list(TEST_SETS), choices=TEST_SETS, metavar="SET",
+                   help="parametric (bulge + disk) and/or realistic (the realistic morphology mix; with --real-pool, "
+                        "real galaxies of the pool's test split too); default both")
+    p.add_argument("--real-pool", default=None, metavar="DIR",
+                   help="real-galaxy pool (`napari-deblend real-pool build`) whose test split joins the realistic set")
+    p.add_argument("--seed", type=int, default=None, help="test-set seed (default: each set's reserved seed)")
     p.add_argument("--preset", default="lsst-i", help="survey preset (default lsst-i)")
     p.add_argument("--cache-dir", default=None, help="where test sets are cached (default OUT/testsets)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -60,27 +70,36 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    summary = evaluate_models(
-        args.models,
-        n=args.n,
-        blends=tuple(args.blends),
-        out_dir=args.out,
-        device=args.device,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        preset=args.preset,
-        cache_dir=args.cache_dir,
-        figures=not args.no_figures,
-        progress=progress,
-    )
-    print(markdown_tables(summary))
-    print(f"written to {args.out}: " + ", ".join(summary["files"].values()))
-    if args.update_model_cards:
-        for name in args.models:
-            card = model_card_path(name, device=args.device, preset=args.preset)
-            if card is None:
-                print(f"{name}: no model card to update", file=sys.stderr)
-                continue
-            update_model_card(card, summary, name, inference=inference_settings(name) or None)
-            print(f"{name}: metrics written to {card}")
+    if args.real_pool:
+        from ..simulate import resolve_pool
+
+        resolve_pool(args.real_pool, args.preset, "test")  # a missing pool fails before anything is simulated
+    for test_set in dict.fromkeys(args.test_sets):
+        out = Path(args.out) / test_set
+        summary = evaluate_models(
+            args.models,
+            n=args.n,
+            blends=tuple(args.blends),
+            out_dir=out,
+            device=args.device,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            preset=args.preset,
+            cache_dir=args.cache_dir or Path(args.out) / "testsets",
+            figures=not args.no_figures,
+            progress=progress,
+            test_set=test_set,
+            real_pool=args.real_pool,
+        )
+        print(f"## {test_set} test set\n")
+        print(markdown_tables(summary))
+        print(f"written to {out}: " + ", ".join(summary["files"].values()))
+        if args.update_model_cards:
+            for name in args.models:
+                card = model_card_path(name, device=args.device, preset=args.preset)
+                if card is None:
+                    print(f"{name}: no model card to update", file=sys.stderr)
+                    continue
+                update_model_card(card, summary, name, inference=inference_settings(name) or None)
+                print(f"{name}: {test_set} metrics written to {card}")
     return 0

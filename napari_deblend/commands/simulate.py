@@ -4,6 +4,8 @@ Examples::
 
     napari-deblend simulate field --size 1024 -o field.fits          # + field_truth.ecsv
     napari-deblend simulate blends --n 1000 --galaxies 1 2 3 -o blends.fits
+    napari-deblend simulate field --morphology parametric -o field.fits   # bulge + disk only
+    napari-deblend simulate families -o families.png                      # a contact sheet of the families
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     _register_field(kinds)
     _register_blends(kinds)
+    _register_families(kinds)
     return parser
 
 
@@ -60,9 +63,35 @@ def _register_blends(kinds: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_blends)
 
 
+def _register_families(kinds: argparse._SubParsersAction) -> None:
+    parser = kinds.add_parser("families", help="a contact sheet (PNG/PDF) of the morphology families",
+                              description="Draw a few galaxies of every morphology family, noiseless and noisy.")
+    parser.add_argument("--n", type=int, default=8, help="galaxies per family (default 8)")
+    parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
+                        help="families to show (default all; 'real' needs --real-pool)")
+    parser.add_argument("--preset", default="lsst-i", help="survey preset (default lsst-i)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _pool_options(parser)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output figure (.png or .pdf)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.set_defaults(func=run_families)
+
+
+def _pool_options(parser: argparse.ArgumentParser, split: str = "train") -> None:
+    parser.add_argument("--real-pool", default=None, metavar="DIR",
+                        help="real-galaxy pool (from `napari-deblend real-pool build`) for the 'real' family")
+    parser.add_argument("--real-split", default=split, choices=("train", "validation", "test"),
+                        help=f"which split of the pool the real galaxies come from (default {split})")
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="lsst-i", help="survey preset (default lsst-i)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--morphology", default="realistic", metavar="MIX",
+                        help="morphology mix: realistic (default: bulge+disk, Sersic, knots, spirals, bars, "
+                        "irregulars, lopsided, edge-on, tidal, compact, stars), parametric (bulge+disk only), "
+                        "or weights such as 'knots=0.3,spiral=0.2,real=0.5'")
+    _pool_options(parser, split="test")
     parser.add_argument("--engine", choices=("fft", "galsim"), default="fft",
                         help="rendering: batched FFT (default) or GalSim drawImage (reference, slower)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output FITS file")
@@ -97,7 +126,8 @@ def run_field(args: argparse.Namespace) -> int:
     _check_output(truth_path, args.overwrite, "--truth")
     start = time.perf_counter()
     field, truth = simulate_field(size=args.size, density=args.density, preset=args.preset, seed=args.seed,
-                                  ra=args.ra, dec=args.dec, engine=args.engine)
+                                  ra=args.ra, dec=args.dec, engine=args.engine, morphology=args.morphology,
+                                  real_pool=args.real_pool, real_split=args.real_split)
     elapsed = time.perf_counter() - start
     write_field(field, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}: {args.size}x{args.size} {field.preset.name} field, "
@@ -120,9 +150,31 @@ def run_blends(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     blends = simulate_blends(args.n, n_galaxies=galaxies, stamp_size=args.stamp_size, preset=args.preset,
                              seed=args.seed, separation=tuple(args.separation), mag_range=args.mag_range,
-                             noise=not args.no_noise, n_workers=args.workers, engine=args.engine)
+                             noise=not args.no_noise, n_workers=args.workers, engine=args.engine,
+                             morphology=args.morphology, real_pool=args.real_pool, real_split=args.real_split)
     elapsed = time.perf_counter() - start
     write_blends(blends, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output}: {len(blends)} stamps of {blends.stamp_size}x{blends.stamp_size}, "
           f"{len(blends.truth)} galaxies in {elapsed:.2f} s ({len(blends) / max(elapsed, 1e-9):.0f} stamps/s)")
+    return 0
+
+
+def run_families(args: argparse.Namespace) -> int:
+    """Draw the contact sheet of the morphology families."""
+    from ..simulate.contact_sheet import families_contact_sheet
+    from ..simulate.morphologies import FAMILIES
+    from ..simulate.real_family import resolve_pool
+
+    if args.n <= 0:
+        raise DeblendInputError(f"--n must be a positive number of galaxies, got {args.n}")
+    unknown = [f for f in args.families or () if f not in FAMILIES]
+    if unknown:
+        raise DeblendInputError(f"--families {unknown[0]}: expected families among {', '.join(FAMILIES)}")
+    if "real" in (args.families or ()) and not args.real_pool:
+        raise DeblendInputError("--families real needs --real-pool DIR (a pool made by `napari-deblend real-pool build`)")
+    _check_output(args.output, args.overwrite, "--output")
+    pool = resolve_pool(args.real_pool, args.preset, args.real_split)
+    figure = families_contact_sheet(args.families, n=args.n, preset=args.preset, seed=args.seed, real_pool=pool)
+    figure.savefig(args.output, dpi=110)
+    print(f"wrote {args.output}")
     return 0

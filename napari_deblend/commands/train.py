@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a deblender on simulated GalSim blends",
-        description="Train a deblender on parametric GalSim blends from the built-in simulator. "
+        description="Train a deblender on blends from the built-in simulator (a realistic mix of morphologies by "
+        "default, optionally with real galaxies from a pool). "
         "Periodic checkpoints and validation metrics go to OUT; --resume continues a run.",
     )
     p.add_argument("model", help=f"model to train: {', '.join(TRAINABLE)}")
@@ -52,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=None,
                    help="peeling only: residual dense blocks of the RDN (default: as many as the --init weights have, "
                         "6 without); --init weights with fewer are grown, starting from their exact output")
+    p.add_argument("--texture-leftover", type=float, default=0.0, metavar="SHARE",
+                   help="peeling only: a peeled galaxy leaves up to this share of its fine structure (knots, arms) "
+                        "in the training residuals, so the counter learns it holds no galaxy (default 0)")
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
@@ -61,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--continue-joint", action="store_true",
                    help="peeling-joint only: fine-tune the --init weights' joint refiner (e.g. with another "
                         "--flux-weight) instead of starting from their RDN sweep")
+    p.add_argument("--morphology", default="realistic", metavar="MIX",
+                   help="morphology mix of the simulated galaxies: realistic (default), parametric (bulge+disk only) "
+                        "or weights such as 'bulge_disk=0.5,knots=0.5'")
+    p.add_argument("--real-pool", metavar="DIR",
+                   help="real-galaxy pool (`napari-deblend real-pool build`): its train split joins the mix "
+                        "(its validation split the run's validation)")
+    p.add_argument("--real-weight", type=float, default=0.3,
+                   help="with --real-pool: share of the pool's galaxies in the mix (default 0.3)")
     p.add_argument("--real-galaxies", metavar="DIR",
                    help="export-training folder: its clean isolated galaxies join the parametric ones as blend "
                         "members; without --init, fine-tunes the shipped weights")
@@ -113,11 +125,16 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--refine-width={args.refine_width}: expected 0 (no refiner) or a number of channels")
     if args.phases and (min(args.phases) < 0 or sum(args.phases) <= 0):
         raise DeblendInputError(f"--phases {' '.join(map(str, args.phases))}: expected three shares >= 0, not all 0")
+    if args.texture_leftover and args.model != "peeling":
+        raise DeblendInputError(f"--texture-leftover: only peeling has it, not {args.model!r}")
+    if not 0.0 <= args.texture_leftover <= 1.0:
+        raise DeblendInputError(f"--texture-leftover={args.texture_leftover}: expected a share from 0 to 1")
     if args.no_symmetric and args.model != "peeling":
         raise DeblendInputError(f"--no-symmetric: only peeling has a symmetric loss, not {args.model!r}")
     if args.batch_size is None:
         args.batch_size = DEFAULT_BATCH_SIZE[args.model]
     real = _real_galaxy_options(args)
+    mix = _mix_options(args)
     if args.batch_size < 1:
         raise DeblendInputError(f"--batch-size={args.batch_size}: expected a positive number of stamps")
     from tqdm import tqdm
@@ -128,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         config = UNetTrainConfig(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init, **real,
+            **mix,
         )
         train = train_unet
     elif args.model in ("vae", "detector"):
@@ -139,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         make_config = vae.VAETrainConfig if args.model == "vae" else detector.DetectorTrainConfig
         config = make_config(
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
-            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
+            batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init, **mix,
         )
         train = module.train_vae if args.model == "vae" else module.train_detector
     elif args.model == "peeling-joint":
@@ -149,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
             flux_weight=args.flux_weight, image_loss=args.image_loss, data_sweeps=args.data_sweeps,
-            continue_joint=args.continue_joint,
+            continue_joint=args.continue_joint, **mix,
         )
         train = train_joint
     else:
@@ -159,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
             lr=args.lr, init=args.init, flux_weight=args.flux_weight, refine_width=args.refine_width,
-            blocks=args.blocks, image_loss=args.image_loss, **real,
+            blocks=args.blocks, image_loss=args.image_loss, texture_leftover=args.texture_leftover, **real, **mix,
         )
         if args.phases:
             config.phase_fractions = tuple(args.phases)
@@ -205,7 +223,7 @@ def _run_calibration(args: argparse.Namespace) -> int:
     config = CalibrationTrainConfig(preset=args.preset, minutes=args.minutes, device=args.device,
                                     n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
                                     batch_size=args.batch_size, seed=args.seed,
-                                    workers=args.workers, lr=args.lr, init=args.init)
+                                    workers=args.workers, lr=args.lr, init=args.init, **_mix_options(args))
     weights = train_calibration(config, args.out)
     if args.install:
         install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args))
@@ -231,6 +249,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
+    if args.model == "peeling" and getattr(args, "texture_leftover", 0.0):
+        parts.append(f"--texture-leftover {args.texture_leftover:g}")
     if args.model == "peeling" and getattr(args, "blocks", None) is not None:
         parts.append(f"--blocks {args.blocks}")
     if getattr(args, "data_sweeps", 0):
@@ -241,7 +261,41 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))
     if getattr(args, "real_galaxies", None):
         parts.append(f"--real-galaxies {args.real_galaxies} --real-fraction {args.real_fraction:g}")
+    parts.append(f"--morphology {getattr(args, 'morphology', 'realistic')}")
+    if getattr(args, "real_pool", None):
+        parts.append(f"--real-pool {args.real_pool} --real-weight {args.real_weight:g}")
     return " ".join(parts + ["--install"])
+
+
+def _mix_options(args: argparse.Namespace) -> dict:
+    """Check ``--morphology`` / ``--real-pool`` / ``--real-weight`` (the pool is read here, before training)."""
+    from ..training.data_mix import DataMix
+
+    morphology = getattr(args, "morphology", "realistic")
+    pool = getattr(args, "real_pool", None)
+    weight = float(getattr(args, "real_weight", 0.3))
+    if pool:
+        from ..simulate import resolve_pool
+
+        for split in ("train", "validation"):
+            resolve_pool(pool, args.preset, split)
+    DataMix(morphology, pool, weight).weights()  # an unknown family or a bad weight fails here
+    return {"morphology": morphology, "real_pool": str(Path(pool).expanduser().resolve()) if pool else None,
+            "real_weight": weight}
+
+
+def _data_mix(config: dict) -> dict:
+    from ..training.data_mix import data_mix
+
+    return data_mix(argparse.Namespace(**config)).describe()
+
+
+def data_description(config: dict, what: str) -> str:
+    """The model card's words for the simulated data a run learned from."""
+    mix = _data_mix(config)
+    families = ", ".join(f"{name} {weight:.0%}" for name, weight in mix["family_weights"].items())
+    pool = f"; real galaxies from the pool {mix['real_pool']} (train split)" if mix["real_pool"] else ""
+    return f"{what} from napari_deblend.simulate, morphology mix {mix['morphology']!r} ({families}){pool}"
 
 
 def _real_galaxy_options(args: argparse.Namespace) -> dict:
@@ -322,9 +376,9 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     card_path = target.with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
     card["joint_refiner"] = {
-        "data": f"{config['n_train']} parametric GalSim blends of 2 and 3 galaxies from napari_deblend.simulate, "
-                f"noisy, run once through the first peeling pass of {config['init']}; every predicted component "
-                "matched to a true galaxy is a sample (target: that galaxy's noiseless image)",
+        "data": data_description(config, f"{config['n_train']} blends of 2 and 3 galaxies")
+                + f", noisy, run once through the first peeling pass of {_weights_name(config['init'])}; every "
+                "predicted component matched to a true galaxy is a sample (target: that galaxy's noiseless image)",
         **_training_record(config, run_dir, command),
     }
     if "total_minutes" in card:
@@ -349,8 +403,8 @@ def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command
     record = _training_record(config, run_dir, command)
     record["validation"] = record.pop("validation_curve")
     card["flux_calibration"] = {
-        "data": f"{config['n_train']} parametric GalSim blends of 1-3 galaxies from napari_deblend.simulate (seeds "
-                f"of their own), noisy, deblended by the peeling weights {_weights_name(config['init'])} with no "
+        "data": data_description(config, f"{config['n_train']} blends of 1-3 galaxies (seeds of their own)")
+                + f", noisy, deblended by the peeling weights {_weights_name(config['init'])} with no "
                 "calibration; every component matched to a true galaxy is a sample "
                 "(target: log of the true over the component's flux)",
         **record,
@@ -383,8 +437,9 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
     card.update({
         "model": model,
         "preset": config["preset"],
-        "data": f"parametric GalSim bulge+disk blends of 1-3 galaxies from napari_deblend.simulate "
-                f"({config['n_train']} noiseless stamps of {config['stamp_size']} px, fresh noise every batch)",
+        "data": data_description(config, f"{config['n_train']} noiseless blend stamps of 1-3 galaxies, "
+                                         f"{config['stamp_size']} px, fresh noise every batch"),
+        "data_mix": _data_mix(config),
         **_training_record(config, run_dir, command),
         "size_bytes": target.stat().st_size,
         "inference": inference_settings(model),

@@ -35,6 +35,13 @@ class TrainConfig:
         torch CPU threads (0: torch's default).
     init : str or None
         Warm start (fine-tune) from these weights of the same model.
+    morphology : str
+        Morphology mix of the simulated galaxies (``realistic``, ``parametric`` or family weights;
+        see :mod:`napari_deblend.training.data_mix`).
+    real_pool : str or None
+        Real-galaxy pool whose ``train`` split joins the mix (``validation`` for the run's validation).
+    real_weight : float
+        Share of pool galaxies in the mix (with ``real_pool``).
     """
 
     preset: str = "lsst-i"
@@ -50,3 +57,6 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     threads: int = 0
     init: str | None = None
+    morphology: str = "realistic"
+    real_pool: str | None = None
+    real_weight: float = 0.3

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import DeblendInputError
 from .config import TrainConfig
+from .data_mix import DataMix, data_mix
 from .loop import save_weights
 from .peeling import cached_npz, start_run
 
@@ -60,8 +61,11 @@ class CalibrationTrainConfig(TrainConfig):
 
 
 def calibration_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
-                        log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+                        log: Callable[[str], None] = print, mix: DataMix | None = None,
+                        split: str = "train") -> dict[str, np.ndarray]:
     """Simulate ``n`` blends, deblend them uncalibrated, and pair each true galaxy with its component.
+
+    ``mix`` is the morphology mix and real-galaxy pool (default parametric), ``split`` the pool's split.
 
     Returns
     -------
@@ -84,7 +88,7 @@ def calibration_samples(deblender: Any, n: int, stamp_size: int, preset: str, se
         counts = _multiplicity_counts(n)
         for k, count in counts.items():
             blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
-                                     n_workers=workers)
+                                     n_workers=workers, **(mix or DataMix("parametric")).simulate_kwargs(split))
             positions = _positions_from_truth(blends.truth, count, k)
             true_flux = blends.components[:, :k].reshape(count, k, -1).sum(axis=2, dtype=np.float64)
             for lo in range(0, count, 256):
@@ -195,13 +199,16 @@ def train_calibration(config: CalibrationTrainConfig, out_dir: str | Path, resum
     base = load_checkpoint(init)
     deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
     networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+    mix = data_mix(config)
     tag = f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
+    if mix.tag() != "parametric":
+        tag += f"_{mix.tag()}"
     data, val = (
         cached_npz(out / "cache", f"calibration_{name}_{tag}_{n}_{seed}.npz",
-                   lambda n=n, seed=seed: calibration_samples(deblender, n, config.stamp_size, preset.name, seed,
-                                                              config.workers, log))
-        for name, n, seed in (("train", config.n_train, CALIBRATION_SEED + config.seed),
-                              ("val", config.n_val, CALIBRATION_VALIDATION_SEED))
+                   lambda n=n, seed=seed, split=split: calibration_samples(
+                       deblender, n, config.stamp_size, preset.name, seed, config.workers, log, mix, split))
+        for name, n, seed, split in (("train", config.n_train, CALIBRATION_SEED + config.seed, "train"),
+                                     ("val", config.n_val, CALIBRATION_VALIDATION_SEED, "validation"))
     )
     x, y = _training_pairs(data)
     x_val, y_val = _training_pairs(val)

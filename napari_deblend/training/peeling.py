@@ -35,6 +35,7 @@ from ..deblenders.nets import RDN, GalaxyCounter, normalise
 from ..errors import DeblendInputError
 from ..presets import get_preset
 from .config import TrainConfig
+from .data_mix import DataMix, data_mix
 
 TRAIN_SEED_BASE = 1_000  # the evaluation set uses training.evaluate.EVAL_SEED, never this range
 VALIDATION_SEED = 999_999
@@ -62,12 +63,14 @@ class PeelingTrainConfig(TrainConfig):
     # 6 without them; --init weights with fewer are grown (see grow_blocks)
     blocks: int | None = None
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
+    texture_leftover: float = 0.0  # up to this share of a peeled galaxy's fine structure is left behind (BatchMaker)
 
 
 # ---- data ----------------------------------------------------------------------------------------
 
 
-def _simulate_components(n: int, stamp_size: int, preset: str, seed: int, workers: int) -> dict[str, np.ndarray]:
+def _simulate_components(n: int, stamp_size: int, preset: str, seed: int, workers: int, mix: DataMix,
+                         split: str) -> dict[str, np.ndarray]:
     from ..simulate import simulate_blends
 
     rng = np.random.default_rng(seed)
@@ -78,7 +81,7 @@ def _simulate_components(n: int, stamp_size: int, preset: str, seed: int, worker
         if count:
             parts[k] = simulate_blends(
                 count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
-                noise=False, n_workers=workers,
+                noise=False, n_workers=workers, **mix.simulate_kwargs(split),
             )
     comps = np.zeros((n, MAX_GALAXIES, stamp_size, stamp_size), np.float32)
     n_comp = np.zeros(n, np.int64)
@@ -90,18 +93,27 @@ def _simulate_components(n: int, stamp_size: int, preset: str, seed: int, worker
 
 
 def load_or_simulate(
-    n: int, stamp_size: int, preset: str, seed: int, workers: int, cache_dir: Path | None, log: Callable = print
+    n: int, stamp_size: int, preset: str, seed: int, workers: int, cache_dir: Path | None, log: Callable = print,
+    mix: DataMix | None = None, split: str = "train",
 ) -> dict[str, np.ndarray]:
-    """Noiseless training components ``(n, 3, S, S)`` (brightest first) and counts, cached as ``.npz``."""
+    """Noiseless training components ``(n, 3, S, S)`` (brightest first) and counts, cached as ``.npz``.
+
+    ``mix`` is the morphology mix and real-galaxy pool (default: parametric galaxies only);
+    ``split`` the pool's split (``train`` or ``validation``).
+    """
     from .evaluate import _simulator_fingerprint
+
+    mix = mix or DataMix("parametric")
 
     def simulate() -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        data = _simulate_components(n, stamp_size, preset, seed, workers)
-        log(f"simulated {n} stamps in {time.perf_counter() - start:.0f} s")
+        data = _simulate_components(n, stamp_size, preset, seed, workers, mix, split)
+        log(f"simulated {n} stamps ({mix.morphology}) in {time.perf_counter() - start:.0f} s")
         return data
 
-    return cached_npz(cache_dir, f"peeling_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}.npz", simulate)
+    tag = "" if mix.tag() == "parametric" else f"_{mix.tag()}_{split}"
+    return cached_npz(cache_dir, f"peeling_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}{tag}.npz",
+                      simulate)
 
 
 def cached_npz(cache_dir: Path | None, name: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -118,13 +130,31 @@ def cached_npz(cache_dir: Path | None, name: str, make: Callable[[], dict[str, n
 
 
 class BatchMaker:
-    """Draws training batches from noiseless components: noise, peeling depth, flips, all on the fly."""
+    """Draws training batches from noiseless components: noise, peeling depth, flips, all on the fly.
 
-    def __init__(self, data: dict[str, np.ndarray], sigma: float, seed: int) -> None:
+    A galaxy peeled off leaves a few per cent of its light behind and, with ``texture`` > 0, up to
+    that fraction of its fine structure (the galaxy minus a blurred copy: knots, arms, clumps), as a
+    network that returns a smoother galaxy would: the counter learns that such a residual holds no
+    galaxy.
+    """
+
+    def __init__(self, data: dict[str, np.ndarray], sigma: float, seed: int, texture: float = 0.0) -> None:
         self.components = torch.from_numpy(data["components"])
         self.n_components = torch.from_numpy(data["n_components"])
         self.sigma = float(sigma)
         self.generator = torch.Generator().manual_seed(seed)
+        self.texture = float(texture)
+        radius = 4
+        kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / 1.5) ** 2)
+        self._blur = (kernel / kernel.sum()).view(1, 1, 1, -1)
+
+    def _fine_structure(self, comps: torch.Tensor) -> torch.Tensor:
+        """Each component minus its copy blurred by a 1.5-pixel Gaussian."""
+        flat = comps.reshape(-1, 1, *comps.shape[-2:])
+        pad = self._blur.shape[-1] // 2
+        blurred = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode="replicate"), self._blur)
+        blurred = F.conv2d(F.pad(blurred, (0, 0, pad, pad), mode="replicate"), self._blur.transpose(-1, -2))
+        return (flat - blurred).reshape(comps.shape)
 
     def __len__(self) -> int:
         return len(self.components)
@@ -149,6 +179,9 @@ class BatchMaker:
         leftover = 1.0 + 0.05 * torch.randn(size, MAX_GALAXIES, generator=g)
         weight = torch.where(removed, leftover - 1.0, torch.ones_like(leftover))
         clean = (comps * weight[..., None, None]).sum(dim=1, keepdim=True)
+        if self.texture > 0:
+            share = self.texture * torch.rand(size, MAX_GALAXIES, generator=g) * removed
+            clean = clean + (self._fine_structure(comps) * share[..., None, None]).sum(dim=1, keepdim=True)
         # targets: the brightest remaining galaxy and the next one
         order = (rank + depth.view(-1, 1)).clamp(max=MAX_GALAXIES - 1)
         gathered = torch.gather(comps, 1, order[..., None, None].expand(-1, -1, *comps.shape[-2:]))
@@ -320,8 +353,9 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
     """
     out, device, preset = start_run(config, out_dir)
     cache = out / "cache"
+    mix = data_mix(config)
     train_data = load_or_simulate(config.n_train, config.stamp_size, preset.name,
-                                  TRAIN_SEED_BASE + config.seed, config.workers, cache, log)
+                                  TRAIN_SEED_BASE + config.seed, config.workers, cache, log, mix, "train")
     if getattr(config, "real_galaxies", None):
         from ..real_galaxies import load_real_galaxies, mix_real_galaxies
 
@@ -330,7 +364,8 @@ def prepare_run(config: Any, out_dir: str | Path, log: Callable[[str], None] = p
         total = int(train_data["n_components"].sum())
         log(f"real galaxies: {len(real)} from {config.real_galaxies}; {n_real} of {total} training galaxies "
             f"({n_real / max(total, 1):.0%}) replaced by them")
-    val_data = load_or_simulate(config.n_val, config.stamp_size, preset.name, VALIDATION_SEED, config.workers, cache, log)
+    val_data = load_or_simulate(config.n_val, config.stamp_size, preset.name, VALIDATION_SEED, config.workers, cache,
+                                log, mix, "validation")
     return out, device, preset, train_data, val_data
 
 
@@ -427,7 +462,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     """
     config.blocks = rdn_blocks(config, Path(out_dir), resume)  # resolved, so that config.json records it
     out, device, preset, train_data, val_data = prepare_run(config, out_dir, log)
-    maker = BatchMaker(train_data, preset.background_sigma, seed=config.seed)
+    maker = BatchMaker(train_data, preset.background_sigma, seed=config.seed, texture=config.texture_leftover)
     val = BatchMaker(val_data, preset.background_sigma, seed=VALIDATION_SEED).batch(config.n_val, peel_probability=0.3,
                                                                                   empty_fraction=0.1)
 

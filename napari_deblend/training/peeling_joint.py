@@ -36,6 +36,7 @@ import torch
 from ..deblenders.nets import RDN, joint_input
 from ..errors import DeblendInputError
 from .config import TrainConfig
+from .data_mix import DataMix, data_mix
 from .loop import Phase, run_phase, save_weights
 from .peeling import cached_npz, image_loss, start_run
 
@@ -172,19 +173,26 @@ def _networks_hash(nets: list[torch.nn.Module]) -> str:
 
 
 def joint_data(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
-               cache_dir: Path | None, log: Callable[[str], None] = print, sweeps: int = 0) -> dict[str, np.ndarray]:
-    """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images."""
+               cache_dir: Path | None, log: Callable[[str], None] = print, sweeps: int = 0,
+               mix: DataMix | None = None, split: str = "train") -> dict[str, np.ndarray]:
+    """Simulate ``n`` blends (2 and 3 galaxies), run the first pass, return (and cache) the samples and images.
+
+    ``mix`` is the morphology mix and real-galaxy pool (default parametric), ``split`` the pool's split.
+    """
     from .evaluate import _simulator_fingerprint
 
     weights_tag = _networks_hash([deblender.rdn, deblender.counter] + ([deblender.joint] if sweeps else []))
     tag = f"_sweeps{sweeps}" if sweeps else ""
+    mix = mix or DataMix("parametric")
+    if mix.tag() != "parametric":
+        tag += f"_{mix.tag()}_{split}"
     name = f"joint_{preset}_{stamp_size}_{n}_{seed}_{_simulator_fingerprint()}_{weights_tag}{tag}.npz"
     return cached_npz(cache_dir, name, lambda: _simulate_samples(deblender, n, stamp_size, preset, seed, workers,
-                                                                 log, sweeps))
+                                                                 log, sweeps, mix, split))
 
 
 def _simulate_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
-                      log: Callable[[str], None], sweeps: int) -> dict[str, np.ndarray]:
+                      log: Callable[[str], None], sweeps: int, mix: DataMix, split: str) -> dict[str, np.ndarray]:
     """Simulate the blends of :func:`joint_data` and make their samples (uncached)."""
     from ..simulate import simulate_blends
     from .evaluate import _positions_from_truth
@@ -195,7 +203,7 @@ def _simulate_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed
     for k, count in ((2, n - n_triples), (3, n_triples)):
         if count:
             blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
-                                     n_workers=workers)
+                                     n_workers=workers, **mix.simulate_kwargs(split))
             comps = np.zeros((count, 3, 1, stamp_size, stamp_size), np.float32)
             comps[:, :k] = blends.components[:, :k]
             parts.append((blends.images.astype(np.float32), comps, np.full(count, k),
@@ -302,9 +310,11 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     deblender = PeelingDeblender(device="cpu", preset=preset.name, weights=init)
     cache = out / "cache"
     train_data = joint_data(deblender, config.n_train, config.stamp_size, preset.name,
-                            JOINT_TRAIN_SEED + config.seed, config.workers, cache, log, config.data_sweeps)
+                            JOINT_TRAIN_SEED + config.seed, config.workers, cache, log, config.data_sweeps,
+                            data_mix(config), "train")
     val_data = joint_data(deblender, config.n_val, config.stamp_size, preset.name,
-                          JOINT_VALIDATION_SEED, config.workers, cache, log, config.data_sweeps)
+                          JOINT_VALIDATION_SEED, config.workers, cache, log, config.data_sweeps,
+                          data_mix(config), "validation")
     if not len(train_data["stamp"]):
         raise DeblendInputError(f"--n-train={config.n_train}: the first pass split none of these blends; "
                                 "simulate more stamps")

@@ -1,0 +1,160 @@
+"""The ``real`` morphology family: galaxies drawn from a pool of real galaxy images.
+
+A pool (``napari-deblend real-pool build``) holds clean, isolated real galaxies
+already at a preset's pixel scale and PSF, each normalised to unit flux, split
+by galaxy into ``train``, ``validation`` and ``test``.  A simulated ``real``
+galaxy is one of them, turned by a random angle, flipped at random, moved to its
+sub-pixel position and scaled to the flux the population gave it.
+
+Real stamps keep their own noise inside the galaxy's footprint; a galaxy is
+never made so bright that this noise exceeds ``NOISE_CAP`` of the preset's
+background noise (its flux is lowered instead), so the noise of a blend stays
+the simulator's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import DeblendInputError
+from ..presets import SurveyPreset, get_preset
+from ._pixels import add_stamp
+
+NOISE_CAP = 0.5
+"""Largest noise of a real stamp, scaled to its simulated flux, as a fraction of the preset's background noise."""
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class RealPoolSource:
+    """Where a pool's split lives: picklable, so worker processes load it themselves."""
+
+    path: str
+    preset: str
+    split: str
+
+    def file(self) -> Path:
+        """The split's ``.npz`` file."""
+        return Path(self.path) / self.preset / f"{self.split}.npz"
+
+
+@dataclass
+class RealPool:
+    """One split of a real-galaxy pool.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        ``(N, S, S)`` float32, unit sum, centred at ``((S - 1) / 2, (S - 1) / 2)``.
+    noise : numpy.ndarray
+        ``(N,)`` per-pixel noise left in each image, in the same units.
+    hlr : numpy.ndarray
+        ``(N,)`` half-light radius, arcsec.
+    galaxy_id : numpy.ndarray
+        ``(N,)`` the galaxy each image shows (its variants share it).
+    source : RealPoolSource
+        Where it was read from.
+    """
+
+    images: np.ndarray
+    noise: np.ndarray
+    hlr: np.ndarray
+    galaxy_id: np.ndarray
+    source: RealPoolSource
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def flux_cap(self, index: np.ndarray, preset: SurveyPreset) -> np.ndarray:
+        """Largest flux (e-) at which image ``index``'s own noise stays under ``NOISE_CAP`` of the preset's."""
+        return NOISE_CAP * preset.background_sigma / np.maximum(self.noise[index], 1e-12)
+
+
+def resolve_pool(real_pool: str | Path | RealPoolSource | RealPool | None, preset: str | SurveyPreset,
+                 split: str = "train") -> RealPool | None:
+    """The pool split a simulation draws from (None when no pool is given).
+
+    Parameters
+    ----------
+    real_pool : str, Path, RealPoolSource, RealPool or None
+        A pool directory (``OUT`` of ``napari-deblend real-pool build``), or an already resolved pool.
+    preset : str or SurveyPreset
+        The preset the pool was built for.
+    split : {"train", "validation", "test"}
+        Which split.
+
+    Returns
+    -------
+    RealPool or None
+
+    Raises
+    ------
+    DeblendInputError
+        If the split file is missing or malformed.
+    """
+    if real_pool is None or isinstance(real_pool, RealPool):
+        return real_pool
+    if isinstance(real_pool, RealPoolSource):
+        return load_pool(real_pool)
+    if split not in SPLITS:
+        raise DeblendInputError(f"real-pool split {split!r} is unknown: expected one of {', '.join(SPLITS)}")
+    return load_pool(RealPoolSource(str(Path(real_pool).expanduser().resolve()), get_preset(preset).name, split))
+
+
+@lru_cache(maxsize=8)
+def load_pool(source: RealPoolSource) -> RealPool:
+    """Read a pool split (cached per process)."""
+    path = source.file()
+    if not path.exists():
+        raise DeblendInputError(f"real-galaxy pool {path} does not exist: build it with "
+                                f"`napari-deblend real-pool build --preset {source.preset} --out {source.path}`")
+    try:
+        with np.load(path) as data:
+            images = np.asarray(data["images"], np.float32)
+            noise = np.asarray(data["noise"], np.float64)
+            hlr = np.asarray(data["hlr"], np.float64)
+            galaxy_id = np.asarray(data["galaxy_id"], np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DeblendInputError(f"real-galaxy pool {path} is not a pool split (images, noise, hlr, galaxy_id): "
+                                f"{exc}") from None
+    if images.ndim != 3 or not len(images) or not (len(noise) == len(hlr) == len(galaxy_id) == len(images)):
+        raise DeblendInputError(f"real-galaxy pool {path} holds no galaxies or arrays of different lengths")
+    return RealPool(images, noise, hlr, galaxy_id, source)
+
+
+def draw_real(pool: RealPool, index: int, flux: float, x: float, y: float, seed: int, out: np.ndarray) -> None:
+    """Add pool image ``index``, turned, flipped and scaled to ``flux``, centred at ``(x, y)`` of ``out``.
+
+    Parameters
+    ----------
+    pool : RealPool
+        The pool.
+    index : int
+        Image of the pool.
+    flux : float
+        Flux to give it, electrons.
+    x, y : float
+        0-based pixel position of its centre on ``out``.
+    seed : int
+        Seed of its rotation and flip.
+    out : numpy.ndarray
+        ``(H, W)`` image it is added to (light outside is lost).
+    """
+    rng = np.random.default_rng(int(seed))
+    image = pool.images[int(index)].astype(np.float64)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    image = ndimage.rotate(image, rng.uniform(0.0, 360.0), reshape=False, order=3, mode="constant")
+    centre = (image.shape[0] - 1) / 2.0
+    below = int(math.floor(centre))  # image pixel `below` lands on the pixel nearest to (x, y)
+    cx, cy = int(round(x)), int(round(y))
+    image = ndimage.shift(image, (y - cy - (centre - below), x - cx - (centre - below)), order=3, mode="constant")
+    total = image.sum()
+    if total > 0:
+        add_stamp(out, (image * (flux / total)).astype(np.float32), cy - below, cx - below)
