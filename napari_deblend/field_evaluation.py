@@ -51,6 +51,8 @@ from .measurements import MATCH_RADIUS, match_positions
 
 #: A true galaxy is blended when another lies within this many arcseconds (the training separations' upper end).
 BLEND_DISTANCE = 3.0
+#: Columns a truth catalogue needs here.
+TRUTH_COLUMNS = ("x", "y", "flux")
 #: Metrics of the summary, in order: key -> description.
 METRICS: dict[str, str] = {
     "galaxies": "true galaxies",
@@ -130,18 +132,9 @@ def find_catalog(path: str | Path, field_name: str | None = None) -> Path:
 
 def read_truth(path: str | Path) -> Table:
     """A truth catalogue with ``x``, ``y`` (0-based pixels) and ``flux`` (``flux_drawn`` used when present)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeblendInputError(f"truth catalogue {path} does not exist")
-    try:
-        table = Table.read(path, format="ascii.ecsv") if path.suffix.lower() == ".ecsv" else Table.read(path)
-    except Exception as exc:
-        raise DeblendInputError(f"cannot read truth catalogue {path}: {type(exc).__name__}: {exc}") from None
-    missing = [c for c in ("x", "y", "flux") if c not in table.colnames]
-    if missing:
-        raise DeblendInputError(f"truth catalogue {path} lacks {', '.join(missing)}: expected x, y (0-based "
-                                "pixels) and flux of every galaxy, as `napari-deblend simulate field` writes")
-    return table
+    from .truth import read_truth_catalog
+
+    return read_truth_catalog(path, required=TRUTH_COLUMNS)
 
 
 def nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -106,4 +106,4 @@ def test_evaluate_field_bad_input_is_one_line(tmp_path, simulated, capsys):
     bad_truth = tmp_path / "bad_truth.ecsv"
     Table({"ra": [1.0]}).write(bad_truth)
     assert main(["evaluate-field", str(empty), "--truth", str(bad_truth), "--out", str(tmp_path / "e")]) == 2
-    assert "lacks x, y, flux" in capsys.readouterr().err
+    assert "lacks the columns x, y, flux" in capsys.readouterr().err
