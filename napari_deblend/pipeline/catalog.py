@@ -39,8 +39,9 @@ Columns (one row per detection, then one per component; ``--`` = masked):
                     same galaxy, beside the deblender's), ``--`` otherwise
 ``FLUX_MODEL`` ...  the deblender's measurements of a component (:data:`COMPONENT_COLUMNS`)
 ``MODEL``           deblender name (components)
-``MODEL_VERSION``   ``sha256:`` and 12 hex digits of the deblender's weights file (its
-                    version string for a classical method)
+``MODEL_VERSION``   ``sha256:`` and 12 hex digits of the deblender's weights file (with its
+                    source finder's for ``vae`` and ``unet``; the version string of a
+                    classical method)
 ==================  ======================================================================
 """
 

@@ -76,22 +76,29 @@ class TileDetection:
 
 
 def weights_version(deblender: Deblender) -> str:
-    """``MODEL_VERSION`` of a deblender: ``sha256:`` and 12 hex digits of its weights file, else its ``version``."""
-    weights = getattr(deblender, "weights", None)
-    if weights is None:
+    """``MODEL_VERSION`` of a deblender: ``sha256:`` and 12 hex digits of its weights, else its ``version``.
+
+    The digest covers the model's weights file and, for the models that find
+    their sources with the learned source finder (``vae``, ``unet``), its file too.
+    """
+    files = [getattr(deblender, "weights", None), getattr(getattr(deblender, "finder", None), "weights", None)]
+    files = [Path(f) for f in files if f is not None]
+    if not files:
         return str(deblender.version)
-    path = Path(weights)
-    stat = path.stat()
-    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    digests = [_file_digest(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    if len(digests) == 1:
+        return f"sha256:{digests[0][:12]}"
+    return f"sha256:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
 
 
 @functools.lru_cache(maxsize=16)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file (hex), cached per path, size and modification time."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
-    return f"sha256:{digest.hexdigest()[:12]}"
+    return digest.hexdigest()
 
 
 def field_wcs(info: dict[str, Any]) -> WCS | None:
