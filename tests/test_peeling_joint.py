@@ -12,6 +12,7 @@ from napari_deblend.cli import main
 from napari_deblend.deblenders.base import DeblendError
 from napari_deblend.deblenders.nets import RDN, joint_input, normalise
 from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
+from napari_deblend.errors import DeblendInputError
 from napari_deblend.training.peeling_joint import JointTrainConfig, joint_rdn_from, train_joint
 
 
@@ -285,3 +286,22 @@ def test_precision_auto_gives_the_same_fluxes_as_float32():
     model.precision = "double"
     with pytest.raises(DeblendError, match="precision='double'.*auto, float32"):
         model.deblend_batch(blends.images[:1], noise=blends.noise_sigma)
+
+
+def test_joint_init_starts_from_another_files_refiner(tmp_path):
+    """--joint-init: first-pass networks of one file, the refiner (unchanged at lr 0) of another."""
+    checkpoint = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
+    for key in ("joint", "joint_config"):
+        checkpoint.pop(key)
+    first_pass = tmp_path / "first_pass_only.pt"
+    torch.save(checkpoint, first_pass)
+    config = JointTrainConfig(minutes=0.01, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
+                              device="cpu", workers=1, lr=0.0, init=str(first_pass),
+                              joint_init=str(WEIGHTS_DIR / "peeling.pt"), morphology="parametric")
+    weights = train_joint(config, tmp_path / "run", log=lambda *a: None)
+    trained = torch.load(weights, weights_only=True)["joint"]
+    shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)["joint"]
+    assert all(torch.allclose(trained[k].float(), shipped[k].float()) for k in shipped)
+    config.joint_init = str(first_pass)
+    with pytest.raises(DeblendInputError, match="first_pass_only.pt: these peeling weights have no joint refiner"):
+        train_joint(config, tmp_path / "run2", log=lambda *a: None)

@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-sweeps", type=int, default=0,
                    help="peeling-joint only: joint sweeps (of the --init weights' joint refiner, which training then "
                         "goes on from) whose outputs are also training samples (default 0: the first pass only)")
+    p.add_argument("--joint-init", metavar="PEELING.pt",
+                   help="peeling-joint only: start from the joint refiner of these peeling weights (e.g. the shipped "
+                        "refiner, fine-tuned on the first pass of retrained --init weights)")
     p.add_argument("--continue-joint", action="store_true",
                    help="peeling-joint only: fine-tune the --init weights' joint refiner (e.g. with another "
                         "--flux-weight) instead of starting from their RDN sweep")
@@ -107,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
                                 "and --real-galaxies belong to `train peeling`")
     if getattr(args, "data_sweeps", 0) and args.model != "peeling-joint":
         raise DeblendInputError(f"--data-sweeps: only peeling-joint has it, not {args.model!r}")
+    if getattr(args, "joint_init", None) and args.model != "peeling-joint":
+        raise DeblendInputError(f"--joint-init: only peeling-joint has it, not {args.model!r}")
     if getattr(args, "continue_joint", False) and args.model != "peeling-joint":
         raise DeblendInputError(f"--continue-joint: only peeling-joint has it, not {args.model!r}")
     if getattr(args, "data_sweeps", 0) < 0:
@@ -167,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init,
             flux_weight=args.flux_weight, image_loss=args.image_loss, data_sweeps=args.data_sweeps,
-            continue_joint=args.continue_joint, **mix,
+            continue_joint=args.continue_joint, joint_init=args.joint_init, **mix,
         )
         train = train_joint
     else:
@@ -257,6 +262,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--data-sweeps {args.data_sweeps}")
     if getattr(args, "continue_joint", False):
         parts.append("--continue-joint")
+    if getattr(args, "joint_init", None):
+        parts.append(f"--joint-init {args.joint_init}")
     if getattr(args, "phases", None):
         parts.append("--phases " + " ".join(f"{share:g}" for share in args.phases))
     if getattr(args, "real_galaxies", None):

@@ -62,6 +62,9 @@ class JointTrainConfig(TrainConfig):
     # go on from the --init weights' joint refiner (a fine-tune, e.g. with another --flux-weight) instead of
     # starting from their RDN sweep; implied by data_sweeps > 0
     continue_joint: bool = False
+    # start from the joint refiner of these peeling weights (e.g. the refiner of earlier weights, fine-tuned on the
+    # first pass of retrained --init networks); None: the --init weights' own (with continue_joint) or their RDN sweep
+    joint_init: str | None = None
 
 
 def joint_rdn_from(rdn: RDN) -> RDN:
@@ -321,7 +324,14 @@ def train_joint(config: JointTrainConfig, out_dir: str | Path, resume: bool = Fa
     batches = JointBatches(train_data, config.seed)
     val = JointBatches(val_data, JOINT_VALIDATION_SEED)
 
-    if config.data_sweeps or config.continue_joint:  # go on from the given joint refiner
+    if config.joint_init:  # a refiner of other weights, fine-tuned on this first pass
+        source = load_checkpoint(Path(config.joint_init))
+        if "joint" not in source:
+            raise DeblendInputError(f"--joint-init {config.joint_init}: these peeling weights have no joint refiner")
+        net = RDN(**source["joint_config"])
+        net.load_state_dict(source["joint"])
+        log(f"starting from the joint refiner of {config.joint_init}")
+    elif config.data_sweeps or config.continue_joint:  # go on from the given joint refiner
         net = RDN(**base["joint_config"])
         net.load_state_dict(base["joint"])
         log(f"starting from the joint refiner of {init}")
