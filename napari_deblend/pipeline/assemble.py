@@ -28,7 +28,7 @@ from ..field import read_field, write_field
 from ..parents import position_numbers
 from .catalog import build_catalog
 from .layout import FieldJob
-from .outputs import atomic_path, write_hdu, write_json
+from .outputs import atomic_path, fits_card, write_image_extension, write_json
 from .tiles import field_wcs
 
 
@@ -267,54 +267,71 @@ def _write_components_and_subtract(
     if wcs is not None:
         header.update(wcs.to_header(relax=True))
     height, width = field.shape
+    wcs_cards = _wcs_cards(wcs)
     written = 0
     with atomic_path(path) as tmp, ExitStack() as stack:
         stream = stack.enter_context(open(tmp, "wb"))
         primary.writeto(stream)
-        opened: dict[int, dict[tuple[str, int], Any]] = {}  # tile -> (EXTNAME, EXTVER) -> HDU
+        stamps_of: dict[int, dict[int, tuple]] = {}  # tile -> local group -> (components, sigma, row of STAMPS)
         part_of_tile = {int(fits.getval(p, "TILE", 0)): p for p in parts}
         for number, (tile, local) in enumerate(blend_keys, start=1):
-            if tile not in opened:
-                # one pass over the extensions: a lookup by (name, ver) would scan them every time
-                hdul = stack.enter_context(fits.open(part_of_tile[tile], memmap=True))
-                opened[tile] = {(hdu.name, hdu.ver): hdu for hdu in hdul[3:]}
-            try:
-                stamp_hdu = opened[tile][("STAMP", local)]
-            except KeyError:
+            if tile not in stamps_of:
+                stamps_of[tile] = _tile_stamps(stack.enter_context(fits.open(part_of_tile[tile], memmap=True)))
+            if local not in stamps_of[tile]:
                 continue  # the deblender found no component in this blend
-            stamps = np.asarray(stamp_hdu.data, np.float32)  # (K, C, h, w)
-            y0, x0 = int(stamp_hdu.header["ORIGIN_Y"]), int(stamp_hdu.header["ORIGIN_X"])
+            stamps, sigma, row = stamps_of[tile][local]
+            y0, x0 = int(row["origin_y"]), int(row["origin_x"])
             h, w = stamps.shape[-2:]
             ys, ye, xs, xe = max(y0, 0), min(y0 + h, height), max(x0, 0), min(x0 + w, width)
             if ys < ye and xs < xe:
                 field.data[:, ys:ye, xs:xe] -= stamps.sum(axis=0)[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
-            data = stamps[:, 0] if stamps.shape[1] == 1 else stamps
-            out = fits.ImageHDU(data, name="BLEND", ver=number)
-            out.header["BLEND_ID"] = number
-            out.header["NCOMP"] = (len(stamps), "components, brightest first (first axis)")
-            out.header["ORIGIN_Y"] = (y0, "field row of pixel (0, 0), 0-based")
-            out.header["ORIGIN_X"] = (x0, "field column of pixel (0, 0), 0-based")
-            out.header["LTV1"] = (-x0, "IRAF: field x = image x - LTV1")
-            out.header["LTV2"] = (-y0, "IRAF: field y = image y - LTV2")
-            out.header["QUALITY"] = stamp_hdu.header.get("QUALITY", "")
+            common = [fits_card("BLEND_ID", number), fits_card("NCOMP", len(stamps), "components, brightest first"),
+                      fits_card("ORIGIN_Y", y0, "field row of pixel (0, 0), 0-based"),
+                      fits_card("ORIGIN_X", x0, "field column of pixel (0, 0), 0-based"),
+                      fits_card("LTV1", -x0, "IRAF: field x = image x - LTV1"),
+                      fits_card("LTV2", -y0, "IRAF: field y = image y - LTV2")]  # fmt: skip
+            cards = [fits_card("EXTNAME", "BLEND"), fits_card("EXTVER", number), *common,
+                     fits_card("QUALITY", str(row["quality"]))]  # fmt: skip
             ids, parents = children.get(number, (np.zeros(0, int), np.zeros(0, int)))
             for k, (child, parent) in enumerate(zip(ids, parents), start=1):
-                out.header[f"ID{k}"] = (int(child), f"catalogue ID of component {k}")
-                out.header[f"PARENT{k}"] = (int(parent), f"NUMBER of the detection of component {k}")
-            if wcs is not None:
-                stamp_wcs = wcs.deepcopy()
-                stamp_wcs.wcs.crpix = stamp_wcs.wcs.crpix - np.array([x0, y0], float)
-                out.header.update(stamp_wcs.to_header(relax=True))
-            write_hdu(stream, out)
+                cards.append(fits_card(f"ID{k}", int(child), f"catalogue ID of component {k}"))
+                cards.append(fits_card(f"PARENT{k}", int(parent), f"NUMBER of the detection of component {k}"))
+            write_image_extension(stream, stamps[:, 0] if stamps.shape[1] == 1 else stamps,
+                                  cards + _shifted(wcs_cards, y0, x0))  # fmt: skip
             written += 1
-            try:
-                sigma_hdu = opened[tile][("SIGMA", local)]
-            except KeyError:
-                continue  # the model gives no per-pixel uncertainty
-            sigma = np.asarray(sigma_hdu.data, np.float32)
-            sigma_out = fits.ImageHDU(sigma[:, 0] if sigma.shape[1] == 1 else sigma, name="SIGMA", ver=number)
-            for key in ("BLEND_ID", "NCOMP", "ORIGIN_Y", "ORIGIN_X", "LTV1", "LTV2"):
-                sigma_out.header[key] = (out.header[key], out.header.comments[key])
-            sigma_out.header["BUNIT"] = ("electron", "per-pixel standard deviation of each component")
-            write_hdu(stream, sigma_out)
+            if sigma is not None:  # the model's per-pixel uncertainty of each component (vae)
+                cards = [fits_card("EXTNAME", "SIGMA"), fits_card("EXTVER", number), *common,
+                         fits_card("BUNIT", "electron", "per-pixel standard deviation of each component")]  # fmt: skip
+                write_image_extension(stream, sigma[:, 0] if sigma.shape[1] == 1 else sigma, cards)
     return written
+
+
+def _tile_stamps(hdul: fits.HDUList) -> dict[int, tuple[np.ndarray, np.ndarray | None, Any]]:
+    """A tile record's components by tile-local group id: ``(components, sigma or None, STAMPS row)``."""
+    index = Table.read(hdul["STAMPS"])
+    images = {(hdu.name, hdu.ver): hdu.data for hdu in hdul[4:]}
+    out = {}
+    for row in index:
+        extver, first, n = int(row["extver"]), int(row["first"]), int(row["ncomp"])
+        sigma = images.get(("SIGMA", extver))
+        out[int(row["blend_id"])] = (np.asarray(images[("STAMP", extver)][first:first + n], np.float32),
+                                     None if sigma is None else np.asarray(sigma[first:first + n], np.float32),
+                                     row)  # fmt: skip
+    return out
+
+
+def _wcs_cards(wcs: WCS | None) -> list[str]:
+    """The field's WCS as header cards (empty without a WCS)."""
+    return [] if wcs is None else [card.image for card in wcs.to_header(relax=True).cards]
+
+
+def _shifted(cards: list[str], y0: int, x0: int) -> list[str]:
+    """WCS cards of a stamp whose pixel (0, 0) is field pixel ``(y0, x0)``: the reference pixel moved."""
+    out = []
+    for card in cards:
+        key = card[:8].strip()
+        if key in ("CRPIX1", "CRPIX2"):
+            value = float(card[10:].split("/")[0]) - (x0 if key == "CRPIX1" else y0)
+            card = fits_card(key, value, "Pixel coordinate of reference point")
+        out.append(card)
+    return out

@@ -13,10 +13,15 @@ interrupted half-way is simply redone.  Extensions:
   columns, field positions, ``blend_id`` = the group, and the tile-local id of
   the detection it belongs to, ``parent_id``, see :mod:`napari_deblend.parents`;
   components of neighbours that fell on a stamp are left out);
-- ``STAMP`` (``EXTVER`` = tile-local group id): ``(K, C, h, w)`` components,
-  ``ORIGIN_Y`` / ``ORIGIN_X`` of the stamp in the field;
+- ``STAMPS``: one row per group with components: its tile-local ``blend_id``,
+  where its ``(K, C, h, w)`` components are (``extver``, ``first``, ``ncomp``),
+  ``origin_y`` / ``origin_x`` of the stamp in the field, ``quality``;
+- ``STAMP`` (``EXTVER`` = 1, 2, ...: one per stamp shape): the components of
+  every group of that shape, concatenated along the first axis (a few large
+  extensions rather than thousands of small ones, which astropy writes and
+  reads slowly);
 - ``SIGMA`` (same ``EXTVER``), when the model gives one (``vae``): the
-  per-pixel standard deviation of each component, same shape.
+  per-pixel standard deviation of each component, same layout.
 """
 
 from __future__ import annotations
@@ -384,20 +389,37 @@ def write_tile(
         warnings.simplefilter("ignore", AstropyWarning)  # 'electron' is not a FITS unit: restored on reading
         hdus = [primary, fits.table_to_hdu(detections), fits.table_to_hdu(components)]
     hdus[1].name, hdus[2].name = "DETECTIONS", "COMPONENTS"
-    oy, ox = found.tile.origin
-    for result in results:
-        if not result.n_components:
-            continue
-        hdu = fits.ImageHDU(np.asarray(result.components, np.float32), name="STAMP", ver=int(result.blend_id))
-        hdu.header["ORIGIN_Y"] = (int(result.origin[0]), "field row of stamp pixel (0, 0), 0-based")
-        hdu.header["ORIGIN_X"] = (int(result.origin[1]), "field column of stamp pixel (0, 0), 0-based")
-        hdu.header["QUALITY"] = str(result.quality)
-        hdus.append(hdu)
-        sigma = result.info.get("component_sigma")
-        if sigma is not None:  # the model's per-pixel uncertainty of each component (vae)
-            hdus.append(fits.ImageHDU(np.asarray(sigma, np.float32), name="SIGMA", ver=int(result.blend_id)))
+    hdus += stamp_hdus(results)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
+
+
+def stamp_hdus(results: list[DeblendResult]) -> list[fits.hdu.base.ExtensionHDU]:
+    """``STAMPS`` (the index), then ``STAMP`` and ``SIGMA`` extensions, one per stamp shape (see the module docstring)."""
+    shapes: dict[tuple[int, ...], list[DeblendResult]] = {}
+    for result in results:
+        if result.n_components:
+            shapes.setdefault(tuple(result.components.shape[1:]), []).append(result)
+    rows: list[tuple] = []
+    images = []
+    for extver, group in enumerate(shapes.values(), start=1):
+        first = 0
+        for result in group:
+            rows.append((int(result.blend_id), extver, first, result.n_components, int(result.origin[0]),
+                         int(result.origin[1]), str(result.quality)))  # fmt: skip
+            first += result.n_components
+        components = np.concatenate([np.asarray(r.components, np.float32) for r in group])
+        images.append(fits.ImageHDU(components, name="STAMP", ver=extver))
+        sigmas = [r.info.get("component_sigma") for r in group]
+        if all(sigma is not None for sigma in sigmas):  # the model's per-pixel uncertainty of each component (vae)
+            images.append(fits.ImageHDU(np.concatenate([np.asarray(x, np.float32) for x in sigmas]), name="SIGMA",
+                                        ver=extver))  # fmt: skip
+    names = ("blend_id", "extver", "first", "ncomp", "origin_y", "origin_x", "quality")
+    columns = list(zip(*rows)) if rows else [[] for _ in names]
+    index = Table([np.asarray(c, np.int32) for c in columns[:6]] + [np.asarray(columns[6], "U16")], names=names)
+    table = fits.table_to_hdu(index)
+    table.name = "STAMPS"
+    return [table, *images]
 
 
 def read_tile_summary(path) -> dict[str, Any]:
@@ -413,7 +435,7 @@ def read_tile_summary(path) -> dict[str, Any]:
         "model_version": str(header["MODELVER"]),
         "device": str(header["DEVICE"]),
         "timings": {
-            name: float(header.get(f"T_{name.upper()}", 0.0)) for name in ("detect", "deblend", "measure")
+            name: float(header.get(f"T{name.upper()}", 0.0)) for name in ("detect", "deblend", "measure")
         }
         | {"write": 0.0},
         "resumed": True,
