@@ -14,6 +14,9 @@ whole file (all bands, shared between the layers: the layer data is a view of
 ``field.data``), the layer's band index and the path. The layers use a gray
 colormap with contrast limits and gamma from :func:`display_limits`, so that
 both faint and bright galaxies are visible when the file opens.
+
+A field with masked pixels (flagged by its mask plane, of zero weight, or
+NaN) also gets a Labels layer ``field.fits mask`` showing them in red.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 
 from .field import Field, estimate_noise, has_fits_suffix, is_fits_file, read_field
 
-__all__ = ["METADATA_KEY", "display_limits", "get_reader", "layer_data", "read_fits"]
+__all__ = ["METADATA_KEY", "display_limits", "get_reader", "layer_data", "mask_layer_data", "read_fits"]
 
 #: Key of the layer metadata entry that holds ``{"field", "band", "path"}``.
 METADATA_KEY = "napari_deblend"
@@ -112,7 +115,8 @@ def layer_data(field: Field) -> list[LayerData]:
     list of LayerData
         One ``(field.data[i], kwargs, "image")`` per band; ``kwargs`` holds
         ``name``, ``metadata={"napari_deblend": {"field", "band", "path"}}``,
-        ``colormap="gray"``, ``contrast_limits`` and ``gamma``.
+        ``colormap="gray"``, ``contrast_limits`` and ``gamma``; then the mask
+        layer of :func:`mask_layer_data` when some pixel is masked.
     """
     layers = []
     for band in range(field.n_bands):
@@ -126,7 +130,28 @@ def layer_data(field: Field) -> list[LayerData]:
             "gamma": gamma,
         }
         layers.append((field.data[band], kwargs, "image"))
+    mask = mask_layer_data(field)
+    if mask is not None:
+        layers.append(mask)
     return layers
+
+
+def mask_layer_data(field: Field) -> LayerData | None:
+    """A Labels layer (1 = masked in any band, red, half transparent) of the field's bad pixels, or None."""
+    masked = field.mask.any(axis=0)
+    if not masked.any():
+        return None
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colormap = DirectLabelColormap(color_dict={None: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.15, 0.1, 1.0)})
+    base = Path(field.path[0]).name if field.path else field.name
+    kwargs = {
+        "name": f"{base} mask",
+        "colormap": colormap,
+        "opacity": 0.5,
+        "metadata": {METADATA_KEY: {"mask_of": base, "masked_pixels": int(masked.sum())}},
+    }
+    return masked.astype(np.uint8), kwargs, "labels"
 
 
 def _layer_name(field: Field, band: int) -> str:

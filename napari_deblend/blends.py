@@ -19,8 +19,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .detection import KRON_APERTURE_SCALE, KRON_MIN_RADIUS
+from .catalog_photometry import KRON_APERTURE_SCALE, KRON_MIN_RADIUS, catalog_zero_point
 from .errors import DeblendInputError
+from .field import magnitude
 
 REQUIRED_COLUMNS = ("id", "x", "y", "a", "b", "theta", "x2", "y2", "xy", "flux_auto")
 
@@ -78,6 +79,9 @@ class Blend:
 
 
 def _check_catalog(cat: Table, segmentation: np.ndarray | None) -> None:
+    if not isinstance(cat, Table):
+        raise DeblendInputError(f"find_blends(cat): got {type(cat).__name__}: expected the astropy Table of "
+                                "napari_deblend.detect")
     missing = [c for c in REQUIRED_COLUMNS if c not in cat.colnames]
     if missing:
         raise DeblendInputError(
@@ -87,6 +91,11 @@ def _check_catalog(cat: Table, segmentation: np.ndarray | None) -> None:
         raise DeblendInputError(
             f"segmentation map has shape {np.shape(segmentation)}: expected a 2-D (H, W) label image"
         )
+    for name in ("x", "y"):  # NaN positions would group nothing, or everything
+        values = np.asarray(cat[name], float)
+        if not np.isfinite(values).all():
+            raise DeblendInputError(f"catalogue column {name} holds {int((~np.isfinite(values)).sum())} NaN/inf "
+                                    "position(s): expected finite pixel positions")
 
 
 def touching_pairs(segmentation: np.ndarray) -> np.ndarray:
@@ -219,9 +228,12 @@ def find_blends(
         make a blend. Without it only Kron-ellipse overlap is used.
     kron_overlap : bool
         Also group detections whose Kron ellipses overlap.
-    zero_point, exposure : float, optional
-        Photometric calibration for the blend magnitude (default: the
-        catalogue's metadata, else the ``lsst-i`` preset).
+    zero_point : float, optional
+        AB magnitude of one image unit, for the blend magnitude (default: the
+        catalogue's ``mag_zero_point``, see
+        :func:`~napari_deblend.detection.catalog_zero_point`).
+    exposure : float, optional
+        With ``zero_point``: it is per second, for an image of this exposure.
 
     Returns
     -------
@@ -250,9 +262,8 @@ def find_blends(
     n_groups, labels = connected_components(graph, directed=False)
     sizes = np.bincount(labels, minlength=n_groups)
 
-    meta = cat.meta or {}
-    zp = zero_point if zero_point is not None else meta.get("zero_point", 27.78)
-    exptime = exposure if exposure is not None else meta.get("exposure", 5520.0)
+    zp = catalog_zero_point(cat.meta) if zero_point is None else float(zero_point)
+    exptime = exposure if zero_point is not None else None
     ka, _ = kron_axes(cat)
     shape = segmentation.shape if segmentation is not None else None
     flux = np.asarray(cat["flux_auto"], float)
@@ -264,7 +275,7 @@ def find_blends(
         rows = rows[np.argsort(-np.nan_to_num(flux[rows], nan=-np.inf))]
         beta = gaussian_blendedness(cat, rows)
         total = float(np.nansum(np.clip(flux[rows], 0, None)))
-        mag = zp - 2.5 * np.log10(total / exptime) if total > 0 else float("nan")
+        mag = magnitude(total, zp, exptime)
         cat["blend_id"][rows] = number
         cat["blendedness"][rows] = beta
         blends.append(
@@ -300,6 +311,9 @@ class Stamp:
         Whether part of the stamp lies outside the field.
     blend_id : int
         The blend it was cut for (0 for none).
+    variance : numpy.ndarray or None
+        ``(C, h, w)`` float32 per-pixel variance when the field has a noise
+        plane; 0 where masked or padded.
     """
 
     data: np.ndarray
@@ -308,6 +322,31 @@ class Stamp:
     positions: np.ndarray
     padded: bool
     blend_id: int = 0
+    variance: np.ndarray | None = None
+
+
+def stamp_noise(stamp: Stamp, default: float) -> float:
+    """The background sigma of a stamp's band sum: from its variance where it has one, else ``default``.
+
+    With a noise plane it is the median over the stamp's unmasked pixels of
+    ``sqrt(sum of the bands' variances / C)``, the local noise (a field whose
+    noise changes across it gets each blend's own).
+    """
+    if stamp.variance is None:
+        return float(default)
+    good = ~stamp.mask.any(axis=0)
+    if not good.any():
+        return float(default)
+    per_pixel = np.sqrt(stamp.variance.mean(axis=0)[good])
+    sigma = float(np.median(per_pixel))
+    return sigma if np.isfinite(sigma) and sigma > 0 else float(default)
+
+
+def stamp_variances(deblender, stamps: list[Stamp]) -> dict[str, np.ndarray]:
+    """``{"variance": (N, C, h, w)}`` for a deblender that takes per-pixel variance (masked pixels infinite), else ``{}``."""
+    if not getattr(deblender, "takes_variance", False) or any(s.variance is None for s in stamps):
+        return {}
+    return {"variance": np.stack([np.where(s.mask, np.inf, s.variance).astype(np.float32) for s in stamps])}
 
 
 def stamp_origin(blend: Blend, size: int) -> tuple[int, int]:
@@ -322,6 +361,7 @@ def cut_stamp(
     size: int | None = None,
     margin: int = 4,
     mask: np.ndarray | None = None,
+    variance: np.ndarray | None = None,
 ) -> Stamp:
     """Cut a square stamp around a blend, padding with zeros beyond the image edge.
 
@@ -336,7 +376,9 @@ def cut_stamp(
     margin : int
         Extra pixels around the bounding box when ``size`` is not given.
     mask : numpy.ndarray, optional
-        Bad-pixel mask of the same shape as ``image``.
+        Bad-pixel mask of the same shape as ``image`` (or ``(H, W)``).
+    variance : numpy.ndarray, optional
+        Per-pixel variance of the same shape as ``image``, cut the same way.
 
     Returns
     -------
@@ -365,6 +407,15 @@ def cut_stamp(
             m = np.asarray(mask, bool)
             out_mask[inside] = (m[None] if m.ndim == 2 else m)[:, ys:ye, xs:xe]
         out[inside] = image[:, ys:ye, xs:xe]
+    out_variance = None
+    if variance is not None:
+        var = np.asarray(variance)
+        var = var[None] if var.ndim == 2 else var
+        out_variance = np.zeros(out.shape, dtype=np.float32)
+        if ys < ye and xs < xe:
+            out_variance[inside] = var[:, ys:ye, xs:xe]
+        out_variance[out_mask] = 0.0
     padded = bool(y0 < 0 or x0 < 0 or y0 + size > height or x0 + size > width)
     positions = blend.positions - np.array([y0, x0], dtype=float)
-    return Stamp(data=out, mask=out_mask, origin=(y0, x0), positions=positions, padded=padded, blend_id=blend.id)
+    return Stamp(data=out, mask=out_mask, origin=(y0, x0), positions=positions, padded=padded, blend_id=blend.id,
+                 variance=out_variance)

@@ -4,6 +4,12 @@
 detection, 0-based pixel coordinates) and the int32 segmentation map whose
 labels equal the catalogue's ``id`` column.  Multi-band fields are detected on
 an inverse-variance co-add (as DES does) and measured in every band.
+
+A field with a noise plane (``Field.variance``) is detected against its
+per-pixel noise (``sep.extract`` with an error map: the threshold is in units
+of each pixel's sigma) and measured with it; masked pixels (``Field.mask``)
+are left out of the background, the detection and the photometry, and a
+source whose footprint or Kron aperture touches one gets :data:`FLAG_MASKED`.
 """
 
 from __future__ import annotations
@@ -15,22 +21,32 @@ from typing import Any
 
 import numpy as np
 import sep
-from astropy import units as u
 from astropy.table import Table
 
+from .catalog_photometry import (  # noqa: F401  (re-exported: blends, tiles and the sextractor deblender use them)
+    FLAG_MASKED,
+    KRON_APERTURE_SCALE,
+    KRON_INTEGRATION_RADIUS,
+    KRON_MIN_RADIUS,
+    build_catalog,
+    calibration_meta,
+    catalog_zero_point,
+    kron_photometry,
+)
 from .errors import DetectionError
 from .field import Field
+
+_build_catalog = build_catalog  # the name the tiled pipeline imports
 
 # sep's object limit is low for crowded fields; its pixel stack is sized per call (see _extract).
 sep.set_sub_object_limit(4096)
 DEFAULT_PIXSTACK = 300_000
+#: Most multi-threshold deblending levels accepted (SExtractor's default is 32, DES uses 64).
+MAX_DEBLEND_NTHRESH = 256
 
 #: SExtractor's default.conv: 3x3 "pyramid" kernel.
 SEXTRACTOR_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32)
 
-KRON_APERTURE_SCALE = 2.5  # SExtractor PHOT_AUTOPARAMS k
-KRON_MIN_RADIUS = 3.5  # SExtractor PHOT_AUTOPARAMS minimum (in units of a, b)
-KRON_INTEGRATION_RADIUS = 6.0  # SExtractor's fixed 6 isophotal radii
 
 
 def gaussian_kernel(fwhm: float, size: int) -> np.ndarray:
@@ -134,12 +150,13 @@ def get_detection_preset(preset: str | DetectionPreset = "sextractor", **overrid
 
 def _check_preset(p: DetectionPreset) -> None:
     checks = [
-        ("thresh", p.thresh > 0, "a positive number of background sigmas"),
+        ("thresh", 0 < p.thresh < math.inf, "a positive number of background sigmas"),
         ("minarea", p.minarea >= 1, "an integer >= 1"),
-        ("deblend_nthresh", p.deblend_nthresh >= 1, "an integer >= 1"),
+        # sep crashes (no message) on very many levels: validated before it runs
+        ("deblend_nthresh", 1 <= p.deblend_nthresh <= MAX_DEBLEND_NTHRESH, f"an integer from 1 to {MAX_DEBLEND_NTHRESH}"),
         ("deblend_cont", 0 <= p.deblend_cont <= 1, "a number between 0 and 1"),
         ("back_size", p.back_size >= 2, "an integer >= 2 pixels"),
-        ("back_filter_size", p.back_filter_size >= 1, "an odd integer >= 1"),
+        ("back_filter_size", p.back_filter_size >= 1 and p.back_filter_size % 2 == 1, "an odd integer >= 1"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -165,9 +182,12 @@ class DetectionResult:
     detection_image : numpy.ndarray
         ``(H, W)`` the (co-added) background-subtracted image detection ran on.
     detection_rms : float
-        Global rms of the detection image.
+        Global rms of the detection image (the median per-pixel sigma with a noise plane).
     preset : DetectionPreset
         Parameters used.
+    detection_error : numpy.ndarray or None
+        ``(H, W)`` per-pixel sigma of the detection image, from the field's
+        variance (None without a noise plane: ``detection_rms`` everywhere).
     """
 
     catalog: Table
@@ -178,6 +198,7 @@ class DetectionResult:
     detection_image: np.ndarray
     detection_rms: float
     preset: DetectionPreset
+    detection_error: np.ndarray | None = None
 
 
 def _background(image: np.ndarray, mask: np.ndarray, preset: DetectionPreset, where: str) -> sep.Background:
@@ -201,11 +222,20 @@ def _background(image: np.ndarray, mask: np.ndarray, preset: DetectionPreset, wh
 
 
 def _check_field(field: Field) -> None:
+    """Refuse what has nothing to detect (run and detect both call this: they agree on it)."""
+    if not isinstance(field, Field):
+        raise DetectionError(f"detection needs a Field, got {type(field).__name__}: expected read_field(path) "
+                             "or Field(array)")
     valid = ~field.mask
     if not valid.any():
         raise DetectionError(f"{field.name}: every pixel is masked (NaN/inf): nothing to detect")
     if not np.any(field.data[valid]):
         raise DetectionError(f"{field.name}: the image is all zero: nothing to detect")
+    for band, image, good in zip(field.band_names, field.data, valid):
+        values = image if good.all() else image[good]
+        if values.size and values.min() == values.max():
+            raise DetectionError(f"{field.name} band {band}: the image is constant ({float(values.flat[0]):g} "
+                                 "everywhere): nothing to detect")
 
 
 def _coadd(subtracted: np.ndarray, rms: np.ndarray) -> tuple[np.ndarray, float]:
@@ -215,6 +245,51 @@ def _coadd(subtracted: np.ndarray, rms: np.ndarray) -> tuple[np.ndarray, float]:
     weights = 1.0 / np.maximum(rms, 1e-30) ** 2
     coadd = np.tensordot(weights / weights.sum(), subtracted, axes=1).astype(np.float32)
     return np.ascontiguousarray(coadd), float(1.0 / math.sqrt(weights.sum()))
+
+
+def detection_image(
+    subtracted: np.ndarray, rms: np.ndarray, variance: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """The image detection runs on, its global rms and, with a noise plane, its per-pixel sigma.
+
+    Parameters
+    ----------
+    subtracted : numpy.ndarray
+        ``(C, H, W)`` background-subtracted bands.
+    rms : numpy.ndarray
+        ``(C,)`` global background rms per band.
+    variance : numpy.ndarray, optional
+        ``(C, H, W)`` per-pixel variance (0 where masked): the bands are then
+        co-added with per-pixel inverse-variance weights.
+    mask : numpy.ndarray, optional
+        ``(H, W)`` masked pixels (their sigma is set to the median, sep ignores them).
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(H, W)`` float32 co-add (the band itself for one band).
+    rms : float
+        Its global rms (the median per-pixel sigma with a noise plane).
+    error : numpy.ndarray or None
+        ``(H, W)`` float32 per-pixel sigma, or None without ``variance``.
+    """
+    if variance is None:
+        image, global_rms = _coadd(subtracted, rms)
+        return image, global_rms, None
+    with np.errstate(divide="ignore"):
+        weights = np.where(variance > 0, 1.0 / np.maximum(variance, 1e-30), 0.0).astype(np.float32)
+    total = weights.sum(axis=0)
+    valid = total > 0
+    if mask is not None:
+        valid &= ~mask
+    image = np.zeros(subtracted.shape[1:], dtype=np.float32)
+    np.divide((weights * subtracted).sum(axis=0), total, out=image, where=valid)
+    error = np.zeros(image.shape, dtype=np.float32)
+    np.divide(1.0, total, out=error, where=valid)
+    np.sqrt(error, out=error)
+    typical = float(np.median(error[valid])) if valid.any() else 1.0
+    error[~valid] = typical  # any finite value: sep leaves masked pixels out
+    return np.ascontiguousarray(image), typical, error
 
 
 def run_detection(
@@ -271,8 +346,8 @@ def iter_detection(
 
     Widgets drive it from a worker thread to show progress; parameters as in :func:`run_detection`.
     """
-    params = get_detection_preset(preset, **overrides)
     _check_field(field)
+    params = get_detection_preset(preset, **overrides)
     n_steps = 4
     yield 0, n_steps, "background"
     mask_any = field.mask.any(axis=0)
@@ -288,11 +363,14 @@ def iter_detection(
     background = np.stack(backgrounds)
     subtracted_arr = np.ascontiguousarray(np.stack(subtracted), dtype=np.float32)
     rms_arr = np.asarray(rms, dtype=float)
-    detection_image, detection_rms = _coadd(subtracted_arr, rms_arr)
+
+    variance = None if field.variance is None else np.ascontiguousarray(field.variance)
+    detected, detection_rms, detection_error = detection_image(subtracted_arr, rms_arr, variance, mask_any)
 
     yield 1, n_steps, "extraction"
+    err = detection_rms if detection_error is None else detection_error
     try:
-        objects, segmentation = extract_with_preset(detection_image, detection_rms, params, mask=mask_any)
+        objects, segmentation = extract_with_preset(detected, err, params, mask=mask_any)
     except Exception as exc:
         raise DetectionError(f"{field.name}: source extraction failed ({exc}); try a higher thresh") from None
     segmentation = np.ascontiguousarray(segmentation, dtype=np.int32)
@@ -303,15 +381,15 @@ def iter_detection(
         )
 
     yield 2, n_steps, "photometry"
-    catalog = _build_catalog(objects, segmentation, field, subtracted_arr, detection_image, mask_any, rms_arr)
+    catalog = build_catalog(objects, segmentation, field, subtracted_arr, detected, mask_any, rms_arr,
+                             detection_error=detection_error, variance=variance)
     catalog.meta.update(
         {
             "field": field.name,
             "detection_preset": params.describe(),
             "detection_rms": detection_rms,
             "bands": list(field.band_names),
-            "zero_point": field.zero_point,
-            "exposure": field.exposure,
+            **calibration_meta(field.zero_point, field.exposure, field.zero_point_source),
         }
     )
     yield n_steps, n_steps, f"{len(catalog)} sources"
@@ -321,9 +399,10 @@ def iter_detection(
         background=background,
         subtracted=subtracted_arr,
         rms=rms_arr,
-        detection_image=detection_image,
+        detection_image=detected,
         detection_rms=detection_rms,
         preset=params,
+        detection_error=detection_error,
     )
 
 
@@ -341,11 +420,13 @@ def _extract(image: np.ndarray, thresh: float, **kwargs: Any):
 
 
 def extract_with_preset(
-    image: np.ndarray, err: float, preset: DetectionPreset, mask: np.ndarray | None = None
+    image: np.ndarray, err: float | np.ndarray, preset: DetectionPreset, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``sep.extract`` with a preset's parameters; returns the objects and the int32 segmentation map.
 
-    ``err`` is the background sigma; the preset's ``thresh`` is in its units.
+    ``err`` is the background sigma, one number or a per-pixel ``(H, W)`` map;
+    the preset's ``thresh`` is in its units (per pixel for a map). Masked
+    pixels belong to no source in the segmentation map.
     """
     objects, segmentation = _extract(
         image,
@@ -360,7 +441,10 @@ def extract_with_preset(
         clean_param=preset.clean_param,
         segmentation_map=True,
     )
-    return objects, np.ascontiguousarray(segmentation, dtype=np.int32)
+    segmentation = np.ascontiguousarray(segmentation, dtype=np.int32)
+    if mask is not None:
+        segmentation[np.asarray(mask, dtype=bool)] = 0  # sep's filtering can spill a footprint onto masked pixels
+    return objects, segmentation
 
 
 def detect(
@@ -386,143 +470,18 @@ def detect(
         ``a``, ``b`` (pixels), ``theta`` (rad, from +x towards +y), ``x2``,
         ``y2``, ``xy`` (isophotal second moments, pixel²), ``npix``, ``peak``,
         ``flux_iso``, ``kron_radius``, ``flux_auto``, ``fluxerr_auto``,
-        ``mag_auto``, ``magerr_auto``, ``snr``, ``flags``, ``ra``, ``dec``
-        (deg, NaN without WCS), and per band ``flux_auto_<band>`` and
-        ``mag_auto_<band>`` for multi-band fields.
+        ``mag_auto``, ``magerr_auto``, ``snr``, ``flags`` (sep's bits and
+        :data:`FLAG_MASKED`), ``ra``, ``dec`` (deg, NaN without WCS), and per
+        band ``flux_auto_<band>`` and ``mag_auto_<band>`` for multi-band
+        fields. Fluxes are in the image's units; magnitudes are
+        ``mag_zero_point - 2.5 log10(flux)``. ``meta`` holds
+        ``mag_zero_point`` (AB magnitude of one image unit, see
+        :mod:`napari_deblend.field.calibration`) and ``zero_point_source``,
+        and the same calibration as a per-second ``zero_point`` with its
+        ``exposure`` (``mag_zero_point = zero_point + 2.5 log10(exposure)``).
     segmentation : numpy.ndarray
         int32 ``(H, W)`` map; pixel value = catalogue ``id``, 0 = background.
     """
     allow_empty = bool(overrides.pop("allow_empty", False))
     result = run_detection(field, preset, allow_empty=allow_empty, **overrides)
     return result.catalog, result.segmentation
-
-
-def kron_photometry(
-    image: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    theta: np.ndarray,
-    ids: np.ndarray,
-    segmentation: np.ndarray,
-    err: float,
-    mask: np.ndarray | None = None,
-    kron_radius: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """SExtractor ``FLUX_AUTO``: Kron photometry with neighbours masked by the segmentation.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Background-subtracted 2-D image (native byte order, C-contiguous).
-    x, y, a, b, theta : numpy.ndarray
-        Positions (0-based) and isophotal ellipse parameters from ``sep.extract``.
-    ids : numpy.ndarray
-        Segmentation labels of the objects.
-    segmentation : numpy.ndarray
-        int32 segmentation map.
-    err : float
-        Background rms, for flux errors.
-    mask : numpy.ndarray, optional
-        Bad pixels.
-    kron_radius : numpy.ndarray, optional
-        Precomputed Kron radii (e.g. from the detection image); computed here otherwise.
-
-    Returns
-    -------
-    flux, fluxerr, kron_radius, flags : numpy.ndarray
-        Flux in the Kron ellipse of ``2.5 r_kron`` (at least ``3.5`` isophotal
-        radii), its error, the Kron radius, and sep's aperture flags.
-    """
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    # sep needs a >= b > 0 and |theta| <= pi/2; sep.extract can give a or b = 0 on 1-pixel-wide objects.
-    a = np.maximum(np.nan_to_num(np.asarray(a, float), nan=1.0), 0.5)
-    b = np.clip(np.nan_to_num(np.asarray(b, float), nan=1.0), 0.5, a)
-    theta = np.clip(np.nan_to_num(np.asarray(theta, float)), -np.pi / 2, np.pi / 2)
-    seg_ids = np.asarray(ids, dtype=np.int32)
-    flags = np.zeros(len(x), dtype=np.int16)
-    if len(x) == 0:
-        empty = np.zeros(0)
-        return empty, empty, empty, flags
-    if kron_radius is None:
-        kron_radius, kflags = sep.kron_radius(
-            image, x, y, a, b, theta, KRON_INTEGRATION_RADIUS, mask=mask, seg_id=seg_ids, segmap=segmentation
-        )
-        flags |= kflags.astype(np.int16)
-    kron_radius = np.where(np.isfinite(kron_radius) & (kron_radius > 0), kron_radius, KRON_MIN_RADIUS)
-    r = np.maximum(KRON_APERTURE_SCALE * kron_radius, KRON_MIN_RADIUS)
-    flux, fluxerr, fflags = sep.sum_ellipse(
-        image, x, y, a, b, theta, r, err=err, mask=mask, subpix=1, seg_id=seg_ids, segmap=segmentation
-    )
-    flags |= fflags.astype(np.int16)
-    return np.asarray(flux), np.asarray(fluxerr), np.asarray(kron_radius), flags
-
-
-def _magnitudes(field: Field, flux: np.ndarray, fluxerr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mag = field.magnitude(flux)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        magerr = np.where(flux > 0, 2.5 / np.log(10) * fluxerr / flux, np.nan)
-    return np.atleast_1d(mag), magerr
-
-
-def _build_catalog(
-    objects: np.ndarray,
-    segmentation: np.ndarray,
-    field: Field,
-    subtracted: np.ndarray,
-    detection_image: np.ndarray,
-    mask: np.ndarray,
-    rms: np.ndarray,
-) -> Table:
-    n = len(objects)
-    ids = np.arange(1, n + 1, dtype=np.int32)
-    x, y = objects["x"].astype(float), objects["y"].astype(float)
-    a, b, theta = objects["a"].astype(float), objects["b"].astype(float), objects["theta"].astype(float)
-    det_rms = float(np.sqrt(1.0 / np.sum(1.0 / np.maximum(rms, 1e-30) ** 2)))
-    flux_auto, fluxerr_auto, kron_radius, kflags = kron_photometry(
-        detection_image, x, y, a, b, theta, ids, segmentation, det_rms, mask=mask
-    )
-    mag, magerr = _magnitudes(field, flux_auto, fluxerr_auto)
-    cat = Table()
-    cat["id"] = ids
-    cat["x"] = x * u.pix
-    cat["y"] = y * u.pix
-    cat["a"] = a * u.pix
-    cat["b"] = b * u.pix
-    cat["theta"] = theta * u.rad
-    cat["x2"] = objects["x2"].astype(float) * u.pix**2
-    cat["y2"] = objects["y2"].astype(float) * u.pix**2
-    cat["xy"] = objects["xy"].astype(float) * u.pix**2
-    cat["npix"] = objects["npix"].astype(np.int32)
-    cat["xmin"] = objects["xmin"].astype(np.int32)
-    cat["xmax"] = objects["xmax"].astype(np.int32)
-    cat["ymin"] = objects["ymin"].astype(np.int32)
-    cat["ymax"] = objects["ymax"].astype(np.int32)
-    cat["peak"] = objects["peak"].astype(float) * u.electron
-    cat["flux_iso"] = objects["flux"].astype(float) * u.electron
-    cat["kron_radius"] = kron_radius
-    cat["flux_auto"] = flux_auto * u.electron
-    cat["fluxerr_auto"] = fluxerr_auto * u.electron
-    cat["mag_auto"] = mag * u.mag
-    cat["magerr_auto"] = magerr * u.mag
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cat["snr"] = np.where(fluxerr_auto > 0, flux_auto / fluxerr_auto, np.nan)
-    cat["flags"] = objects["flag"].astype(np.int16) | kflags
-    if field.n_bands > 1:
-        for band, image, band_rms in zip(field.band_names, subtracted, rms):
-            f, ferr, _, _ = kron_photometry(
-                image, x, y, a, b, theta, ids, segmentation, float(band_rms), mask=mask, kron_radius=kron_radius
-            )
-            m, merr = _magnitudes(field, f, ferr)
-            cat[f"flux_auto_{band}"] = f * u.electron
-            cat[f"fluxerr_auto_{band}"] = ferr * u.electron
-            cat[f"mag_auto_{band}"] = m * u.mag
-    ra, dec = np.full(n, np.nan), np.full(n, np.nan)
-    if field.wcs is not None and n:
-        ra, dec = field.wcs.all_pix2world(x, y, 0)
-    cat["ra"] = np.asarray(ra, float) * u.deg
-    cat["dec"] = np.asarray(dec, float) * u.deg
-    cat["blend_id"] = np.zeros(n, dtype=np.int32)
-    return cat

@@ -19,3 +19,7 @@ class FieldReadError(DeblendInputError):
 
 class DetectionError(DeblendInputError):
     """Detection cannot run, or found nothing, on the given field."""
+
+
+class Terminated(BaseException):  # noqa: N818 (like KeyboardInterrupt: not an error of the input)
+    """The process was asked to stop (SIGTERM): raised so that clean-up code runs on the way out."""

@@ -5,7 +5,8 @@ definitions" in the architecture notes):
 
 - flux: the sum of a component's pixels (neural, truth); for SExtractor its
   ``FLUX_AUTO`` (masked Kron photometry);
-- magnitude: ``zp - 2.5 log10(flux / exposure)``;
+- magnitude: ``zp - 2.5 log10(flux)``, ``zp`` the AB magnitude of one image
+  unit (:func:`napari_deblend.field.magnitude`, the one magnitude function);
 - second moments ``mu20`` (along x, columns), ``mu02`` (along y, rows), ``mu11``
   (pixel²): unweighted, intensity-normalised central moments over the
   component's isophote at 3 sigma of the background noise (the 8-connected
@@ -15,164 +16,46 @@ definitions" in the architecture notes):
 - matching: one-to-one by position within 3 pixels (Hungarian assignment).
 
 Multi-band components are measured on their band sum (the detection co-add),
-whose noise is ``sigma * sqrt(C)``.
+whose noise is ``sigma * sqrt(C)``. Pixels masked in the stamp
+(``result.info["stamp_mask"]``, set by :func:`~napari_deblend.deblend` from
+the field's mask) are left out of the isophotes and moments; a component's
+flux stays the model's sum over the stamp, and ``masked_frac`` tells how much
+of it lies on masked pixels.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from .errors import DeblendInputError
+from .field.calibration import magnitude
+from .image_metrics import psnr, ssim
+from .moments import (
+    ISOPHOTE_NSIGMA,
+    centroid,
+    ellipticity,
+    image_moments,
+    isophote_region,
+    second_moments,
+)
+
+__all__ = [
+    "ISOPHOTE_NSIGMA", "MATCH_RADIUS", "Truth", "as_truth", "centroid", "component_measurements", "ellipticity",
+    "image_moments", "is_sextractor_result", "isophote_region", "magnitude", "match_positions", "measure", "psnr",
+    "result_noise", "second_moments", "sextractor_status", "ssim", "truth_from_blendset",
+]  # fmt: skip
 
 #: Matching radius in pixels (truth <-> prediction, neural <-> SExtractor).
 MATCH_RADIUS = 3.0
-#: Isophote threshold, in units of the background sigma.
-ISOPHOTE_NSIGMA = 3.0
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _MOMENT_NAMES = ("mu20", "mu02", "mu11")
-
-
-# ---- isophote, moments, centroid -----------------------------------------------------------------
-
-
-def _band_sum(image: np.ndarray, noise: float) -> tuple[np.ndarray, float]:
-    """A 2-D image (band sum of a ``(C, H, W)`` cube) and the noise of that sum."""
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 3:
-        return image.sum(axis=0), float(noise) * np.sqrt(image.shape[0])
-    if image.ndim != 2:
-        raise DeblendInputError(f"image has shape {image.shape}: expected (H, W) or (C, H, W)")
-    return image, float(noise)
-
-
-def isophote_region(image: np.ndarray, noise: float, nsigma: float = ISOPHOTE_NSIGMA) -> np.ndarray:
-    """The isophotal region: pixels above ``nsigma * noise`` 8-connected to the brightest pixel.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W)`` image, or ``(C, H, W)`` (measured on the band sum, noise ``noise * sqrt(C)``).
-    noise : float
-        Background sigma per pixel (per band).
-    nsigma : float
-        Threshold in units of ``noise``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W)`` bool mask; all False when the brightest pixel is not above the threshold.
-    """
-    image, noise = _band_sum(image, noise)
-    above = image > nsigma * noise
-    if not above.any():
-        return np.zeros(image.shape, dtype=bool)
-    labels, _ = ndimage.label(above, structure=_EIGHT_CONNECTED)
-    peak = np.unravel_index(int(np.argmax(image)), image.shape)
-    return labels == labels[peak]
-
-
-def second_moments(image: np.ndarray, region: np.ndarray) -> tuple[float, float, float]:
-    """Unweighted, intensity-normalised central second moments over a region (pixel²).
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W)`` (or ``(C, H, W)``, summed over bands) image.
-    region : numpy.ndarray
-        ``(H, W)`` bool mask of the pixels to use (e.g. :func:`isophote_region`).
-
-    Returns
-    -------
-    mu20, mu02, mu11 : float
-        ``sum I (x - xc)^2 / sum I``, ``sum I (y - yc)^2 / sum I`` and
-        ``sum I (x - xc)(y - yc) / sum I`` with x along columns and y along rows;
-        NaN if the region is empty or its flux is not positive.
-    """
-    image, _ = _band_sum(image, 1.0)
-    region = np.asarray(region, dtype=bool)
-    ys, xs = np.nonzero(region)
-    weights = image[ys, xs]
-    total = weights.sum()
-    if len(weights) == 0 or not total > 0:
-        return float("nan"), float("nan"), float("nan")
-    xc = (weights * xs).sum() / total
-    yc = (weights * ys).sum() / total
-    dx, dy = xs - xc, ys - yc
-    return (
-        float((weights * dx * dx).sum() / total),
-        float((weights * dy * dy).sum() / total),
-        float((weights * dx * dy).sum() / total),
-    )
-
-
-def ellipticity(mu20, mu02, mu11):
-    """Ellipticity ``e1 = (mu20 - mu02) / (mu20 + mu02)``, ``e2 = 2 mu11 / (mu20 + mu02)``.
-
-    Works on scalars or arrays; NaN where ``mu20 + mu02`` is not positive.
-    """
-    mu20, mu02, mu11 = (np.asarray(m, dtype=float) for m in (mu20, mu02, mu11))
-    trace = mu20 + mu02
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e1 = np.where(trace > 0, (mu20 - mu02) / trace, np.nan)
-        e2 = np.where(trace > 0, 2.0 * mu11 / trace, np.nan)
-    if e1.ndim == 0:
-        return float(e1), float(e2)
-    return e1, e2
-
-
-def centroid(image: np.ndarray, region: np.ndarray | None = None) -> tuple[float, float]:
-    """Intensity-weighted centroid ``(y, x)`` (0-based pixels) of the positive pixels.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W)`` (or ``(C, H, W)``, summed over bands) image.
-    region : numpy.ndarray, optional
-        Bool mask restricting the pixels used (default: the whole image).
-
-    Returns
-    -------
-    y, x : float
-        NaN when no pixel is positive.
-    """
-    image, _ = _band_sum(image, 1.0)
-    weights = np.clip(image, 0.0, None)
-    if region is not None:
-        weights = np.where(np.asarray(region, dtype=bool), weights, 0.0)
-    total = weights.sum()
-    if not total > 0:
-        return float("nan"), float("nan")
-    ys, xs = np.indices(image.shape)
-    return float((weights * ys).sum() / total), float((weights * xs).sum() / total)
-
-
-def image_moments(
-    images: np.ndarray, noise: float, nsigma: float = ISOPHOTE_NSIGMA
-) -> np.ndarray:
-    """``(K, 3)`` moments ``mu20, mu02, mu11`` of ``K`` images, each over its own isophote.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        ``(K, H, W)`` or ``(K, C, H, W)`` components.
-    noise : float
-        Background sigma per pixel (per band).
-    nsigma : float
-        Isophote threshold in units of the noise.
-    """
-    images = np.asarray(images)
-    out = np.full((len(images), 3), np.nan)
-    for k, image in enumerate(images):
-        out[k] = second_moments(image, isophote_region(image, noise, nsigma))
-    return out
 
 
 # ---- matching -------------------------------------------------------------------------------------
@@ -221,14 +104,6 @@ def match_positions(
 # ---- flux and magnitudes --------------------------------------------------------------------------
 
 
-def magnitude(flux, zero_point: float, exposure: float):
-    """AB magnitude ``zp - 2.5 log10(flux / exposure)``; NaN for non-positive flux."""
-    flux = np.asarray(flux, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(flux > 0, zero_point - 2.5 * np.log10(flux / exposure), np.nan)
-    return float(mag) if mag.ndim == 0 else mag
-
-
 def is_sextractor_result(result: Any) -> bool:
     """Whether a :class:`~napari_deblend.deblenders.base.DeblendResult` carries sep's measurements."""
     info = getattr(result, "info", None) or {}
@@ -242,6 +117,16 @@ def result_noise(result: Any, preset: Any = None) -> float:
 
     noise = float(getattr(result, "noise", float("nan")))
     return noise if np.isfinite(noise) and noise > 0 else get_preset(preset).background_sigma
+
+
+def stamp_mask(result: Any) -> np.ndarray | None:
+    """``(H, W)`` bad pixels of a result's stamp (any band), or None when it has none."""
+    mask = (getattr(result, "info", None) or {}).get("stamp_mask")
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    mask = mask.any(axis=0) if mask.ndim == 3 else mask
+    return mask if mask.shape == np.shape(result.blend)[-2:] and mask.any() else None
 
 
 def component_measurements(
@@ -261,10 +146,13 @@ def component_measurements(
     Returns
     -------
     dict
-        ``flux``, ``mu20``, ``mu02``, ``mu11``: ``(K,)`` arrays. SExtractor results
-        give ``FLUX_AUTO`` and sep's isophotal ``x2, y2, xy``; other results the
-        sum of the component's pixels and its isophotal moments.
+        ``flux``, ``mu20``, ``mu02``, ``mu11``, ``masked_frac``: ``(K,)`` arrays.
+        SExtractor results give ``FLUX_AUTO`` and sep's isophotal ``x2, y2, xy``;
+        other results the sum of the component's pixels and its isophotal
+        moments (masked pixels left out). ``masked_frac``: the fraction of the
+        component's flux on masked pixels (0 without a mask).
     """
+    mask = stamp_mask(result)
     if is_sextractor_result(result):
         info = result.info
         return {
@@ -272,16 +160,29 @@ def component_measurements(
             "mu20": np.asarray(info["x2"], dtype=float),
             "mu02": np.asarray(info["y2"], dtype=float),
             "mu11": np.asarray(info["xy"], dtype=float),
+            "masked_frac": _masked_fraction(result.components, mask),
         }
     noise = result_noise(result) if noise is None else float(noise)
     comps = np.asarray(result.components, dtype=np.float64)
-    moments = image_moments(comps, noise, nsigma) if len(comps) else np.zeros((0, 3))
+    moments = image_moments(comps, noise, nsigma, mask) if len(comps) else np.zeros((0, 3))
     return {
         "flux": comps.reshape(len(comps), -1).sum(axis=1) if len(comps) else np.zeros(0),
         "mu20": moments[:, 0],
         "mu02": moments[:, 1],
         "mu11": moments[:, 2],
+        "masked_frac": _masked_fraction(comps, mask),
     }
+
+
+def _masked_fraction(components: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    comps = np.asarray(components, dtype=np.float64)
+    if mask is None or len(comps) == 0:
+        return np.zeros(len(comps))
+    summed = comps.sum(axis=1) if comps.ndim == 4 else comps
+    total = np.clip(summed, 0, None).reshape(len(comps), -1).sum(axis=1)
+    on_mask = np.clip(summed, 0, None)[:, mask].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, on_mask / total, 0.0)
 
 
 # ---- truth ----------------------------------------------------------------------------------------
@@ -424,14 +325,22 @@ def _sextractor_result(result: Any, sextractor: Any, preset: Any) -> Any:
         return sextractor
     if is_sextractor_result(result):
         return result
+    return sextractor_on_blend(result, preset)
+
+
+def sextractor_on_blend(result: Any, preset: Any = None, noise: float | None = None) -> Any:
+    """The ``sextractor`` deblender on a result's stamp, with the stamp's per-pixel variance when it has one."""
     from .deblenders.base import get_deblender
 
-    noise = float(getattr(result, "noise", float("nan")))
-    noise_arg = noise if np.isfinite(noise) and noise > 0 else None
-    return get_deblender("sextractor", preset=preset).deblend_batch(result.blend[None], noise=noise_arg)[0]
+    if noise is None:
+        noise = float(getattr(result, "noise", float("nan")))
+        noise = noise if np.isfinite(noise) and noise > 0 else None
+    variance = (getattr(result, "info", None) or {}).get("stamp_variance")
+    extra = {} if variance is None else {"variance": np.asarray(variance)[None]}
+    return get_deblender("sextractor", preset=preset).deblend_batch(result.blend[None], noise=noise, **extra)[0]
 
 
-def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp: float, exposure: float) -> None:
+def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp: float) -> None:
     k = len(result.components)
     table["model"] = [str(result.model)] * k
     table["component"] = np.arange(1, k + 1)  # 1-based, as in the layer names and figures
@@ -441,16 +350,18 @@ def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp:
     flux_sigma = getattr(result, "info", {}).get("flux_sigma")
     if flux_sigma is not None:  # the model's own flux uncertainty (vae's sigma image)
         table["flux_err"] = np.asarray(flux_sigma, float).reshape(k) * u.electron
-    table["mag"] = np.atleast_1d(magnitude(meas["flux"], zp, exposure)) * u.mag
+    table["mag"] = np.atleast_1d(magnitude(meas["flux"], zp)) * u.mag
     for name in _MOMENT_NAMES:
         table[name] = meas[name] * u.pix**2
     e1, e2 = ellipticity(meas["mu20"], meas["mu02"], meas["mu11"])
     table["e1"], table["e2"] = np.atleast_1d(e1), np.atleast_1d(e2)
     table["quality"] = [str(result.quality)] * k
+    if "stamp_mask" in (getattr(result, "info", None) or {}):
+        table["masked_frac"] = meas["masked_frac"]
 
 
 def _add_sep_columns(
-    table: Table, result: Any, sep_result: Any, zp: float, exposure: float, max_distance: float
+    table: Table, result: Any, sep_result: Any, zp: float, max_distance: float
 ) -> None:
     k = len(result.components)
     sep_meas = component_measurements(sep_result)
@@ -468,7 +379,7 @@ def _add_sep_columns(
     table["sep_x"] = pick(sep_result.positions[:, 1]) * u.pix
     table["sep_y"] = pick(sep_result.positions[:, 0]) * u.pix
     table["sep_flux"] = pick(sep_meas["flux"]) * u.electron
-    table["sep_mag"] = np.atleast_1d(magnitude(table["sep_flux"].value, zp, exposure)) * u.mag
+    table["sep_mag"] = np.atleast_1d(magnitude(table["sep_flux"].value, zp)) * u.mag
     for name in _MOMENT_NAMES:
         table[f"sep_{name}"] = pick(sep_meas[name]) * u.pix**2
     e1, e2 = ellipticity(table["sep_mu20"].value, table["sep_mu02"].value, table["sep_mu11"].value)
@@ -481,13 +392,12 @@ def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _add_truth_columns(
-    table: Table, result: Any, truth: Truth, noise: float, nsigma: float, zp: float, exposure: float,
-    max_distance: float,
+    table: Table, result: Any, truth: Truth, noise: float, nsigma: float, zp: float, max_distance: float,
 ) -> None:
     k = len(result.components)
     m = len(truth.components)
     t_flux = truth.components.reshape(m, -1).sum(axis=1) if m else np.zeros(0)
-    t_mom = image_moments(truth.components, noise, nsigma) if len(t_flux) else np.zeros((0, 3))
+    t_mom = image_moments(truth.components, noise, nsigma, stamp_mask(result)) if len(t_flux) else np.zeros((0, 3))
     index = np.full(k, -1, dtype=int)
     for i, j in match_positions(result.positions, truth.positions, max_distance):
         index[i] = j
@@ -502,7 +412,7 @@ def _add_truth_columns(
     table["truth_x"] = pick(truth.positions[:, 1]) * u.pix
     table["truth_y"] = pick(truth.positions[:, 0]) * u.pix
     table["truth_flux"] = pick(t_flux) * u.electron
-    table["truth_mag"] = np.atleast_1d(magnitude(table["truth_flux"].value, zp, exposure)) * u.mag
+    table["truth_mag"] = np.atleast_1d(magnitude(table["truth_flux"].value, zp)) * u.mag
     for c, name in enumerate(_MOMENT_NAMES):
         table[f"truth_{name}"] = pick(t_mom[:, c]) * u.pix**2
     e1, e2 = ellipticity(table["truth_mu20"].value, table["truth_mu02"].value, table["truth_mu11"].value)
@@ -544,9 +454,13 @@ def measure(
         SExtractor); a ``DeblendResult``: use it; ``None``/``False``: no
         SExtractor columns.
     preset : str or SurveyPreset, optional
-        Survey preset giving the zero point, exposure and fallback noise.
-    zero_point, exposure : float, optional
-        Override the preset's photometric calibration.
+        Survey preset giving the fallback noise and, without ``zero_point``,
+        the calibration (its per-second zero point and exposure).
+    zero_point : float, optional
+        AB magnitude of one unit of the result's images (a Field's
+        ``zero_point``); with ``exposure``, of one unit per second.
+    exposure : float, optional
+        Exposure time for a per-second ``zero_point`` (or the preset's).
     nsigma : float
         Isophote threshold in units of the noise.
     max_distance : float
@@ -561,103 +475,29 @@ def measure(
         :func:`sextractor_status`); with truth ``truth_index, truth_x, truth_y,
         truth_flux, truth_mag, truth_mu20, truth_mu02, truth_mu11, truth_e1,
         truth_e2, dflux_frac, dmag, de1, de2`` (and ``sep_dflux_frac``);
-        NaN where nothing matched. ``meta`` holds the calibration, the noise and
+        NaN where nothing matched; ``masked_frac`` when the result carries its
+        stamp's mask (``info["stamp_mask"]``). ``meta`` holds the calibration (``mag_zero_point``), the noise and
         (with truth) ``truth_unmatched``, the truth components no component matched.
         Fluxes of neural components are pixel sums; a SExtractor result
         reports ``FLUX_AUTO`` and sep's isophotal moments.
     """
+    from .catalog_photometry import calibration_meta
     from .presets import get_preset
 
     p = get_preset(preset)
-    zp = p.zero_point if zero_point is None else float(zero_point)
-    exposure = p.exposure if exposure is None else float(exposure)
+    if zero_point is None:
+        zero_point, exposure = p.zero_point, p.exposure if exposure is None else exposure
+    zp = float(zero_point) + (2.5 * math.log10(float(exposure)) if exposure is not None else 0.0)
     noise = result_noise(result, p)
     table = Table()
-    _add_own_columns(table, result, component_measurements(result, noise, nsigma), zp, exposure)
+    _add_own_columns(table, result, component_measurements(result, noise, nsigma), zp)
     sep_result = _sextractor_result(result, sextractor, p)
     if sep_result is not None:
-        _add_sep_columns(table, result, sep_result, zp, exposure, max_distance)
+        _add_sep_columns(table, result, sep_result, zp, max_distance)
     if truth is not None:
-        _add_truth_columns(table, result, as_truth(truth), noise, nsigma, zp, exposure, max_distance)
+        _add_truth_columns(table, result, as_truth(truth), noise, nsigma, zp, max_distance)
     table.meta.update(
-        {"model": str(result.model), "zero_point": zp, "exposure": exposure, "noise": noise, "nsigma": nsigma,
-         "match_radius": max_distance}
+        {"model": str(result.model), **calibration_meta(zp, exposure if exposure is not None else p.exposure),
+         "noise": noise, "nsigma": nsigma, "match_radius": max_distance}
     )
     return table
-
-
-# ---- image metrics --------------------------------------------------------------------------------
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio ``10 log10(R^2 / MSE)`` in dB, ``R = max(truth) - min(truth)``.
-
-    Returns ``inf`` for identical images.
-    """
-    pred, truth = _pair(pred, truth)
-    rng = float(truth.max() - truth.min()) if data_range is None else float(data_range)
-    mse = float(np.mean((pred - truth) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    if rng <= 0:
-        return float("-inf")
-    return float(10.0 * np.log10(rng**2 / mse))
-
-
-def ssim(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    data_range: float | None = None,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> float:
-    """Mean structural similarity (Wang et al. 2004) with a Gaussian window.
-
-    Local means, variances and covariance are Gaussian-weighted (``sigma``
-    pixels, window truncated at 3.5 sigma, i.e. 11×11 for 1.5);
-    ``SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x² + mu_y² + C1)(s_x² + s_y² + C2))``
-    with ``C1 = (k1 R)²``, ``C2 = (k2 R)²``, ``R = max(truth) - min(truth)``
-    (1 if the truth is constant). The map is averaged away from a border of
-    the window's radius; ``(C, H, W)`` inputs average the bands.
-
-    Returns
-    -------
-    float
-        1.0 for identical images.
-    """
-    pred, truth = _pair(pred, truth)
-    rng = float(truth.max() - truth.min()) if data_range is None else float(data_range)
-    if rng <= 0:
-        rng = 1.0
-    if pred.ndim == 3:
-        return float(np.mean([_ssim2d(p, t, rng, sigma, k1, k2) for p, t in zip(pred, truth)]))
-    return _ssim2d(pred, truth, rng, sigma, k1, k2)
-
-
-def _ssim2d(x: np.ndarray, y: np.ndarray, rng: float, sigma: float, k1: float, k2: float) -> float:
-    truncate = 3.5
-
-    def smooth(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(a, sigma, truncate=truncate, mode="reflect")
-
-    c1, c2 = (k1 * rng) ** 2, (k2 * rng) ** 2
-    mx, my = smooth(x), smooth(y)
-    sxx = smooth(x * x) - mx * mx
-    syy = smooth(y * y) - my * my
-    sxy = smooth(x * y) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    r = int(truncate * sigma + 0.5)
-    if min(x.shape) > 2 * r:
-        smap = smap[r:-r, r:-r]
-    return float(smap.mean())
-
-
-def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred, dtype=np.float64)
-    truth = np.asarray(truth, dtype=np.float64)
-    if pred.shape != truth.shape:
-        raise DeblendInputError(f"images have shapes {pred.shape} and {truth.shape}: expected the same shape")
-    if pred.ndim not in (2, 3):
-        raise DeblendInputError(f"images have shape {pred.shape}: expected (H, W) or (C, H, W)")
-    return pred, truth

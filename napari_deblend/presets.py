@@ -1,7 +1,33 @@
 """Survey presets: pixel scale, PSF, photometric zero point, sky and noise.
 
-Images are sky-subtracted and in electrons (ADU with gain 1).  The numbers
-of ``lsst-i`` are the LSST i-band 10-year coadd of ``ARCHITECTURE.md``.
+Images are sky-subtracted and in electrons (ADU with gain 1); a preset's
+zero point is the AB magnitude of 1 e-/s, so an image of ``exposure`` seconds
+has the zero point ``zero_point + 2.5 log10(exposure)`` for one image unit.
+
+Sources of the numbers (the filter zero points, sky brightnesses and most
+PSFs are those of the surveycodex tables, LSSTDESC/surveycodex, which
+computes the zero points from the filter curves with speclite):
+
+- ``lsst-i``: LSST i band, 10-year coadd (Ivezić et al. 2019, arXiv:0805.2366:
+  sky 20.48 mag/arcsec², 184 visits of 30 s); zero point 27.78 (surveycodex);
+  PSF FWHM 0.7″; read noise 9 e- per visit; galaxies to the gold-sample i < 25.3.
+- ``hsc-i``: HSC-SSP Wide i band (Aihara et al. 2022, PDR3, arXiv:2108.13045,
+  Table 1: 6 × 200 s = 1200 s, median seeing 0.61″); pixel 0.168″ (HSC
+  survey pages); zero point 28.61 (surveycodex); sky 19.7 (Suprime-Cam
+  i-band value that surveycodex takes for HSC); read noise 4.5 e- (Miyazaki
+  et al. 2018, PASJ 70, S1); galaxies to i < 24.5, the HSC weak-lensing
+  sample limit (Mandelbaum et al. 2018, PASJ 70, S25).
+- ``des-i``: DES Wide i band (DES DR1, Abbott et al. 2018, arXiv:1801.03181,
+  Table 1 and section 2.2: 10 × 90 s, median PSF FWHM 0.88″, sky 19.89);
+  pixel 0.263″ (DECam); zero point 26.86 (surveycodex); read noise 7 e-
+  (DECam, Flaugher et al. 2015, AJ 150, 150); galaxies to i < 23.5, about
+  the DR1 10-sigma depth (23.44).
+- ``euclid-vis``: Euclid Wide VIS (I_E band; Cropper et al. 2016,
+  arXiv:1608.08603: 565 s exposures, PSF FWHM 0.17″, read noise 4.5 e-;
+  four dithered exposures per field, Euclid Collaboration: Scaramella et
+  al. 2022, A&A 662, A112); pixel 0.1″ (Laureijs et al. 2011,
+  arXiv:1110.3193); zero point 25.91 and sky 22.32 (surveycodex); galaxies
+  to I_E < 24.5, the weak-lensing sample limit (Laureijs et al. 2011).
 """
 
 from __future__ import annotations
@@ -73,13 +99,9 @@ class SurveyPreset:
 
     def magnitude(self, flux):
         """AB magnitude of a source of total flux ``flux`` electrons (NaN for flux <= 0)."""
-        import numpy as np
+        from .field.calibration import magnitude
 
-        flux = np.asarray(flux, dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mag = self.zero_point - 2.5 * np.log10(flux / self.exposure)
-        mag = np.where(flux > 0, mag, np.nan)
-        return mag if mag.ndim else float(mag)
+        return magnitude(flux, self.zero_point, self.exposure)
 
 
 PRESETS: dict[str, SurveyPreset] = {
@@ -94,6 +116,42 @@ PRESETS: dict[str, SurveyPreset] = {
         n_visits=184,
         read_noise_per_visit=9.0,
         mag_limit=25.3,
+    ),
+    "hsc-i": SurveyPreset(
+        name="hsc-i",
+        band="i",
+        pixel_scale=0.168,
+        psf_fwhm=0.61,
+        zero_point=28.61,
+        sky_brightness=19.7,
+        exposure=1200.0,
+        n_visits=6,
+        read_noise_per_visit=4.5,
+        mag_limit=24.5,
+    ),
+    "des-i": SurveyPreset(
+        name="des-i",
+        band="i",
+        pixel_scale=0.263,
+        psf_fwhm=0.88,
+        zero_point=26.86,
+        sky_brightness=19.89,
+        exposure=900.0,
+        n_visits=10,
+        read_noise_per_visit=7.0,
+        mag_limit=23.5,
+    ),
+    "euclid-vis": SurveyPreset(
+        name="euclid-vis",
+        band="VIS",
+        pixel_scale=0.1,
+        psf_fwhm=0.17,
+        zero_point=25.91,
+        sky_brightness=22.32,
+        exposure=2260.0,
+        n_visits=4,
+        read_noise_per_visit=4.5,
+        mag_limit=24.5,
     ),
 }
 

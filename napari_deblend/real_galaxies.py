@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import DeblendInputError
+from .measurements import centroid
 
 BORDER = 3  # pixels of the cut-out border used for the local background and noise
 FOOTPRINT_SIGMAS = 1.5
@@ -115,11 +116,9 @@ def prepare_stamp(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np
     peak = np.unravel_index(np.argmax(candidates), data.shape)
     footprint = ndimage.binary_dilation(regions == regions[peak], iterations=FOOTPRINT_DILATION)
     galaxy = np.where(footprint & ~bad, data, 0.0)
-    positive = np.clip(galaxy, 0, None)
-    if positive.sum() <= 0:
+    gy, gx = centroid(galaxy)
+    if not np.isfinite(gy):
         return None
-    gy = float((positive.sum(axis=1) * np.arange(h)).sum() / positive.sum())
-    gx = float((positive.sum(axis=0) * np.arange(w)).sum() / positive.sum())
     return _centre(galaxy, gy, gx).astype(np.float32), sigma
 
 

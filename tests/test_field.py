@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import math
 import warnings
 
 import numpy as np
@@ -96,12 +97,10 @@ def test_primary_image_native_float32(tmp_path):
     assert field.name == "field.fits"
     assert field.wcs is None
     preset = get_preset("lsst-i")
-    assert (field.pixel_scale, field.zero_point, field.exposure, field.gain) == (
-        preset.pixel_scale,
-        preset.zero_point,
-        preset.exposure,
-        preset.gain,
-    )
+    assert (field.pixel_scale, field.exposure, field.gain) == (preset.pixel_scale, preset.exposure, preset.gain)
+    # the preset's zero point is for 1 e-/s: this image holds the total electrons of its exposure
+    assert field.zero_point == pytest.approx(preset.zero_point + 2.5 * math.log10(preset.exposure))
+    assert "preset lsst-i" in field.zero_point_source
 
 
 def test_int16_bscale_bzero(tmp_path):
@@ -206,7 +205,10 @@ def test_mef_names_from_filter_then_index(tmp_path):
     path = write_mef(tmp_path / "filters.fits", [noise_image(), noise_image(seed=1)], headers=headers)
     assert read_field(path).band_names == ["g", "r"]
     path = write_mef(tmp_path / "anonymous.fits", [noise_image(), noise_image(seed=1)])
-    assert read_field(path).band_names == ["1", "2"]
+    # bands are explicit: two images that do not say which band they are make one science image
+    with pytest.warns(FieldReadWarning, match="do not name distinct bands"):
+        assert read_field(path).band_names == ["i"]
+    assert read_field(path, hdu=[1, 2]).band_names == ["1", "2"]
 
 
 def test_mef_generic_extname_falls_back_to_filter(tmp_path):

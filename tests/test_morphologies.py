@@ -87,7 +87,9 @@ def _tiny_pool(root, n=6):
     for split in ("train", "validation", "test"):
         (root / "lsst-i").mkdir(parents=True, exist_ok=True)
         np.savez(root / "lsst-i" / f"{split}.npz", images=images, noise=np.full(n, 1e-5, np.float32),
-                 hlr=np.full(n, 0.6, np.float32), galaxy_id=np.arange(n))
+                 hlr=np.full(n, 0.6, np.float32), galaxy_id=np.arange(n), source=np.full(n, "test.fits"),
+                 snr=np.full(n, 100.0, np.float32), magnification=np.ones(n, np.float32),
+                 psf_fwhm=np.full(n, 0.7, np.float32))
     return root
 
 
@@ -109,7 +111,7 @@ def test_real_family_draws_pool_galaxies(tmp_path):
 def test_real_family_errors(tmp_path):
     with pytest.raises(DeblendInputError, match="give a real-galaxy pool"):
         sim.simulate_blends(2, morphology="real")
-    with pytest.raises(DeblendInputError, match="does not exist: build it"):
+    with pytest.raises(DeblendInputError, match="none"):
         sim.simulate_blends(2, morphology="real", real_pool=tmp_path / "none")
     with pytest.raises(DeblendInputError, match="split 'all' is unknown"):
         sim.resolve_pool(tmp_path, "lsst-i", "all")

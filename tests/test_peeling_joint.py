@@ -35,10 +35,10 @@ def test_train_joint_few_steps_resume_and_deblend(tmp_path):
     config = JointTrainConfig(minutes=0.02, n_train=48, n_val=16, batch_size=8, checkpoint_minutes=0.01,
                               device="cpu", workers=1)
     weights = train_joint(config, tmp_path, log=lambda *a: None)
-    state = torch.load(tmp_path / "joint_checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)
     config.minutes = state["elapsed"] / 60 + 0.02  # more budget than the first run used, however slow the machine
     train_joint(config, tmp_path, resume=True, log=lambda *a: None)
-    assert torch.load(tmp_path / "joint_checkpoint.pt", weights_only=False)["step"] > state["step"]
+    assert torch.load(tmp_path / "joint_checkpoint.pt", weights_only=True)["step"] > state["step"]
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     start = history[0]
     assert start["step"] == 0

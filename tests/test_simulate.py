@@ -307,7 +307,7 @@ def test_field_noise_and_truth_file(tmp_path, field_and_truth) -> None:
         (lambda: sim.simulate_blends(5, engine="photons"), "engine"),
         (lambda: sim.simulate_field(size=0), "size must be"),
         (lambda: sim.simulate_field(size=64, density=-1), "density"),
-        (lambda: sim.simulate_field(size=64, preset="hsc-i"), "unknown survey preset"),
+        (lambda: sim.simulate_field(size=64, preset="hsc-z"), "unknown survey preset"),
         (lambda: sim.iter_blend_batches(0).__next__(), "batch_size"),
     ],
 )

@@ -75,11 +75,11 @@ def test_train_few_steps_resume_and_load(tmp_path, monkeypatch):
     config = PeelingTrainConfig(minutes=0.03, n_train=64, n_val=32, batch_size=8, checkpoint_minutes=0.01)
     weights = train_peeling(config, tmp_path, log=lambda *a: None)
     assert (tmp_path / "checkpoint.pt").exists()
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     # more budget than the first run used, however long its steps took on a busy machine
     config.minutes = state["elapsed"] / 60 + 0.03
     train_peeling(config, tmp_path, resume=True, log=lambda *a: None)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] > state["step"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] > state["step"]
     model = PeelingDeblender(device="cpu", weights=weights)
     out = model.deblend_batch(_fake_components(2)["components"].sum(axis=1, keepdims=True))
     assert len(out) == 2

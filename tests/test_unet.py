@@ -86,7 +86,7 @@ def _check_result(result, stamp, k=None):
 def test_training_writes_weights_history_and_checkpoint(trained):
     out, weights = trained
     assert weights == out / "unet.pt" and weights.exists()
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] >= 1 and {"unet", "unet_live", "opt", "unet_config"} <= set(checkpoint)
     lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert lines, "a validation line at the end of training"
@@ -132,10 +132,10 @@ def test_empty_stamp_falls_back_to_the_peak(model):
 
 def test_resume_continues_the_run(trained):
     out, _ = trained
-    first = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    first = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     config = UNetTrainConfig(minutes=0.1, n_train=200, n_val=32, batch_size=16, workers=1, checkpoint_minutes=0.01)
     weights = train_unet(config, out, resume=True, log=_quiet)
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] > first
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] > first
     assert len((out / "history.jsonl").read_text().splitlines()) >= 2
     UNetDeblender(device="cpu", weights=weights)
 

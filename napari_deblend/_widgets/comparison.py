@@ -65,15 +65,38 @@ def comparison_for(
     else:
         sextractor = results.get("sextractor")
         if sextractor is None:
-            from ..deblenders.base import get_deblender
+            from ..measurements import sextractor_on_blend
 
-            sextractor = get_deblender("sextractor").deblend_batch(result.blend[None], noise=result.noise)[0]
-    table = measure(result, truth=truth, sextractor=sextractor if sextractor is not None else True)
+            sextractor = sextractor_on_blend(result)
+    field = session.detections.field if session.detections is not None else None
+    zero_point = field.zero_point if field is not None else None
+    table = measure(result, truth=truth, sextractor=sextractor if sextractor is not None else True,
+                    preset=field.preset if field is not None else None, zero_point=zero_point)
     other_result = results.get(other) if other and other != model else None
     figure = comparison_figure(
-        result, sextractor=sextractor, truth=truth, other=other_result, figure=figure, layout=layout
+        result, sextractor=sextractor, truth=truth, other=other_result, figure=figure, layout=layout,
+        preset=field_display_preset(field),
     )
     return figure, table
+
+
+def field_display_preset(field: Any) -> Any:
+    """The field's preset carrying the field's own calibration and pixel scale, for figures.
+
+    Figures take a preset's per-second zero point and exposure; this one's
+    ``zero_point`` is ``field.zero_point - 2.5 log10(exposure)``, so that
+    their magnitudes are the field's (the one calibration of
+    :func:`napari_deblend.field.magnitude`), and the scale bar uses the
+    field's pixel scale. None without a field (the default preset).
+    """
+    if field is None:
+        return None
+    import math
+    from dataclasses import replace
+
+    preset = field.preset
+    return replace(preset, zero_point=float(field.zero_point) - 2.5 * math.log10(preset.exposure),
+                   pixel_scale=float(field.pixel_scale))
 
 
 class ComparisonWidget(QWidget):

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import _viewer_hooks
+from .._reader import mask_layer_data
 from ..blends import find_blends
 from ..detection import DETECTION_PRESETS, iter_detection
 from ..errors import DeblendInputError
@@ -156,6 +157,14 @@ class DetectionWidget(QWidget):
         worker.start()
         return worker
 
+    def _show_mask(self, field: Field, source_layer: Any) -> None:
+        """Add the field's mask layer (masked pixels in red) unless the reader already did."""
+        data = mask_layer_data(field)
+        if data is None or data[1]["name"] in self.viewer.layers:
+            return
+        pixels, kwargs, _ = data
+        self.viewer.add_labels(pixels, **kwargs, scale=source_layer.scale, translate=source_layer.translate)
+
     def _failed(self, exc: Exception) -> None:
         self.progress.setValue(0)
         message = str(exc) if isinstance(exc, DeblendInputError) else f"{type(exc).__name__}: {exc}"
@@ -173,10 +182,15 @@ class DetectionWidget(QWidget):
         for data, kwargs, kind in detection_layers(result, prefix, blends):
             kwargs = {**kwargs, "scale": source_layer.scale, "translate": source_layer.translate}
             made[kind] = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self._show_mask(field, source_layer)
         self.viewer.layers.selection.active = source_layer
         self.progress.setValue(self.progress.maximum())
         n_in = sum(b.n_members for b in blends)
         text = f"{len(result.catalog)} detections, {len(blends)} blends ({n_in} sources in blends)"
+        masked = int(field.mask.any(axis=0).sum())
+        if masked or field.variance is not None:
+            noise = "per-pixel noise plane" if field.variance is not None else "global noise"
+            text += f"; {noise}, {masked} masked pixels"
         self.status.setText(text)
         show_info(f"napari-deblend: {prefix}: {text}")
         self.session.set_detections(_Detections(field=field, result=result, blends=blends,

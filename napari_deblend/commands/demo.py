@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from ._read_options import add_read_options, read_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,15 +18,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--field", default=None, help="FITS field to open instead of the shipped sample")
     p.add_argument("--preset", default="sextractor", help="detection preset: sextractor or des")
+    p.add_argument("--survey", default="lsst-i", help="survey preset for calibration defaults")
     p.add_argument(
         "--screenshot", default=None, metavar="PNG",
         help="save a screenshot of the window to PNG and exit (no event loop; for docs and checks)",
     )
+    add_read_options(p)
     p.set_defaults(func=run)
 
 
-def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sextractor"):
+def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sextractor",
+               read: dict[str, Any] | None = None):
     """Open the field in ``viewer``, dock the panels, detect, then deblend the first blend (off the UI thread).
+
+    ``read`` holds :func:`~napari_deblend.read_field` options (``survey``
+    preset, ``hdu``, ``bands``, ``weight``, ``weight_type``, ``mask``); with
+    them the field is read here and its layers (bands and mask) added.
 
     Returns
     -------
@@ -34,7 +44,17 @@ def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sext
     from .._widgets import BlendBrowserWidget, ComparisonWidget, DeblendWidget, DetectionWidget
 
     path = Path(field_path) if field_path else SAMPLE_FIELD
-    viewer.open(str(path), plugin="napari-deblend")
+    if read:
+        from .. import _viewer_hooks
+        from .._reader import layer_data
+        from ..field import read_field
+
+        field = read_field(str(path), **read)
+        _viewer_hooks.install(viewer)
+        for data, kwargs, kind in layer_data(field):
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+    else:
+        viewer.open(str(path), plugin="napari-deblend")
     detection = DetectionWidget(viewer)
     browser = BlendBrowserWidget(viewer)
     panel = DeblendWidget(viewer)
@@ -66,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     viewer = napari.Viewer(title="napari-deblend demo")
     viewer.window.resize(1600, 1000)
-    detection, browser, panel, comparison = build_demo(viewer, args.field, args.preset)
+    read = {"preset": args.survey, **read_kwargs(args)}
+    default = read == {"preset": "lsst-i", "weight_type": "weight"}
+    detection, browser, panel, comparison = build_demo(viewer, args.field, args.preset, None if default else read)
     if args.screenshot:
         _wait_for(detection)
         _wait_for_deblend(panel)

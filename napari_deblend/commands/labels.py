@@ -24,23 +24,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen action."""
-    from pathlib import Path
-
-    from ..labels.ecsv import export_labels_ecsv, import_labels_ecsv
+    """Run the chosen action (reading never writes to the database; a failed import leaves it as it was)."""
+    from ..checks import check_output_file, writing
+    from ..labels.ecsv import export_labels_ecsv, read_labels_ecsv
     from ..labels.store import LabelStore
 
     if args.action != "summary" and not args.ecsv:
         raise DeblendInputError(f"labels {args.action}: give the ECSV file")
-    if args.action != "import" and not Path(args.database).exists():
-        raise DeblendInputError(f"{args.database}: no such label database")
-    with LabelStore(args.database) as store:
+    if args.action == "import":
+        labels = read_labels_ecsv(args.ecsv)  # first: a bad file creates no database
+        with LabelStore(args.database) as store:
+            n = store.import_labels(labels)
+        print(f"added {n} labels to {args.database}")
+        return 0
+    if args.action == "export":
+        check_output_file(args.ecsv, "ECSV", overwrite=args.overwrite)
+    with LabelStore(args.database, read_only=True) as store:
         if args.action == "export":
-            n = export_labels_ecsv(store, args.ecsv, overwrite=args.overwrite)
+            with writing(args.ecsv, "ECSV"):
+                n = export_labels_ecsv(store, args.ecsv, overwrite=args.overwrite)
             print(f"wrote {n} labels to {args.ecsv}")
-        elif args.action == "import":
-            n = import_labels_ecsv(store, args.ecsv)
-            print(f"added {n} labels to {args.database}")
         else:
             labels = store.labels()
             verdicts = Counter((label.kind, label.verdict) for label in labels)

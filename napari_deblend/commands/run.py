@@ -14,6 +14,7 @@ import sys
 
 from ..candidates import CANDIDATE_MODES, DEFAULT_CANDIDATES
 from ..pipeline.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from ._read_options import add_read_options, per_field, read_kwargs
 
 _DETECTION_OPTIONS = (("thresh", float), ("minarea", int), ("deblend-nthresh", int), ("deblend-cont", float),
                       ("back-size", int), ("back-filter-size", int))  # fmt: skip
@@ -62,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keep-work", action="store_true", help="keep the per-tile scratch files of finished fields"
     )
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
+    add_read_options(p)
     p.set_defaults(func=run)
 
 
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         keep_work=args.keep_work,
         candidates=args.candidates,
+        read=_run_read_options(args),
     )
     summary = run_fields(
         args.fields,
@@ -105,3 +108,10 @@ def run(args: argparse.Namespace) -> int:
     for report in summary.failed:
         print(f"FAILED {report.path}: {report.error}", file=sys.stderr)
     return summary.exit_code
+
+
+def _run_read_options(args: argparse.Namespace) -> dict:
+    """``RunSettings.read``: the same HDU, bands and weight type for every field; weight / mask files per field."""
+    options = {k: v for k, v in read_kwargs(args).items() if k not in ("weight", "mask")}
+    options.update(per_field(args, list(args.fields)))
+    return options

@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from ..deblenders.checkpoints import file_sha256
 from ..errors import DeblendInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--texture-leftover", type=float, default=0.0, metavar="SHARE",
                    help="peeling only: a peeled galaxy leaves up to this share of its fine structure (knots, arms) "
                         "in the training residuals, so the counter learns it holds no galaxy (default 0)")
+    p.add_argument("--counter-residual-weight", type=float, default=0.0, metavar="W",
+                   help="peeling only: weight of the counter's loss on the RDN's own residuals in the joint phase "
+                        "(what it sees after each peel at inference; default 0)")
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
@@ -130,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--refine-width={args.refine_width}: expected 0 (no refiner) or a number of channels")
     if args.phases and (min(args.phases) < 0 or sum(args.phases) <= 0):
         raise DeblendInputError(f"--phases {' '.join(map(str, args.phases))}: expected three shares >= 0, not all 0")
+    if args.counter_residual_weight and args.model != "peeling":
+        raise DeblendInputError(f"--counter-residual-weight: only peeling has it, not {args.model!r}")
+    if args.counter_residual_weight < 0:
+        raise DeblendInputError(f"--counter-residual-weight={args.counter_residual_weight}: expected a weight >= 0")
     if args.texture_leftover and args.model != "peeling":
         raise DeblendInputError(f"--texture-leftover: only peeling has it, not {args.model!r}")
     if not 0.0 <= args.texture_leftover <= 1.0:
@@ -182,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, symmetric=not args.no_symmetric,
             lr=args.lr, init=args.init, flux_weight=args.flux_weight, refine_width=args.refine_width,
-            blocks=args.blocks, image_loss=args.image_loss, texture_leftover=args.texture_leftover, **real, **mix,
+            blocks=args.blocks, image_loss=args.image_loss, texture_leftover=args.texture_leftover,
+            counter_residual_weight=args.counter_residual_weight, **real, **mix,
         )
         if args.phases:
             config.phase_fractions = tuple(args.phases)
@@ -254,6 +263,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--image-loss {args.image_loss}")
     if args.model == "peeling" and getattr(args, "refine_width", 0):
         parts.append(f"--refine-width {args.refine_width}")
+    if args.model == "peeling" and getattr(args, "counter_residual_weight", 0.0):
+        parts.append(f"--counter-residual-weight {args.counter_residual_weight:g}")
     if args.model == "peeling" and getattr(args, "texture_leftover", 0.0):
         parts.append(f"--texture-leftover {args.texture_leftover:g}")
     if args.model == "peeling" and getattr(args, "blocks", None) is not None:
@@ -392,6 +403,7 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
         card["total_minutes"] = card["total_minutes"] + config["minutes"]
     card["size_bytes"] = target.stat().st_size
     card["inference"] = inference_settings("peeling")
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
@@ -418,6 +430,7 @@ def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command
     }
     card["size_bytes"] = target.stat().st_size
     card["inference"] = inference_settings("peeling")
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
@@ -451,6 +464,7 @@ def install_weights(weights: Path, model: str, config: dict, run_dir: Path, comm
         "size_bytes": target.stat().st_size,
         "inference": inference_settings(model),
     })
+    card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target

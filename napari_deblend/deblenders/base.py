@@ -141,6 +141,10 @@ class Deblender:
     uses_positions : bool
         Whether positions, when given (e.g. clicked by a user), are used as the sources
         (``vae``, ``unet``); ``peeling`` and ``sextractor`` find their own.
+    takes_variance : bool
+        Whether :meth:`deblend_batch` accepts ``variance=``: ``(N, C, H, W)``
+        per-pixel variance of the stamps (``inf`` at masked pixels), given
+        when the field has a noise plane (``sextractor``).
     """
 
     name: ClassVar[str] = ""
@@ -150,6 +154,7 @@ class Deblender:
     min_stamp_size: ClassVar[int] = 8
     needs_positions: ClassVar[bool] = False
     uses_positions: ClassVar[bool] = False
+    takes_variance: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, device: str = "auto", preset: Any = None) -> None:
@@ -250,6 +255,19 @@ def available_devices() -> list[str]:
     return devices
 
 
+def check_device_name(device: str | None) -> str:
+    """A device name as torch spells it (lower case), without looking for the device: a sentence for a bad name.
+
+    Accepted: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` and ``mps``. For a run on a Dask cluster,
+    whose workers may have devices this machine lacks (:func:`resolve_device` checks the device here).
+    """
+    name = "auto" if device is None else str(device).strip().lower()
+    base, _, index = name.partition(":")
+    if base not in ("auto", "cpu", "cuda", "mps") or (index and (base != "cuda" or not index.isdigit())):
+        raise DeblendError(f"device {device!r} is not a device name: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An absent device is a clear error listing what exists."""
     device = "auto" if device is None else str(device).lower()
@@ -323,32 +341,7 @@ def get_deblender(name: str, device: str = "auto", preset: Any = None) -> Deblen
 
 
 def load_weights(path: Path, model: str, required: set[str], retrain_hint: str) -> dict[str, Any]:
-    """Load a model's torch checkpoint on the CPU, with a clear error naming the file if missing or corrupt.
+    """Load a model's weights file safely (see :func:`napari_deblend.deblenders.checkpoints.load_weights`)."""
+    from .checkpoints import load_weights as load
 
-    Parameters
-    ----------
-    path : Path
-        The weights file.
-    model : str
-        Model name, for messages.
-    required : set of str
-        Keys the checkpoint must hold.
-    retrain_hint : str
-        The command that retrains the weights (named in every error).
-    """
-    import torch
-
-    if not path.exists():
-        raise DeblendError(f"{model} weights {path} are missing: re-install napari-deblend or retrain with "
-                           f"`{retrain_hint}`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or not required <= set(checkpoint):
-            raise KeyError("/".join(sorted(required)))
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise DeblendError(
-            f"{model} weights {path} are corrupted or not a {model} checkpoint ({type(exc).__name__}: {detail}); "
-            f"retrain with `{retrain_hint}`"
-        ) from None
-    return checkpoint
+    return load(path, model, required, retrain_hint)

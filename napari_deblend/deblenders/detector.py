@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import DeblendError, load_weights
+from .base import DeblendError
+from .checkpoints import build_network, load_weights
 from .unet_nets import DoubleConv
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -125,13 +126,9 @@ class SourceFinder:
         torch.set_flush_denormal(True)
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "detector.pt"
         checkpoint = load_checkpoint(self.weights)
-        try:
-            self.net = CentreNet(**checkpoint["net_config"])
-            self.net.load_state_dict(checkpoint["net"])
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise DeblendError(
-                f"detector weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`"
-            ) from None
+        self.net = build_network(CentreNet, checkpoint["net_config"], checkpoint["net"],
+                                 refusal=f"detector weights {self.weights} do not fit the network",
+                                 remedy=f"retrain with `{RETRAIN_HINT}`")
         self.net.eval().to(device)
         self.device = device
         self.threshold = float(checkpoint.get("threshold", 0.5))

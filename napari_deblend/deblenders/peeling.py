@@ -58,7 +58,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Deblender, DeblendError, DeblendResult, load_weights
+from .base import Deblender, DeblendError, DeblendResult
+from .checkpoints import build_network, load_weights
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 from .inference import FLIPS, autocast_dtype_for, flip_outputs, fold_batchnorm, memory_format_for
 from .refit import refit_component
@@ -108,13 +109,9 @@ class PeelingDeblender(Deblender):
         torch.set_flush_denormal(True)
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "peeling.pt"
         checkpoint = load_checkpoint(self.weights)
-        self.rdn = RDN(**checkpoint["rdn_config"])
-        self.counter = GalaxyCounter(**checkpoint["counter_config"])
-        try:
-            self.rdn.load_state_dict(checkpoint["rdn"])
-            self.counter.load_state_dict(checkpoint["counter"])
-        except RuntimeError as exc:
-            raise DeblendError(f"peeling weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`") from None
+        self.rdn = self._load_part(RDN, checkpoint, "rdn", "the RDN", f"retrain with `{RETRAIN_HINT}`")
+        self.counter = self._load_part(GalaxyCounter, checkpoint, "counter", "the galaxy counter",
+                                       f"retrain with `{RETRAIN_HINT}`")
         self.memory_format = memory_format_for(self.device)
         self.joint = None  # the joint refiner, when the weights have one (see training/peeling_joint.py)
         if "joint" in checkpoint:
@@ -137,14 +134,10 @@ class PeelingDeblender(Deblender):
 
     def _load_part(self, cls, checkpoint: dict, key: str, what: str, remedy: str):
         """``cls(**checkpoint[key + "_config"])`` with ``checkpoint[key]`` loaded; a clear error if they don't fit."""
-        try:
-            module = cls(**checkpoint[f"{key}_config"])
-            module.load_state_dict(checkpoint[key])
-        except (RuntimeError, TypeError, KeyError) as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise DeblendError(f"peeling weights {self.weights}: {what} does not fit its network ({detail}); "
-                               f"{remedy}") from None
-        return module
+        if f"{key}_config" not in checkpoint:
+            raise DeblendError(f"peeling weights {self.weights}: {what} has no {key}_config; {remedy}")
+        return build_network(cls, checkpoint[f"{key}_config"], checkpoint[key],
+                             refusal=f"peeling weights {self.weights}: {what} does not fit its network", remedy=remedy)
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""

@@ -23,24 +23,38 @@ class SExtractorDeblender(Deblender):
     name: ClassVar[str] = "sextractor"
     description: ClassVar[str] = "SExtractor baseline: sep multi-threshold deblending (DES sxdes settings), pixels split by segment"
     min_stamp_size: ClassVar[int] = 8
+    takes_variance: ClassVar[bool] = True
     version: ClassVar[str] = "sep-sxdes"
 
     def __init__(self, device: str = "auto", preset=None, detection_preset: str = "des") -> None:
         super().__init__(device="cpu", preset=preset)  # sep runs on the CPU whatever was asked
         self.detection = get_detection_preset(detection_preset)
 
-    def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
-        """Deblend each stamp with sep; positions, if given, only order the output (nearest first)."""
+    def deblend_batch(self, stamps, positions=None, noise=None, variance=None) -> list[DeblendResult]:
+        """Deblend each stamp with sep; positions, if given, only order the output (nearest first).
+
+        ``variance`` ``(N, C, H, W)``, when given, is the stamps' per-pixel
+        variance (``inf`` = masked): sep then thresholds and measures against it.
+        """
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
-        return [self._one(stamp, float(sigma)) for stamp, sigma in zip(stamps, sigmas)]
+        variances = [None] * len(stamps) if variance is None else np.asarray(variance, dtype=np.float32)
+        return [self._one(stamp, float(sigma), var) for stamp, sigma, var in zip(stamps, sigmas, variances)]
 
-    def _one(self, stamp: np.ndarray, sigma: float) -> DeblendResult:
+    def _one(self, stamp: np.ndarray, sigma: float, variance: np.ndarray | None = None) -> DeblendResult:
         # detect on the band sum (co-add); noise of the sum of C bands of equal sigma
         image = np.ascontiguousarray(stamp.sum(axis=0), dtype=np.float32)
         c = stamp.shape[0]
+        err: float | np.ndarray = sigma * np.sqrt(c)
+        mask = None
+        if variance is not None:
+            summed = variance.sum(axis=0)
+            mask = ~np.isfinite(summed) | (summed <= 0)
+            err = np.ascontiguousarray(np.where(mask, sigma * np.sqrt(c), np.sqrt(np.where(mask, 1.0, summed))),
+                                       dtype=np.float32)
+            mask = mask if mask.any() else None
         try:
-            objects, seg = extract_with_preset(image, sigma * np.sqrt(c), self.detection)
+            objects, seg = extract_with_preset(image, err, self.detection, mask=mask)
         except Exception:  # sep gives up on pathological stamps: report nothing found
             objects, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(image.shape, np.int32)
         seg = np.ascontiguousarray(seg, dtype=np.int32)
@@ -49,7 +63,7 @@ class SExtractorDeblender(Deblender):
         if n:
             flux, fluxerr, kron, _ = kron_photometry(
                 image, objects["x"], objects["y"], objects["a"], objects["b"], objects["theta"],
-                ids, seg, sigma * np.sqrt(c),
+                ids, seg, err, mask=mask,
             )
             order = np.argsort(-flux)
         else:

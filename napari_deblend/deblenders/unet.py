@@ -45,7 +45,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Deblender, DeblendError, DeblendResult, load_weights
+from .base import Deblender, DeblendResult
+from .checkpoints import build_network, load_weights
 from .inference import fold_batchnorm
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -81,13 +82,9 @@ class UNetDeblender(Deblender):
         torch.set_flush_denormal(True)
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "unet.pt"
         checkpoint = load_checkpoint(self.weights)
-        try:
-            self.net = UNet(**checkpoint["unet_config"])
-            self.net.load_state_dict(checkpoint["unet"])
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise DeblendError(
-                f"unet weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`"
-            ) from None
+        self.net = build_network(UNet, checkpoint["unet_config"], checkpoint["unet"],
+                                 refusal=f"unet weights {self.weights} do not fit the network",
+                                 remedy=f"retrain with `{RETRAIN_HINT}`")
         self.net = fold_batchnorm(self.net).to(self.device)
         self.hint_sigma = float(self.net.config["hint_sigma"])
         self.version = str(checkpoint.get("version", "1"))

@@ -50,7 +50,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Deblender, DeblendError, DeblendResult, load_weights
+from .base import Deblender, DeblendResult
+from .checkpoints import build_network, load_weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train vae --preset lsst-i --minutes 20 --out runs/vae --install"
@@ -91,15 +92,11 @@ class VAEDeblender(Deblender):
         torch.set_flush_denormal(True)
         self.weights = Path(weights) if weights else WEIGHTS_DIR / "vae.pt"
         checkpoint = load_checkpoint(self.weights)
-        try:
-            self.encoder = Encoder(**checkpoint["encoder_config"])
-            self.encoder.load_state_dict(checkpoint["deblender"])
-            self.decoder = Decoder(**checkpoint["decoder_config"])
-            self.decoder.load_state_dict(checkpoint["decoder"])
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise DeblendError(
-                f"vae weights {self.weights} do not fit the network ({exc}); retrain with `{RETRAIN_HINT}`"
-            ) from None
+        remedy = f"retrain with `{RETRAIN_HINT}`"
+        self.encoder = build_network(Encoder, checkpoint["encoder_config"], checkpoint["deblender"],
+                                     refusal=f"vae weights {self.weights} do not fit the encoder", remedy=remedy)
+        self.decoder = build_network(Decoder, checkpoint["decoder_config"], checkpoint["decoder"],
+                                     refusal=f"vae weights {self.weights} do not fit the decoder", remedy=remedy)
         self.encoder.eval().to(self.device)
         self.decoder.eval().to(self.device)
         self.finder = SourceFinder(self.device)

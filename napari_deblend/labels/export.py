@@ -23,6 +23,7 @@ calibration; an ``MASK`` extension flags padded or invalid pixels. The index
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import warnings
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeblendInputError
+from ..header_text import header_text
 from .store import Label, LabelStore, field_key, members_match
 
 INDEX_NAME = "index.ecsv"
@@ -126,12 +128,12 @@ def cutout_header(field_obj: Any, origin: tuple[int, int], band_names: list[str]
         header["CTYPE3"] = ("BAND", "band index (BANDn keywords name them)")
         header["CRPIX3"], header["CRVAL3"], header["CDELT3"] = 1.0, 1.0, 1.0
     for i, name in enumerate(band_names, start=1):
-        header[f"BAND{i}"] = (str(name), f"name of plane {i}")
+        header[f"BAND{i}"] = (header_text(name), f"name of plane {i}")
     header["PIXSCALE"] = (float(field_obj.pixel_scale), "arcsec / pixel")
     header["ZEROPT"] = (float(field_obj.zero_point), "AB mag of 1 e-/s")
     header["EXPTIME"] = (float(field_obj.exposure), "s")
     header["GAIN"] = (float(field_obj.gain), "e- / ADU")
-    header["PRESET"] = field_obj.preset.name
+    header["PRESET"] = header_text(field_obj.preset.name)
     header["ORIGIN_Y"] = (int(origin[0]), "row of pixel (0,0) in the field, 0-based")
     header["ORIGIN_X"] = (int(origin[1]), "column of pixel (0,0) in the field, 0-based")
     return header
@@ -156,15 +158,15 @@ def _write_stamp(path: Path, stamp: Any, header: Any, meta: dict[str, Any],
     from astropy.io import fits
 
     for key, value in meta.items():
-        header[key] = value
+        header[key] = header_text(value) if isinstance(value, str) else value  # names, logins: any character
     primary = fits.PrimaryHDU(np.asarray(stamp.data, np.float32), header=header)
     mask = fits.ImageHDU(np.asarray(stamp.mask, np.uint8), name="MASK")
     hdus = [primary, mask]
     if components is not None:
         images, model, version = components
         hdu = fits.ImageHDU(np.asarray(images, np.float32), name="COMPONENTS")
-        hdu.header["MODEL"] = (model, "deblender that drew the accepted components")
-        hdu.header["MODELVER"] = (version[:60], "its version now (weights SHA-1)")
+        hdu.header["MODEL"] = (header_text(model), "deblender that drew the accepted components")
+        hdu.header["MODELVER"] = (header_text(version)[:60], "its version now (weights SHA-1)")
         hdu.header["COMMENT"] = "accepted components, (K, bands, y, x) in electrons, on the cut-out's grid"
         hdus.append(hdu)
     fits.HDUList(hdus).writeto(path, overwrite=True)
@@ -258,12 +260,38 @@ def export_training(
     DeblendInputError
         If the database holds no label, no given field has labels, or nothing is labelled clean.
     """
+    from ..checks import check_output_folder
+
+    out = check_output_folder(out_dir, "--out")
+    own_store = not isinstance(database, LabelStore)
+    if own_store and not Path(database).exists():
+        raise DeblendInputError(f"label database {database} does not exist, so it holds no label: "
+                                "label blends in the Label panel first")
+    store = LabelStore(database, read_only=True) if own_store else database
+    made = [folder for folder in (out, out / "isolated", out / "blends") if not folder.exists()]
+    written: list[Path] = []
+    try:
+        return _export_training(store, fields, out, margin, preset, kinds, log or (lambda line: None), written)
+    except BaseException:  # nothing half-written: this call's files and folders go
+        for path in [*written, out / (INDEX_NAME + ".part")]:
+            path.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
+    finally:
+        if own_store:
+            store.close()
+
+
+def _export_training(store: LabelStore, fields: list[str | Path] | None, out: Path, margin: int, preset: str,
+                     kinds: tuple[str, ...], log: Any, written: list[Path]) -> TrainingExport:
+    """:func:`export_training`'s work; every file it writes is appended to ``written``."""
     from astropy.table import Table
 
     from ..field import read_field
+    from ..pipeline.outputs import atomic_path
 
-    store = database if isinstance(database, LabelStore) else LabelStore(database)
-    log = log or (lambda line: None)
     if len(store) == 0:
         raise DeblendInputError(
             f"label database {store.path} holds no label: label blends in the Label panel first"
@@ -275,7 +303,6 @@ def export_training(
             raise DeblendInputError(
                 f"none of the field files recorded in {store.path} exists any more: give them with --fields"
             )
-    out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     counts = {"isolated": 0, "blend": 0}
@@ -343,6 +370,7 @@ def export_training(
                     background = run_detection(field_obj).background
                 drawn = accepted_component_images(field_obj, target, accepted, accepted_model(target, label),
                                                   stamp, background, label.model_version)
+            written.append(out / relative)
             _write_stamp(out / relative, stamp, header, meta, drawn)
             ra = dec = np.nan
             if field_obj.wcs is not None:
@@ -394,7 +422,8 @@ def export_training(
         "napari-deblend export-training: one row per FITS cut-out; positions 0-based (y, x); "
         "members and accepted_components in cut-out pixels, center in field pixels"
     ]
-    index.write(out / INDEX_NAME, format="ascii.ecsv", overwrite=True)
+    with atomic_path(out / INDEX_NAME) as tmp:
+        index.write(tmp, format="ascii.ecsv", overwrite=True)
     return TrainingExport(
         index=index, out_dir=out, n_isolated=counts["isolated"], n_blends=counts["blend"], skipped=skipped
     )

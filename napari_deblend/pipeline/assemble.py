@@ -25,10 +25,12 @@ from astropy.wcs import WCS
 
 from .. import __version__
 from ..field import read_field, write_field
+from ..header_text import header_text
 from ..parents import position_numbers
 from .catalog import build_catalog
 from .layout import FieldJob
 from .outputs import atomic_path, fits_card, write_image_extension, write_json
+from .prepare import read_options
 from .tiles import field_wcs
 
 
@@ -64,7 +66,7 @@ def assemble_field(
         if len(detections) else 0
 
     start = time.perf_counter()
-    field = read_field(job.path, preset=job.settings.survey)
+    field = read_field(job.path, **read_options(job))
     read_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -260,9 +262,9 @@ def _write_components_and_subtract(
     """
     primary = fits.PrimaryHDU()
     header = primary.header
-    header["FIELD"] = info["name"]
-    header["MODEL"] = model
-    header["MODELVER"] = version
+    header["FIELD"] = header_text(info["name"])  # a file name may hold any character
+    header["MODEL"] = header_text(model)
+    header["MODELVER"] = header_text(version)
     header["NBLENDS"] = (len(blend_keys), "stamps deblended: extensions BLEND, EXTVER")
     if wcs is not None:
         header.update(wcs.to_header(relax=True))

@@ -16,6 +16,8 @@ failing field never stops the others.  On Dask:
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -123,24 +125,90 @@ def make_backend(
         Both options, a malformed ``--dask-cluster``, an unreachable scheduler,
         or ``distributed`` not installed.
     """
-    if scheduler is not None and dask_cluster is not None:
-        raise DeblendInputError("--scheduler and --dask-cluster: expected one of them, not both")
+    check_backend_options(scheduler, dask_cluster, retries)
     if scheduler is None and dask_cluster is None:
         return LocalBackend()
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DeblendInputError("Dask distributed is not installed: `pip install distributed`") from None
+    from distributed import Client, LocalCluster
+
     if scheduler is not None:
         if isinstance(scheduler, Client):
             return DaskBackend(scheduler, retries=retries)
+        _check_reachable(str(scheduler))
         try:
             client = Client(str(scheduler), timeout="20s")
-        except OSError as exc:
-            raise DeblendInputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        except Exception as exc:  # OSError (timeout), ValueError (address), CommClosedError, ...
+            raise DeblendInputError(f"--scheduler {scheduler}: cannot connect ({type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:160]}): expected a running Dask scheduler") from None
         return DaskBackend(client, retries=retries, own_client=True)
-    kind, _, count = str(dask_cluster).partition(":")
-    if kind != "local" or not count.isdigit() or int(count) < 1:
-        raise DeblendInputError(f"--dask-cluster {dask_cluster!r}: expected local:N with N >= 1 workers")
-    cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None)
+    count = int(str(dask_cluster).partition(":")[2])
+    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
     return DaskBackend(Client(cluster), retries=retries, own_cluster=cluster, own_client=True)
+
+
+#: Address schemes of Dask's communication layer.
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+
+
+def max_local_workers() -> int:
+    """Most worker processes ``--dask-cluster local:N`` may start: four per CPU, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def check_backend_options(scheduler: Any = None, dask_cluster: str | None = None, retries: int = 2) -> None:
+    """Check ``--scheduler``, ``--dask-cluster`` and ``--retries`` without connecting or starting anything.
+
+    Raises
+    ------
+    DeblendInputError
+        Both options, a malformed address or ``local:N``, too many local workers, negative retries,
+        or ``distributed`` not installed.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise DeblendInputError(f"--retries {retries}: expected a whole number of retries >= 0")
+    if scheduler is not None and dask_cluster is not None:
+        raise DeblendInputError("--scheduler and --dask-cluster: expected one of them, not both")
+    if scheduler is None and dask_cluster is None:
+        return
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise DeblendInputError("Dask distributed is not installed: `pip install distributed`") from None
+    if dask_cluster is not None:
+        kind, _, count = str(dask_cluster).partition(":")
+        if kind != "local" or not count.isdigit() or not 1 <= int(count) <= max_local_workers():
+            raise DeblendInputError(f"--dask-cluster {dask_cluster!r}: expected local:N with N from 1 to "
+                                    f"{max_local_workers()} worker processes")
+    elif isinstance(scheduler, str):
+        _scheduler_host_port(scheduler)
+
+
+def _scheduler_host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a TCP-like scheduler address (None for other schemes); a sentence if it is malformed."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    expected = "expected an address like tcp://host:8786"
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in SCHEDULER_SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}")
+        if scheme in ("inproc", "ucx"):
+            return None
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise DeblendInputError(f"--scheduler {address!r}: {exc}: {expected}") from None
+    if not host or not 1 <= int(port) <= 65535:
+        raise DeblendInputError(f"--scheduler {address!r}: no host, or port {port} out of 1-65535: {expected}")
+    return host, int(port)
+
+
+def _check_reachable(address: str, timeout: float = 20.0) -> None:
+    """Refuse a scheduler address where nothing answers, before a Dask client is made (a failed one warns at exit)."""
+    where = _scheduler_host_port(address)
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except OSError as exc:
+        raise DeblendInputError(f"--scheduler {address}: nothing answers at {where[0]}:{where[1]} "
+                                f"({exc.strerror or exc}): expected a running Dask scheduler") from None

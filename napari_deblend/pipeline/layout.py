@@ -4,6 +4,7 @@ and where everything of a field lives in the output directory (:class:`FieldPath
 Output directory layout::
 
     DIR/run.json                    parameters of the run, versions, per-field status and errors
+    DIR/run.lock                    while a run writes here: its owner (process, host, start); see .lock
     DIR/<stem>/catalog.ecsv         detections (SExtractor columns) and neural components
     DIR/<stem>/components.fits      one extension per blend: its component stamps, origin and WCS
     DIR/<stem>/residual.fits        the field minus every neural component
@@ -51,6 +52,9 @@ class RunSettings:
     candidates : str
         Which detections the deblender sees besides sep's blends: ``"extended"`` (those larger
         than a point source), ``"all"`` or ``"blends"`` (none); see :mod:`napari_deblend.candidates`.
+    read : dict
+        How fields are read (:func:`~napari_deblend.read_field`): ``hdu``, ``bands``,
+        ``weight_type`` for every field, and ``weight`` / ``mask``: field path -> file.
     """
 
     model: str = "peeling"
@@ -62,6 +66,7 @@ class RunSettings:
     overlap: int = DEFAULT_OVERLAP
     keep_work: bool = False
     candidates: str = DEFAULT_CANDIDATES
+    read: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The parameters that make two runs' results comparable (what an output directory is checked against).

@@ -1,24 +1,48 @@
 """First step of a field: read it, subtract the background once for the whole field, and keep the result on disk.
 
 Tiles then detect on memory-mapped slices of the same background-subtracted
-pixels and against the same global background rms, so that a tile finds
-exactly what a detection on the whole field finds there, whatever the tiling.
-The memory needed is that of the field itself (``4 C H W`` bytes plus the
-mask): the background is subtracted in place, never held as a second image.
+pixels and against the same global background rms (or, with a noise plane,
+the same per-pixel variance), so that a tile finds exactly what a detection
+on the whole field finds there, whatever the tiling. The memory needed is
+that of the field itself (``4 C H W`` bytes plus the mask, and as much again
+for a variance): the background is subtracted in place, never held as a
+second image.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..catalog_photometry import calibration_meta
 from ..deblending import field_noise
 from ..detection import _background, _check_field, get_detection_preset
 from ..field import read_field
-from .layout import FieldJob
+from ..psf import field_psf_fwhm
+from .layout import FieldJob, FieldPaths
 from .outputs import atomic_path, read_json, write_json
+
+
+def read_options(job: FieldJob) -> dict[str, Any]:
+    """Keyword arguments of :func:`~napari_deblend.read_field` for a job's field (its preset, HDU, planes)."""
+    read = dict(job.settings.read or {})
+    options: dict[str, Any] = {"preset": job.settings.survey}
+    for key in ("hdu", "bands", "weight_type"):
+        if read.get(key) is not None:
+            options[key] = read[key]
+    for key in ("weight", "mask"):
+        per_field = read.get(key) or {}
+        if job.path in per_field:
+            options[key] = per_field[job.path]
+    return options
+
+
+def variance_path(paths: FieldPaths) -> Path:
+    """The per-pixel variance ``(C, H, W)`` float32 ``.npy`` of a field with a noise plane."""
+    return paths.work / "variance.npy"
 
 
 def prepare_field(job: FieldJob) -> dict[str, Any]:
@@ -32,9 +56,11 @@ def prepare_field(job: FieldJob) -> dict[str, Any]:
     Returns
     -------
     dict
-        The field's description (``shape``, ``band_names``, calibration,
-        background ``rms`` per band, ``deblend_noise``, ``wcs`` header text,
-        ``timings``), also written to ``work/field.json``.
+        The field's description (``shape``, ``band_names``, calibration:
+        ``mag_zero_point`` (one image unit) and the per-second ``zero_point``
+        with ``exposure``; background ``rms`` per band, ``deblend_noise``,
+        ``has_variance``, ``wcs`` header text, ``timings``), also written to
+        ``work/field.json``.
 
     Raises
     ------
@@ -49,8 +75,9 @@ def prepare_field(job: FieldJob) -> dict[str, Any]:
     settings = job.settings
     params = get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     start = time.perf_counter()
-    field = read_field(job.path, preset=settings.survey)
+    field = read_field(job.path, **read_options(job))
     _check_field(field)
+    psf_fwhm, psf_source = field_psf_fwhm(field)  # before the background is subtracted in place
     read_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -65,7 +92,10 @@ def prepare_field(job: FieldJob) -> dict[str, Any]:
 
     start = time.perf_counter()
     paths.parts.mkdir(parents=True, exist_ok=True)
-    for path, array in ((paths.subtracted, field.data), (paths.mask, mask)):
+    arrays = [(paths.subtracted, field.data), (paths.mask, mask)]
+    if field.variance is not None:
+        arrays.append((variance_path(paths), field.variance))
+    for path, array in arrays:
         with atomic_path(path) as tmp, open(tmp, "wb") as stream:
             np.save(stream, array)
     wcs_header = None
@@ -77,13 +107,15 @@ def prepare_field(job: FieldJob) -> dict[str, Any]:
         "shape": list(field.shape),
         "band_names": list(field.band_names),
         "survey": field.preset.name,
-        "zero_point": float(field.zero_point),
-        "exposure": float(field.exposure),
+        **calibration_meta(field.zero_point, field.exposure, field.zero_point_source),
         "gain": float(field.gain),
         "pixel_scale": float(field.pixel_scale),
+        "psf_fwhm": psf_fwhm,
+        "psf_source": psf_source,
         "noise": [float(v) for v in field.noise],
         "rms": rms,
         "deblend_noise": field_noise(field, field.preset.background_sigma),
+        "has_variance": field.variance is not None,
         "masked_pixels": int(mask.sum()),
         "wcs": wcs_header,
         "detection": params.describe(),

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..checks import check_output_folder
 from ..errors import DeblendInputError
 from .assemble import assemble_field, versions
-from .dask_backend import make_backend
+from .dask_backend import check_backend_options, make_backend
 from .layout import FieldJob, RunSettings, field_stem
+from .lock import RunFolderLock
 from .outputs import read_json, write_json
 from .prepare import prepare_field
 from .progress import RunProgress
@@ -133,28 +135,33 @@ def run_fields(
     start = time.perf_counter()
     settings = settings or RunSettings()
     out_dir = Path(out_dir)
+    # every option is checked before anything is read, connected, started or written
     jobs = _jobs(paths, out_dir, settings)
-    _check_settings(settings)
-    _claim_out_dir(out_dir, settings, jobs, overwrite)
+    _check_settings(settings, local=scheduler is None and dask_cluster is None)
+    check_backend_options(scheduler, dask_cluster, retries)
+    check_output_folder(out_dir, "--out")
+    backend = make_backend(scheduler, dask_cluster, retries=retries)
     reporter = progress if isinstance(progress, RunProgress) else RunProgress(enabled=progress is not False)
     reports = {job.path: FieldReport(job.path, job.out_dir) for job in jobs}
-    backend = make_backend(scheduler, dask_cluster, retries=retries)
     try:
-        workers = backend.workers
-        pending = []
-        for job in jobs:
-            record = read_json(job.paths.run_json)
-            if record is not None and record.get("status") == "done":
-                reports[job.path].status, reports[job.path].record = "already done", record
-                reporter.log(f"{job.name}: already done")
-            else:
-                pending.append(job)
-        _run_pending(backend, pending, reports, reporter)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with RunFolderLock(out_dir):
+            _claim_out_dir(out_dir, settings, jobs, overwrite)
+            workers = backend.workers
+            pending = []
+            for job in jobs:
+                record = read_json(job.paths.run_json)
+                if record is not None and record.get("status") == "done":
+                    reports[job.path].status, reports[job.path].record = "already done", record
+                    reporter.log(f"{job.name}: already done")
+                else:
+                    pending.append(job)
+            _run_pending(backend, pending, reports, reporter)
+            summary = RunSummary(out_dir, list(reports.values()), time.perf_counter() - start, backend.name, workers)
+            _write_run_record(out_dir, settings, summary)
     finally:
         reporter.close()
         backend.close()
-    summary = RunSummary(out_dir, list(reports.values()), time.perf_counter() - start, backend.name, workers)
-    _write_run_record(out_dir, settings, summary)
     return summary
 
 
@@ -176,16 +183,23 @@ def _jobs(paths: Sequence[str | Path], out_dir: Path, settings: RunSettings) -> 
     return jobs
 
 
-def _check_settings(settings: RunSettings) -> None:
+def _check_settings(settings: RunSettings, local: bool = True) -> None:
+    """Detection parameters, model, device and tiling; the device is looked for here only for a local run."""
     from ..candidates import check_mode
-    from ..deblenders.base import available_deblenders
+    from ..deblenders.base import available_deblenders, check_device_name, resolve_device
     from ..detection import get_detection_preset
+    from ..presets import get_preset
 
     check_mode(settings.candidates)
     get_detection_preset(settings.detection_preset, **settings.detection_overrides)
+    get_preset(settings.survey)
     known = available_deblenders()
     if settings.model not in known:
         raise DeblendInputError(f"unknown model {settings.model!r}: expected one of {', '.join(known)}")
+    if local:
+        resolve_device(settings.device)  # workers of a Dask cluster may have devices this machine lacks
+    else:
+        check_device_name(settings.device)
     plan_tiles((1, 1), settings.tile_size, settings.overlap)  # validates the tiling options
 
 
@@ -212,7 +226,6 @@ def _claim_out_dir(out_dir: Path, settings: RunSettings, jobs: list[FieldJob], o
         for job in jobs:
             if job.out_dir.exists():
                 shutil.rmtree(job.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fields = dict((previous or {}).get("fields", {})) if not overwrite else {}
     write_json(
         {"status": "running", "parameters": settings.identity(), "device": settings.device,

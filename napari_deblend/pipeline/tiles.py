@@ -40,7 +40,7 @@ from astropy.table import Table, vstack
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
-from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes
+from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes, stamp_noise, stamp_variances
 from ..candidates import find_candidates, psf_fwhm_pixels
 from ..deblenders.base import Deblender, DeblendResult, get_deblender
 from ..deblending import DEFAULT_STAMP, stamp_side
@@ -48,7 +48,8 @@ from ..detection import (
     KRON_INTEGRATION_RADIUS,
     DetectionPreset,
     _build_catalog,
-    _coadd,
+    calibration_meta,
+    detection_image,
     extract_with_preset,
     get_detection_preset,
 )
@@ -57,8 +58,10 @@ from ..field import Field
 from ..measurements import measure
 from ..parents import group_children
 from ..presets import get_preset
+from ..regrid import GridMatch, deblend_on_grid, grid_match, trained_preset, warn_if_broader
 from .layout import FieldJob
 from .outputs import atomic_path
+from .prepare import variance_path
 from .tiling import Tile, reaches_outer_edge
 
 #: Stages whose seconds a tile records.
@@ -138,19 +141,22 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
     deblender = get_deblender(settings.model, device=settings.device, preset=info["survey"])
     subtracted = np.load(job.paths.subtracted, mmap_mode="r")
     mask = np.load(job.paths.mask, mmap_mode="r")
+    variance = np.load(variance_path(job.paths), mmap_mode="r") if info.get("has_variance") else None
     timings = {"detect": 0.0, "deblend": 0.0, "measure": 0.0, "write": 0.0}
 
     params = get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     start = time.perf_counter()
-    found = detect_tile(subtracted, mask, tile, info, params, deblender, settings.candidates)
+    found = detect_tile(subtracted, mask, tile, info, params, deblender, variance=variance,
+                        candidates=settings.candidates)
     while reaches_outer_edge(found.tile, found.boxes) and not found.tile.covers_field:
         # something the tile owns is wider than the halo: detect again on a larger box
         wider = found.tile.grown(max(2 * found.tile.halo, MIN_GROWTH))
-        found = detect_tile(subtracted, mask, wider, info, params, deblender, settings.candidates)
+        found = detect_tile(subtracted, mask, wider, info, params, deblender, variance=variance,
+                            candidates=settings.candidates)
     timings["detect"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    results = deblend_stamps(deblender, found.stamps, info["deblend_noise"])
+    results = deblend_stamps(deblender, found.stamps, info["deblend_noise"], tile_grid_match(deblender, info))
     timings["deblend"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -184,6 +190,7 @@ def detect_tile(
     info: dict[str, Any],
     params: DetectionPreset,
     deblender: Deblender,
+    variance: np.ndarray | None = None,
     candidates: str = "extended",
 ) -> TileDetection:
     """Detect on a tile's outer box against the field's background rms and find what it owns.
@@ -202,6 +209,8 @@ def detect_tile(
         Detection parameters.
     deblender : Deblender
         The deblender (its ``stamp_size`` sets the stamps cut).
+    variance : numpy.ndarray, optional
+        ``(C, H, W)`` per-pixel variance of the field (memory-mapped), when it has a noise plane.
     candidates : str
         Which single detections are offered besides sep's blends (see :mod:`napari_deblend.candidates`).
 
@@ -214,9 +223,11 @@ def detect_tile(
     pixels = np.array(subtracted[:, ymin:ymax, xmin:xmax], dtype=np.float32, order="C", copy=True)
     bad = np.array(mask[ymin:ymax, xmin:xmax], dtype=bool, order="C", copy=True)
     rms = np.asarray(info["rms"], float)
-    detection_image, detection_rms = _coadd(pixels, rms)
+    var = None if variance is None else np.array(variance[:, ymin:ymax, xmin:xmax], dtype=np.float32, order="C")
+    detected, detection_rms, detection_error = detection_image(pixels, rms, var, bad)
     try:
-        objects, segmentation = extract_with_preset(detection_image, detection_rms, params, mask=bad)
+        err = detection_rms if detection_error is None else detection_error
+        objects, segmentation = extract_with_preset(detected, err, params, mask=bad)
     except Exception as exc:  # sep raises bare Exceptions with C-level messages
         raise DetectionError(f"{info['name']} tile {tile.index}: source extraction failed ({exc})") from None
     tile_field = Field(
@@ -224,19 +235,20 @@ def detect_tile(
         mask=bad,
         band_names=list(info["band_names"]),
         preset=get_preset(info["survey"]),
-        zero_point=info["zero_point"],
+        zero_point=info["mag_zero_point"],
         exposure=info["exposure"],
         gain=info["gain"],
         noise=np.asarray(info["noise"]),
     )
-    catalog = _build_catalog(objects, segmentation, tile_field, pixels, detection_image, bad, rms)
-    catalog.meta.update({"zero_point": info["zero_point"], "exposure": info["exposure"]})
+    catalog = _build_catalog(objects, segmentation, tile_field, pixels, detected, bad, rms,
+                             detection_error=detection_error, variance=var)
+    catalog.meta.update(calibration_meta(info["mag_zero_point"], info["exposure"]))
     blends = find_blends(catalog, segmentation)
     singles = find_candidates(
         catalog, blends, candidates, detection_rms=detection_rms, detection=params, shape=segmentation.shape,
         fwhm_pixels=psf_fwhm_pixels(tile_field.preset, info.get("pixel_scale")),
     )  # fmt: skip
-    return _owned(tile, catalog, segmentation, blends, singles, subtracted, mask, deblender)
+    return _owned(tile, catalog, segmentation, blends, singles, subtracted, mask, deblender, variance)
 
 
 def _owned(
@@ -248,6 +260,7 @@ def _owned(
     subtracted: np.ndarray,
     mask: np.ndarray,
     deblender: Deblender,
+    variance: np.ndarray | None = None,
 ) -> TileDetection:
     oy, ox = tile.origin
     y = np.asarray(catalog["y"], float)
@@ -289,7 +302,7 @@ def _owned(
             bbox=(blend.bbox[0] + oy, blend.bbox[1] + oy, blend.bbox[2] + ox, blend.bbox[3] + ox),
             positions=blend.positions + np.array([oy, ox], float),
         )
-        stamp = cut_stamp(subtracted, in_field, size=side, mask=mask)
+        stamp = cut_stamp(subtracted, in_field, size=side, mask=mask, variance=variance)
         stamps.append(stamp)
         groups.append(in_field)
         sy, sx = stamp.origin
@@ -298,8 +311,23 @@ def _owned(
     return TileDetection(tile, catalog, segmentation, rows, groups, stamps, np.concatenate(boxes).reshape(-1, 4))
 
 
-def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float) -> list[DeblendResult]:
+def tile_grid_match(deblender: Deblender, info: dict[str, Any]) -> GridMatch | None:
+    """How the field's stamps are resampled for a learned deblender trained on another grid (None: not at all)."""
+    trained = trained_preset(deblender)
+    if trained is None or info.get("psf_fwhm") is None:
+        return None
+    match = grid_match(trained, info["pixel_scale"], info["psf_fwhm"], info["mag_zero_point"])
+    if match.identity:
+        return None
+    warn_if_broader(match, deblender.name, info["name"])
+    return match
+
+
+def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float,
+                   match: GridMatch | None = None) -> list[DeblendResult]:
     """Deblend stamps in batches of equal size (one ``deblend_batch`` call per stamp side).
+
+    With ``match``, the stamps are deblended on the model's grid (:func:`~napari_deblend.regrid.deblend_on_grid`).
 
     Returns
     -------
@@ -313,10 +341,16 @@ def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float) -> l
         batch = np.stack([np.where(stamps[i].mask, 0.0, stamps[i].data).astype(np.float32) for i in chosen])
         # as deblend() does: catalogue positions only for deblenders that need them, the others find the sources
         positions = [stamps[i].positions for i in chosen] if deblender.needs_positions else None
-        out = deblender.deblend_batch(batch, positions=positions, noise=noise)
+        sigmas = [stamp_noise(stamps[i], noise) for i in chosen]  # local noise where the field has a noise plane
+        if match is not None:
+            out = deblend_on_grid(deblender, batch, match, positions, np.asarray(sigmas))
+        else:
+            out = deblender.deblend_batch(batch, positions=positions, noise=np.asarray(sigmas),
+                                          **stamp_variances(deblender, [stamps[i] for i in chosen]))
         for i, result in zip(chosen, out):
             result.origin = stamps[i].origin
             result.blend_id = stamps[i].blend_id
+            result.info["stamp_mask"] = stamps[i].mask
             results[i] = result
     return [r for r in results if r is not None]
 
@@ -366,9 +400,9 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "blend_id", "parent_id", "ra", "dec")  # fmt: skip
-    dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", np.int32, np.int32,
-              float, float)  # fmt: skip
+             "masked_frac", "blend_id", "parent_id", "ra", "dec")  # fmt: skip
+    dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", float, np.int32,
+              np.int32, float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
 
 
@@ -435,7 +469,7 @@ def read_tile_summary(path) -> dict[str, Any]:
         "model_version": str(header["MODELVER"]),
         "device": str(header["DEVICE"]),
         "timings": {
-            name: float(header.get(f"T{name.upper()}", 0.0)) for name in ("detect", "deblend", "measure")
+            name: float(header.get(f"T{name.upper()}", 0.0)) for name in TIMED_STAGES  # as write_tile names them
         }
         | {"write": 0.0},
         "resumed": True,

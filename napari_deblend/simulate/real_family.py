@@ -39,10 +39,6 @@ class RealPoolSource:
     preset: str
     split: str
 
-    def file(self) -> Path:
-        """The split's ``.npz`` file."""
-        return Path(self.path) / self.preset / f"{self.split}.npz"
-
 
 @dataclass
 class RealPool:
@@ -110,21 +106,13 @@ def resolve_pool(real_pool: str | Path | RealPoolSource | RealPool | None, prese
 @lru_cache(maxsize=8)
 def load_pool(source: RealPoolSource) -> RealPool:
     """Read a pool split (cached per process)."""
-    path = source.file()
-    if not path.exists():
-        raise DeblendInputError(f"real-galaxy pool {path} does not exist: build it with "
-                                f"`napari-deblend real-pool build --preset {source.preset} --out {source.path}`")
-    try:
-        with np.load(path) as data:
-            images = np.asarray(data["images"], np.float32)
-            noise = np.asarray(data["noise"], np.float64)
-            hlr = np.asarray(data["hlr"], np.float64)
-            galaxy_id = np.asarray(data["galaxy_id"], np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DeblendInputError(f"real-galaxy pool {path} is not a pool split (images, noise, hlr, galaxy_id): "
-                                f"{exc}") from None
-    if images.ndim != 3 or not len(images) or not (len(noise) == len(hlr) == len(galaxy_id) == len(images)):
-        raise DeblendInputError(f"real-galaxy pool {path} holds no galaxies or arrays of different lengths")
+    from ..realpool.pool import load_real_pool
+
+    pool = load_real_pool(source.path, source.split, source.preset)
+    if not len(pool):
+        raise DeblendInputError(f"real-galaxy pool {pool.path} holds no galaxies")
+    images, noise = pool.images, pool.noise.astype(np.float64)
+    hlr, galaxy_id = pool.hlr.astype(np.float64), pool.galaxy_id
     return RealPool(images, noise, hlr, galaxy_id, source)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..deblenders.checkpoints import load_training_checkpoint
 from .peeling import EMA, cosine_lr
 
 
@@ -72,7 +73,7 @@ def run_phase(phase: Phase, out: Path, log: Callable[[str], None] = print,
     checkpoint_path = out / f"{phase.name}_checkpoint.pt"
     elapsed_before, step = 0.0, 0
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_training_checkpoint(checkpoint_path, {"live", "opt", "ema", "elapsed", "step"})
         net.load_state_dict(state["live"])
         opt.load_state_dict(state["opt"])
         ema.shadow = state["ema"]

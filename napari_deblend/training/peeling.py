@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..deblenders.checkpoints import load_training_checkpoint
 from ..deblenders.nets import RDN, GalaxyCounter, normalise
 from ..errors import DeblendInputError
 from ..presets import get_preset
@@ -41,6 +42,8 @@ TRAIN_SEED_BASE = 1_000  # the evaluation set uses training.evaluate.EVAL_SEED, 
 VALIDATION_SEED = 999_999
 AMBIGUOUS_RATIO = 0.7  # flux ratio (fainter / brighter) above which the brightest is ambiguous
 MAX_GALAXIES = 3
+#: What a resumable peeling checkpoint (OUT/checkpoint.pt) holds.
+PEELING_RESUME_KEYS = {"rdn", "rdn_live", "rdn_config", "counter", "opt_rdn", "opt_counter", "elapsed", "step"}
 
 
 @dataclass
@@ -64,6 +67,9 @@ class PeelingTrainConfig(TrainConfig):
     blocks: int | None = None
     image_loss: str = "l1"  # "l1" or "noise-rms" (see image_loss)
     texture_leftover: float = 0.0  # up to this share of a peeled galaxy's fine structure is left behind (BatchMaker)
+    # weight of the counter's loss on the RDN's own residuals (the network's output held fixed) in the joint phase:
+    # what the counter sees at inference after each peel (0: only the joint_lambda term, through the RDN too)
+    counter_residual_weight: float = 0.0
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -411,7 +417,7 @@ def rdn_blocks(config: PeelingTrainConfig, out_dir: Path, resume: bool) -> int:
         return int(config.blocks)
     checkpoint = out_dir / "checkpoint.pt"
     if resume and checkpoint.exists():
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["rdn_config"].get("n_blocks", 6))
+        return int(load_training_checkpoint(checkpoint, PEELING_RESUME_KEYS)["rdn_config"].get("n_blocks", 6))
     if config.init:
         from ..deblenders.peeling import load_checkpoint
 
@@ -476,7 +482,7 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
     elapsed_before, step = 0.0, 0
     checkpoint_path = out / "checkpoint.pt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_training_checkpoint(checkpoint_path, PEELING_RESUME_KEYS)
         rdn.load_state_dict(state["rdn_live"])
         counter.load_state_dict(state["counter"])
         opt_rdn.load_state_dict(state["opt_rdn"])
@@ -545,6 +551,9 @@ def train_peeling(config: PeelingTrainConfig, out_dir: str | Path, resume: bool 
             loss_count = F.cross_entropy(counter(res_inp), batch["count"][has] - 1)
             loss_direct = F.cross_entropy(counter(inp), batch["count"])
             loss = loss_rdn + config.joint_lambda * loss_count + loss_direct
+            if config.counter_residual_weight:
+                held, _ = normalise(batch["x"][has] - pred.detach() * scale[has], batch["sigma"][has])
+                loss = loss + config.counter_residual_weight * F.cross_entropy(counter(held), batch["count"][has] - 1)
             opt_rdn.zero_grad()
             opt_counter.zero_grad()
             loss.backward()

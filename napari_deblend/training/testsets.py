@@ -36,6 +36,9 @@ REALISTIC_EVAL_SEED = 2_000_001_009
 REALISTIC_REAL_WEIGHT = 0.4
 TEST_SETS = ("parametric", "realistic")
 """The evaluation's test sets."""
+VALIDATION_SEEDS = {"parametric-validation": 424_242, "realistic-validation": 434_343}
+"""Validation sets, to choose models and settings on (never on a test set): the same two kinds of
+galaxies with seeds of their own and, for the realistic one, the pool's ``validation`` split."""
 
 # ---- the test set ---------------------------------------------------------------------------------
 
@@ -261,7 +264,9 @@ def _load_test_set(path: Path, n: int | None = None) -> TestSet:
 
 
 def default_seed(test_set: str) -> int:
-    """The seed reserved for a test set."""
+    """The seed reserved for a test (or validation) set."""
+    if test_set in VALIDATION_SEEDS:
+        return VALIDATION_SEEDS[test_set]
     return EVAL_SEED if test_set == "parametric" else REALISTIC_EVAL_SEED
 
 
@@ -273,12 +278,14 @@ def test_set_mix(test_set: str, real_pool: str | Path | None = None) -> tuple[di
     """
     from .data_mix import DataMix
 
-    if test_set == "parametric":
+    if test_set in ("parametric", "parametric-validation"):
         return {"morphology": "parametric"}, ""
-    if test_set != "realistic":
-        raise DeblendInputError(f"test set {test_set!r} is unknown: expected one of {', '.join(TEST_SETS)}")
+    if test_set not in ("realistic", "realistic-validation"):
+        raise DeblendInputError(f"test set {test_set!r} is unknown: expected one of "
+                                f"{', '.join((*TEST_SETS, *VALIDATION_SEEDS))}")
     mix = DataMix("realistic", str(real_pool) if real_pool else None, REALISTIC_REAL_WEIGHT)
-    return mix.simulate_kwargs("test"), mix.tag()
+    split = "test" if test_set == "realistic" else "validation"
+    return mix.simulate_kwargs(split), mix.tag() + ("" if split == "test" else "_validation")
 
 
 def check_n_blends(n: int, blends: Any) -> list[int]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..deblenders.checkpoints import load_training_checkpoint
 from ..deblenders.nets import normalise
 from ..deblenders.unet_nets import UNet, source_hints
 from ..errors import DeblendInputError
@@ -241,7 +242,7 @@ def train_unet(config: UNetTrainConfig, out_dir: str | Path, resume: bool = Fals
     elapsed_before, step = 0.0, 0
     checkpoint_path = out / "checkpoint.pt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_training_checkpoint(checkpoint_path, {"unet_live", "opt", "unet", "elapsed", "step"})
         net.load_state_dict(state["unet_live"])
         opt.load_state_dict(state["opt"])
         ema.shadow = {k: v.to(device) for k, v in state["unet"].items()}
