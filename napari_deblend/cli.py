@@ -24,7 +24,8 @@ from .errors import DeblendInputError, Terminated
 
 #: Commands whose warnings are shown as they come (an interactive viewer), not gathered into one-line reports.
 STREAMED_WARNINGS = {"demo"}
-COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "export_training", "labels", "real_pool"]
+COMMAND_MODULES = ["demo", "detect", "run", "simulate", "train", "evaluate", "evaluate_field", "export_training",
+                   "labels", "real_pool"]
 
 
 def build_parser() -> argparse.ArgumentParser:

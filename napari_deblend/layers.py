@@ -7,6 +7,7 @@ import pandas as pd
 
 from .blends import Blend, kron_axes
 from .detection import DetectionResult
+from .parents import position_numbers
 
 #: Shapes layers slow down past a few thousand shapes; draw at most this many ellipses.
 MAX_ELLIPSES = 2000
@@ -26,9 +27,16 @@ def ellipse_corners(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, 
 
 
 def detections_features(result: DetectionResult) -> pd.DataFrame:
-    """Per-detection features shown on hover: id, blend, flux, magnitude, shape, flags."""
+    """Per-detection features shown on hover: id, catalogue number, blend, flux, magnitude, shape, flags.
+
+    ``id`` is sep's label (the segmentation map's value); ``number`` the
+    detection's ``NUMBER`` in a headless run's catalogue (rank by position,
+    :func:`~napari_deblend.parents.position_numbers`), which components name as ``parent``.
+    """
     cat = result.catalog
     frame = {col: np.asarray(cat[col]) for col in HOVER_COLUMNS if col in cat.colnames}
+    if len(cat):
+        frame["number"] = position_numbers(cat["y"], cat["x"])
     if "theta" in frame:
         frame["theta"] = np.degrees(frame["theta"]).round(1)
     for col in ("flux_auto", "a", "b"):
@@ -236,6 +244,8 @@ def deblend_result_layers(result, model: str, noise: float | None = None) -> lis
             {
                 "name": result_layer_name(blend_id, model, "positions"),
                 "features": pd.DataFrame({"component": np.arange(1, len(positions) + 1),
+                                          "id": _per_component(result, "ids"),
+                                          "parent": _per_component(result, "parents"),
                                           "flux": np.round(result.fluxes.sum(axis=1), 1)}),
                 "text": {"string": "{component}", "color": "white", "size": 9, "translation": [-3, 3]},
                 "symbol": "x",
@@ -247,6 +257,13 @@ def deblend_result_layers(result, model: str, noise: float | None = None) -> lis
         )
     )
     return layers
+
+
+def _per_component(result, key: str) -> np.ndarray:
+    """``result.info[key]`` (catalogue ids, parents; see :mod:`napari_deblend.parents`), zeros when absent."""
+    values = result.info.get(key)
+    k = result.n_components
+    return np.asarray(values, np.int64) if values is not None and len(values) == k else np.zeros(k, np.int64)
 
 
 def _has_colormap(name: str) -> bool:

@@ -6,6 +6,11 @@ into a noiseless *model image*, the *residual* inside the deblended stamps and
 NaN elsewhere, and a *mask map* whose labels number the components), so a
 viewer shows any number of results with four layers, and a script can write
 the model image or residual of a whole field to FITS.
+
+A result that carries its components' catalogue ids (``info["ids"]``, see
+:mod:`napari_deblend.parents`) is painted with them as mask labels, and its
+positions carry ``id`` and ``parent``: the same numbers as a headless run's
+``catalog.ecsv`` (``ID``, ``PARENT``) and ``components.fits`` (``IDk``, ``PARENTk``).
 """
 
 from __future__ import annotations
@@ -97,14 +102,21 @@ class ResultMosaic:
         target = self.masks[outer]
         rows = []
         fluxes = np.asarray(result.fluxes, float).sum(axis=1) if len(components) else np.zeros(0)
+        ids = result.info.get("ids")
+        parents = result.info.get("parents")
+        known = ids is not None and len(ids) == len(components)
         for k, mask in enumerate(np.asarray(result.masks, bool)):
-            label = self._next_label
-            self._next_label += 1
+            if known:
+                label = int(ids[k])
+            else:
+                label = self._next_label
+                self._next_label += 1
             target[mask[inner] & (target == 0)] = label
             painted.labels.append(label)
             y, x = np.asarray(result.positions[k], float) + (y0, x0)
-            rows.append({"blend": blend_id, "component": k + 1, "label": label, "y": y, "x": x,
-                         "flux": float(fluxes[k]), "quality": str(result.quality)})
+            parent = int(parents[k]) if parents is not None and len(parents) == len(components) else 0
+            rows.append({"blend": blend_id, "component": k + 1, "label": label, "id": label if known else 0, "parent": parent,
+                         "y": y, "x": x, "flux": float(fluxes[k]), "quality": str(result.quality)})
         self.painted[blend_id] = painted
         self._rows[blend_id] = rows
         self._results[blend_id] = (result, inner, outer)
@@ -135,5 +147,6 @@ class ResultMosaic:
         """``(M, 2)`` field positions ``(y, x)`` of every painted component and their features."""
         rows = [row for blend_rows in self._rows.values() for row in blend_rows]
         data = np.array([[r["y"], r["x"]] for r in rows], float).reshape(-1, 2)
-        features = {key: np.array([r[key] for r in rows]) for key in ("blend", "component", "label", "flux", "quality")}
+        features = {key: np.array([r[key] for r in rows])
+                    for key in ("blend", "component", "id", "parent", "label", "flux", "quality")}  # fmt: skip
         return data, features

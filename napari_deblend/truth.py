@@ -36,13 +36,15 @@ def truth_catalog_path(fits_path: str | Path | None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def read_truth_catalog(path: str | Path) -> Any:
+def read_truth_catalog(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> Any:
     """Read a truth catalogue (ECSV or any table format astropy reads) and check its columns.
 
     Parameters
     ----------
     path : str or Path
         The catalogue.
+    required : tuple of str
+        Columns it must have (default: those that redraw its galaxies).
 
     Returns
     -------
@@ -62,7 +64,7 @@ def read_truth_catalog(path: str | Path) -> Any:
         table = Table.read(path, format="ascii.ecsv") if path.suffix.lower() == ".ecsv" else Table.read(path)
     except Exception as exc:
         raise DeblendInputError(f"cannot read truth catalogue {path}: {type(exc).__name__}: {exc}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.colnames]
+    missing = [c for c in required if c not in table.colnames]
     if missing:
         raise DeblendInputError(
             f"truth catalogue {path} lacks the columns {', '.join(missing)}: expected a catalogue written by "

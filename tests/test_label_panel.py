@@ -77,7 +77,9 @@ def test_label_through_the_panel_and_reopen(make_napari_viewer, qtbot, tmp_path)
     assert np.all(shapes.edge_color[ids != first][:, 0] == 1.0)  # orange
     # the browser shows the label and can hide labelled blends
     rows = {int(browser.table.item(r, 0).value): r for r in range(browser.table.rowCount())}
-    assert browser.table.item(rows[first], 7).text() == "bad"
+    from napari_deblend._widgets.blend_browser import LABEL_COLUMN
+
+    assert browser.table.item(rows[first], LABEL_COLUMN).text() == "bad"
     browser.unlabelled_only.setChecked(True)
     assert browser.table.isRowHidden(rows[first])
     assert not any(browser.table.isRowHidden(r) for b, r in rows.items() if b != first)
@@ -115,6 +117,10 @@ def test_label_through_the_panel_and_reopen(make_napari_viewer, qtbot, tmp_path)
     assert "labelled isolated galaxies" in [layer.name for layer in viewer.layers]
     _press(viewer, qtbot, "i")
     assert panel.target[1] != galaxy
+    # a single detection offered to the deblender, selected in the browser, is labelled as the isolated galaxy
+    single = session.singles[0]
+    session.select(single.id)
+    assert panel.target == ("isolated", int(single.members[0]))
 
     # a second viewer on the same database sees every label
     viewer2, browser2, panel2 = _open(make_napari_viewer, qtbot, path, database)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from astropy.wcs import WCS
 
 from napari_deblend.cli import main
 from napari_deblend.field import write_field
@@ -150,6 +151,9 @@ def test_run_command_outputs_missing_and_bad_files_resume_and_refusal(tmp_path, 
                 : model[ys, xs].shape[0], : model[ys, xs].shape[1]
             ]
             assert hdu.header["CTYPE1"] == "RA---TAN" and hdu.header["CRPIX1"] != hdul[0].header["CRPIX1"]
+            # the stamp's WCS is the field's, moved to the stamp's origin
+            np.testing.assert_allclose(WCS(hdu.header).celestial.pixel_to_world_values(3.0, 5.0),
+                                       WCS(hdul[0].header).pixel_to_world_values(x0 + 3.0, y0 + 5.0), atol=1e-10)
     np.testing.assert_allclose(residual, original - model, rtol=1e-5, atol=1.0)
 
     record = json.loads((field_dir / "run.json").read_text())

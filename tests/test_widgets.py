@@ -60,8 +60,16 @@ def test_open_detect_and_browse_blends(make_napari_viewer, qtbot, fits_field):
     assert len(shapes.data) == sum(b.n_members for b in blends)
     assert "2 blends" in widget.status.text() or f"{len(blends)} blends" in widget.status.text()
 
-    # the browser lists the blends; selecting a row zooms to that blend
-    assert browser.table.rowCount() == len(blends) >= 2
+    # the browser lists the blends and the single detections offered; its filter shows sep's blends alone
+    singles = browser.session.singles
+    assert browser.table.rowCount() == len(blends) + len(singles) and len(blends) >= 2 and singles
+    assert [b.id for b in singles] == list(range(len(blends) + 1, len(blends) + len(singles) + 1))
+    browser.filter_combo.setCurrentText("sep blends")
+    assert browser.shown_ids() == [b.id for b in blends]
+    browser.filter_combo.setCurrentText("single detections")
+    assert sorted(browser.shown_ids()) == [b.id for b in singles]
+    assert browser.session.browse_order == browser.shown_ids()  # n / p step through the rows shown
+    browser.filter_combo.setCurrentText("all")
     browser.table.selectRow(1)
     selected = browser.session.selected_blend
     blend = browser.session.blend(selected)
@@ -86,8 +94,11 @@ def test_sorting_the_table_by_magnitude(make_napari_viewer, qtbot, fits_field):
     viewer.open(str(fits_field), plugin="napari-deblend")
     browser = BlendBrowserWidget(viewer)
     _detect(viewer, qtbot)
-    browser.table.sortItems(2)
-    mags = [browser.table.item(r, 2).value for r in range(browser.table.rowCount())]
+    from napari_deblend._widgets.blend_browser import COLUMNS
+
+    column = COLUMNS.index("mag")
+    browser.table.sortItems(column)
+    mags = [browser.table.item(r, column).value for r in range(browser.table.rowCount())]
     assert mags == sorted(mags)
 
 

@@ -1,4 +1,12 @@
-"""Per-viewer state shared by the dock widgets: the field, its detections, its blends, the selection."""
+"""Per-viewer state shared by the dock widgets: the field, its detections, its blends, the selection.
+
+The *groups* a user can deblend are sep's blends (``blends``) and the single
+detections offered to the deblender (``singles``, numbered after the blends;
+which ones: ``candidate_mode``, see :mod:`napari_deblend.candidates`). A result
+keeps the group's own components, each with its parent detection and its
+catalogue id (:meth:`DeblendSession.own_children`, :mod:`napari_deblend.parents`),
+the same ids as a headless run's catalogue.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,10 @@ import numpy as np
 from psygnal import Signal
 
 from ..blends import Blend
+from ..candidates import DEFAULT_CANDIDATES, check_mode, find_candidates, psf_fwhm_pixels
 from ..detection import DetectionResult
 from ..field import Field
+from ..parents import child_ids, child_index, group_children, id_stride, position_numbers
 
 
 @dataclass
@@ -37,16 +47,23 @@ class DeblendSession:
         A deblending result for (blend id, model name) is available in ``results``.
     labels_changed()
         ``blend_verdicts`` changed (the Label panel labelled, undid or loaded labels).
+    candidates_changed()
+        ``singles`` changed (another ``candidate_mode``).
     """
 
     detected = Signal(object)
     blend_selected = Signal(int)
     deblended = Signal(int, str)
     labels_changed = Signal()
+    candidates_changed = Signal()
 
     def __init__(self, viewer: Any) -> None:
         self._viewer = weakref.ref(viewer)
         self.detections: _Detections | None = None
+        self._singles_mode = ""
+        self._single_of_detection: dict[int, int] = {}
+        #: catalogue number (a headless run's NUMBER: rank by position) of each detection, by row (sep label - 1)
+        self.numbers = np.zeros(0, np.int64)
         self.selected_blend: int = 0
         #: (blend id, model name) -> DeblendResult of the latest run
         self.results: dict[tuple[int, str], Any] = {}
@@ -58,6 +75,12 @@ class DeblendSession:
         self._truth_stamps: dict[tuple[int, tuple[int, int], tuple[int, int]], Any] = {}
         #: blend id -> current verdict on the whole blend ("clean", "bad", "ambiguous"), set by the Label panel
         self.blend_verdicts: dict[int, str] = {}
+        #: which single detections are offered besides sep's blends ("extended", "all", "blends")
+        self.candidate_mode: str = DEFAULT_CANDIDATES
+        #: the single detections offered, as one-member blends numbered after the blends
+        self.singles: list[Blend] = []
+        #: group ids in the order the Blend browser shows them (n / p step through it), empty: id order
+        self.browse_order: list[int] = []
 
     @property
     def viewer(self) -> Any:
@@ -66,15 +89,69 @@ class DeblendSession:
 
     @property
     def blends(self) -> list[Blend]:
-        """Blends of the current detection (empty before detection)."""
+        """sep's blends of the current detection (empty before detection)."""
         return self.detections.blends if self.detections else []
 
+    @property
+    def groups(self) -> list[Blend]:
+        """Everything that can be deblended: sep's blends, then the single detections offered."""
+        return [*self.blends, *self.singles]
+
     def blend(self, blend_id: int) -> Blend | None:
-        """The blend with this id, or None."""
-        for blend in self.blends:
+        """The blend or offered single detection with this id, or None."""
+        blends = self.blends
+        if 0 < blend_id <= len(blends) and blends[blend_id - 1].id == blend_id:
+            return blends[blend_id - 1]
+        for blend in self.groups:
             if blend.id == blend_id:
                 return blend
         return None
+
+    def set_candidate_mode(self, mode: str) -> None:
+        """Offer other single detections (``"extended"``, ``"all"`` or ``"blends"``) and announce it."""
+        check_mode(mode)
+        if mode == self.candidate_mode and (self.detections is None or self._singles_mode == mode):
+            return
+        self.candidate_mode = mode
+        if self.detections is not None:
+            self._find_singles()
+            self.candidates_changed.emit()
+
+    def _find_singles(self) -> None:
+        detections = self.detections
+        result = detections.result
+        self.singles = find_candidates(
+            result.catalog, detections.blends, self.candidate_mode, detection_rms=result.detection_rms,
+            fwhm_pixels=psf_fwhm_pixels(detections.field.preset, detections.field.pixel_scale),
+            detection=result.preset, shape=detections.field.shape,
+        )  # fmt: skip
+        self._singles_mode = self.candidate_mode
+        self._single_of_detection = {int(b.members[0]): b.id for b in self.singles}
+
+    def own_children(self, result: Any) -> Any:
+        """A group's result with only its own components, their parents and catalogue ids (``info["ids"]``).
+
+        Components of neighbours that fell on the stamp are left out (see
+        :func:`napari_deblend.parents.group_children`); safe to call off the UI thread.
+        """
+        detections = self.detections
+        blend = self.blend(int(result.blend_id))
+        if detections is None or blend is None:
+            return result
+        kept = group_children(result, blend, detections.result.segmentation)
+        parents = self.numbers[np.asarray(kept.info["parents"], int) - 1]  # sep's labels -> catalogue numbers
+        kept.info["parents"] = parents
+        kept.info["ids"] = child_ids(parents, child_index(parents), id_stride(len(self.numbers)))
+        return kept
+
+    def split_detections(self, blend_id: int) -> dict[str, list[int]]:
+        """Model -> catalogue numbers of the detections of a group its latest result split into two or more galaxies."""
+        out = {}
+        for model, result in self.results_for(blend_id).items():
+            parents = np.asarray(result.info.get("parents", []), int)
+            values, counts = np.unique(parents, return_counts=True)
+            out[model] = [int(v) for v in values[counts >= 2]]
+        return out
 
     def set_detections(self, detections: _Detections) -> None:
         """Replace the detections and announce them."""
@@ -84,6 +161,10 @@ class DeblendSession:
         self.kept.clear()
         self._truth_stamps.clear()
         self.blend_verdicts = {}
+        self.browse_order = []
+        catalog = detections.result.catalog
+        self.numbers = position_numbers(catalog["y"], catalog["x"]) if len(catalog) else np.zeros(0, np.int64)
+        self._find_singles()
         self._find_truth(detections.field)
         self.detected.emit(self)
 
@@ -157,8 +238,8 @@ class DeblendSession:
         self.blend_selected.emit(self.selected_blend)
 
     def step(self, offset: int) -> None:
-        """Select the next (+1) or previous (-1) blend in id order, wrapping around."""
-        ids = [b.id for b in self.blends]
+        """Select the next (+1) or previous (-1) group in the browser's order (else id order), wrapping around."""
+        ids = list(self.browse_order) or [b.id for b in self.groups]
         if not ids:
             return
         if self.selected_blend in ids:
@@ -168,7 +249,7 @@ class DeblendSession:
         self.select(ids[index])
 
     def blend_at(self, data_position: np.ndarray) -> int:
-        """Id of the blend whose member footprint (or bounding box) holds the position ``(y, x)``; 0 if none."""
+        """Id of the group whose member footprint (or a blend whose bounding box) holds ``(y, x)``; 0 if none."""
         if not self.detections:
             return 0
         seg = self.detections.result.segmentation
@@ -178,6 +259,9 @@ class DeblendSession:
             blend_id = int(cat["blend_id"][seg[y, x] - 1])
             if blend_id:
                 return blend_id
+            single = self._single_of_detection.get(int(seg[y, x]), 0)
+            if single:
+                return single
         for blend in self.blends:
             ymin, ymax, xmin, xmax = blend.bbox
             if ymin <= y < ymax and xmin <= x < xmax:

@@ -1,5 +1,11 @@
 """Deblend panel: choose a model and device, deblend the selected blend or every blend in view.
 
+Besides sep's blends, single detections are offered to the deblender
+("Candidates": those larger than a point source by default, all of them, or
+none; see :mod:`napari_deblend.candidates`): *Deblend all in view* includes
+them, and a detection the model splits is listed by the Blend browser's
+filter "blends sep missed".
+
 Work runs in a worker thread (one blend per step, with progress and Cancel).
 Results are shown as they arrive (see :mod:`._result_layers`): painted into
 four field-wide layers per model, and as per-component detail layers for the
@@ -53,6 +59,12 @@ SETTINGS_KEY = "napari-deblend/deblend-panel"
 BUSY_DELAY_MS = 300
 #: Choices of the "Positions" box: sources found by the model, or clicked on the canvas.
 POSITION_CHOICES = ("found by the model", "clicked on the canvas")
+#: Choices of the "Candidates" box: text shown -> offering mode (napari_deblend.candidates).
+CANDIDATE_CHOICES = {
+    "blends + detections larger than a point source": "extended",
+    "blends + every detection": "all",
+    "sep's blends only": "blends",
+}
 
 
 def model_summary(name: str) -> str:
@@ -108,19 +120,22 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 
 
 def blends_in_view(session: DeblendSession, viewer: Any) -> list[int]:
-    """Ids of the blends whose centre lies inside the visible part of the canvas."""
+    """Ids of the blends and offered single detections whose centre lies inside the visible part of the canvas."""
     if session.detections is None:
+        return []
+    groups = session.groups
+    if not groups:
         return []
     center = np.asarray(viewer.camera.center[-2:], float)
     canvas = np.asarray(getattr(viewer, "_canvas_size", (600, 600)) or (600, 600), float)
     half = canvas / max(viewer.camera.zoom, 1e-9) / 2.0
     layer = session.detections.source_layer
-    out = []
-    for blend in session.blends:
-        world = np.asarray(layer.data_to_world(blend.center) if layer is not None else blend.center)[-2:]
-        if np.all(np.abs(world - center) <= half):
-            out.append(blend.id)
-    return out
+    centres = np.array([b.center for b in groups], float)
+    if layer is not None:  # (data_to_world takes one position at a time)
+        centres = np.array([np.asarray(layer.data_to_world(c), float)[-2:] for c in centres])
+    world = centres[:, -2:]
+    inside = np.all(np.abs(world - center) <= half, axis=1)
+    return [b.id for b, ok in zip(groups, inside) if ok]
 
 
 class DeblendWidget(QWidget):
@@ -145,6 +160,12 @@ class DeblendWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", *available_devices()])
         self.keep_box = QCheckBox("keep previous results")
+        self.candidates_combo = QComboBox()
+        self.candidates_combo.addItems(list(CANDIDATE_CHOICES))
+        self.candidates_combo.setToolTip(
+            "Which detections the deblender sees besides sep's blends (Deblend all in view, Blend browser): "
+            "by default every detection whose footprint is larger than a point source's at its S/N, where "
+            "the model's own count finds the galaxies sep merged")
         self.clicked = ClickedPositions(napari_viewer, self.session)
         self._told: set[str] = set()
         self.positions_combo = QComboBox()
@@ -170,6 +191,7 @@ class DeblendWidget(QWidget):
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.keep_box)
+        form.addRow("Candidates", self.candidates_combo)
         positions_row = QHBoxLayout()
         positions_row.addWidget(self.positions_combo, stretch=1)
         positions_row.addWidget(self.click_button)
@@ -192,6 +214,7 @@ class DeblendWidget(QWidget):
         self.device_combo.currentTextChanged.connect(lambda _: self._save_settings())
         self.keep_box.toggled.connect(lambda _: self._save_settings())
         self.positions_combo.currentTextChanged.connect(lambda _: self._save_settings())
+        self.candidates_combo.currentTextChanged.connect(self._candidates_changed)
         self.click_button.clicked.connect(self.click_positions)
         self.clear_clicks_button.clicked.connect(self.clicked.clear)
         self.selected_button.clicked.connect(self.deblend_selected)
@@ -221,6 +244,10 @@ class DeblendWidget(QWidget):
         positions = settings.value(f"{SETTINGS_KEY}/positions", POSITION_CHOICES[0], type=str)
         if self.positions_combo.findText(positions) >= 0:
             self.positions_combo.setCurrentText(positions)
+        candidates = settings.value(f"{SETTINGS_KEY}/candidates", "", type=str)
+        if self.candidates_combo.findText(candidates) >= 0:
+            self.candidates_combo.setCurrentText(candidates)
+        self.session.set_candidate_mode(self.candidate_mode)
 
     def _save_settings(self) -> None:
         settings = self._settings()
@@ -228,6 +255,16 @@ class DeblendWidget(QWidget):
         settings.setValue(f"{SETTINGS_KEY}/device", self.device_combo.currentText())
         settings.setValue(f"{SETTINGS_KEY}/keep", self.keep_box.isChecked())
         settings.setValue(f"{SETTINGS_KEY}/positions", self.positions_combo.currentText())
+        settings.setValue(f"{SETTINGS_KEY}/candidates", self.candidates_combo.currentText())
+
+    @property
+    def candidate_mode(self) -> str:
+        """The offering mode chosen in the "Candidates" box (``"extended"``, ``"all"`` or ``"blends"``)."""
+        return CANDIDATE_CHOICES[self.candidates_combo.currentText()]
+
+    def _candidates_changed(self, _text: str) -> None:
+        self._save_settings()
+        self.session.set_candidate_mode(self.candidate_mode)
 
     def _model_changed(self, name: str) -> None:
         summary = model_summary(name) if name else ""
@@ -280,7 +317,7 @@ class DeblendWidget(QWidget):
         return self.run([self.session.selected_blend])
 
     def deblend_in_view(self) -> Any:
-        """Deblend every blend whose centre is in the current field of view."""
+        """Deblend every blend and offered single detection whose centre is in the current field of view."""
         ids = blends_in_view(self.session, self.viewer)
         if not ids:
             show_info("napari-deblend: no blend in view")
@@ -305,6 +342,7 @@ class DeblendWidget(QWidget):
         model = self.model_combo.currentText()
         device = self.device_combo.currentText()
         field, background = detections.field, detections.result.background
+        session = self.session
         blends = [self.session.blend(i) for i in blend_ids]
         clicked = self._clicked_points(model)
         self.failures = []
@@ -322,6 +360,7 @@ class DeblendWidget(QWidget):
                     try:
                         result = deblend(field, blend, model=model, device=device, background=background,
                                          field_positions=field_positions(blend))
+                        result = session.own_children(result)  # the group's own galaxies, parents, ids
                     except Exception as exc:  # one failing blend must not stop the others
                         reason = str(exc) if isinstance(exc, DeblendInputError) else f"{type(exc).__name__}: {exc}"
                         yield i, blend.id, None, reason

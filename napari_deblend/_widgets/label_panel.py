@@ -214,6 +214,11 @@ class LabelWidget(QWidget):
     def _on_blend_selected(self, blend_id: int) -> None:
         if self.book is None or not blend_id:
             return
+        blend = self.session.blend(blend_id)
+        if blend is not None and blend.n_members == 1 and int(blend.members[0]) in self.book.isolated:
+            self.target = ("isolated", int(blend.members[0]))  # a single detection offered to the deblender
+            self._fill_models()
+            return
         self.target = ("blend", int(blend_id))
         self._fill_models()
 

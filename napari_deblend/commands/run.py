@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..candidates import CANDIDATE_MODES, DEFAULT_CANDIDATES
 from ..pipeline.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ._read_options import add_read_options, per_field, read_kwargs
 
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
     p.add_argument("--preset", default="sextractor", help="detection preset: sextractor (default) or des")
     p.add_argument("--survey", default="lsst-i", help="survey preset for calibration defaults")
+    p.add_argument("--candidates", default=DEFAULT_CANDIDATES, choices=list(CANDIDATE_MODES),
+                   help="detections the deblender sees besides sep's blends: extended (default: every detection "
+                   "larger than a point source of its S/N), all, or blends (sep's blends only)")  # fmt: skip
     for name, kind in _DETECTION_OPTIONS:
         p.add_argument(
             f"--{name}", type=kind, default=None, help=f"override the preset's {name.replace('-', '_')}"
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         overlap=args.overlap,
         keep_work=args.keep_work,
+        candidates=args.candidates,
         read=_run_read_options(args),
     )
     summary = run_fields(
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     done = len(summary.fields) - len(summary.failed)
     print(
         f"{done}/{len(summary.fields)} field(s) done: {int(totals['detections'])} detections, "
-        f"{int(totals['blends'])} blends, {int(totals['components'])} components, "
+        f"{int(totals['blends'])} blends, {int(totals['singles'])} single detections, "
+        f"{int(totals['components'])} components, "
         f"{totals['megapixels']:.1f} Mpix in {summary.seconds:.1f} s ({summary.backend}, {summary.workers} worker(s)) "
         f"-> {summary.out_dir}"
     )

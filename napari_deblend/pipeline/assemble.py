@@ -1,7 +1,9 @@
 """Last step of a field: merge its tiles into ``catalog.ecsv``, ``components.fits`` and ``residual.fits``.
 
-Detections are numbered by position (row-major: ``y``, then ``x``) and blends
-by total ``FLUX_AUTO`` (brightest first), the same whatever the tiling.  Each
+Detections are numbered by position (row-major: ``y``, then ``x``); the stamps
+deblended, sep's blends first by total ``FLUX_AUTO`` (brightest first), then
+the single detections offered to the deblender by theirs, the same whatever
+the tiling. The catalogue's columns: :mod:`.catalog`.  Each
 output is written under a temporary name and renamed when complete; the
 field's ``run.json``, written last, marks it done.
 """
@@ -18,30 +20,18 @@ from typing import Any
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
-from astropy.table import MaskedColumn, Table, vstack
+from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from .. import __version__
-from ..catalog_io import to_sextractor_table
 from ..field import read_field, write_field
 from ..header_text import header_text
+from ..parents import position_numbers
+from .catalog import build_catalog
 from .layout import FieldJob
-from .outputs import atomic_path, write_hdu, write_json
+from .outputs import atomic_path, fits_card, write_image_extension, write_json
 from .prepare import read_options
 from .tiles import field_wcs
-
-#: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
-COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
-    "flux": ("FLUX_MODEL", "Component flux: sum of its pixels"),
-    "flux_err": ("FLUX_MODEL_ERR", "The model's own flux uncertainty (vae: its sigma image in quadrature)"),
-    "mag": ("MAG_MODEL", "Component magnitude (AB)"),
-    "mu20": ("MU20", "Isophotal second moment along x (3 sigma isophote)"),
-    "mu02": ("MU02", "Isophotal second moment along y"),
-    "mu11": ("MU11", "Isophotal cross moment"),
-    "e1": ("E1", "(mu20 - mu02) / (mu20 + mu02)"),
-    "e2": ("E2", "2 mu11 / (mu20 + mu02)"),
-    "quality": ("QUALITY", "Deblender's verdict on the blend (High/Medium/Low for peeling)"),
-}
 
 
 def assemble_field(
@@ -72,6 +62,8 @@ def assemble_field(
     model, version = _model_of(tile_summaries, job.settings.model)
     catalog = _catalog(detections, components, info, job, model, version)
     merge_seconds = time.perf_counter() - start
+    n_sep_blends = len({int(b) for b, n in zip(detections["blend_id"], detections["blend_ndet"]) if n >= 2}) \
+        if len(detections) else 0
 
     start = time.perf_counter()
     field = read_field(job.path, **read_options(job))
@@ -81,7 +73,7 @@ def assemble_field(
     with atomic_path(paths.catalog) as tmp:
         catalog.write(tmp, format="ascii.ecsv")
     n_stamps = _write_components_and_subtract(
-        parts, blend_keys, field, wcs, paths.components, info, model, version
+        parts, blend_keys, field, wcs, paths.components, info, model, version, _children_of_stamps(catalog)
     )
     with atomic_path(paths.residual) as tmp:
         write_field(field, tmp)
@@ -100,7 +92,8 @@ def assemble_field(
         "tiles": len(tile_summaries),
         "tiles_grown": sum(1 for s in tile_summaries if s["halo"] > job.settings.overlap),
         "detections": int(len(detections)),
-        "blends": int(len(blend_keys)),
+        "blends": n_sep_blends,  # sep's blends deblended
+        "singles": int(len(blend_keys)) - n_sep_blends,  # single detections deblended
         "components": int(len(components)),
         "blends_with_components": n_stamps,
         "model": model,
@@ -155,25 +148,27 @@ def _sum_timings(info: dict[str, Any], tile_summaries: list[dict[str, Any]]) -> 
 
 
 def _merge_tables(parts: list) -> tuple[Table, Table, list[tuple[int, int]]]:
-    """Detections and components of all tiles with final ``id`` / ``blend_id``, and the tile key of each blend.
+    """Detections and components of all tiles with final numbers, and the tile key of each stamp.
 
     Returns
     -------
     detections : Table
-        Sorted by ``(y, x)``; ``id`` = 1..N, ``blend_id`` = final blend number (0: isolated).
+        Sorted by ``(y, x)``; ``id`` = 1..N, ``blend_id`` = final stamp number (0: not
+        offered), ``blend_ndet`` = sep detections in the stamp.
     components : Table
-        Sorted by final ``blend_id`` and ``component``; ``member_id`` = the matched detection's final id (0: none).
+        Sorted by final ``blend_id`` and ``component``; ``parent_id`` = its detection's final id.
     blend_keys : list of (int, int)
-        ``(tile, tile-local blend id)`` of final blend ``i + 1``.
+        ``(tile, tile-local group id)`` of final stamp ``i + 1``: sep's blends
+        (brightest total ``FLUX_AUTO`` first), then the single detections (brightest first).
     """
     det_tables, comp_tables = [], []
     for part in parts:
         with fits.open(part) as hdul:
             det = Table.read(hdul["DETECTIONS"])
             comp = Table.read(hdul["COMPONENTS"])
+            tile_number = int(hdul[0].header["TILE"])
         for table in (det, comp):
             _restore_units(table)
-            tile_number = int(hdul[0].header["TILE"])
         det["tile"] = np.full(len(det), tile_number, dtype=np.int32)
         comp["tile"] = np.full(len(comp), tile_number, dtype=np.int32)
         det_tables.append(det)
@@ -182,28 +177,35 @@ def _merge_tables(parts: list) -> tuple[Table, Table, list[tuple[int, int]]]:
     components = vstack(comp_tables, metadata_conflicts="silent") if comp_tables else Table()
     if not len(detections):
         return detections, components, []
-    detections = detections[np.lexsort((np.asarray(detections["x"]), np.asarray(detections["y"])))]
-    number_of = {
-        (int(t), int(i)): n for n, (t, i) in enumerate(zip(detections["tile"], detections["id"]), start=1)
-    }
-    # blends: brightest total FLUX_AUTO first; ties by their first detection's number
+    detections = detections[np.argsort(position_numbers(detections["y"], detections["x"]))]
+    tiles = np.asarray(detections["tile"], int)
+    number_of = {(int(t), int(i)): n for n, (t, i) in enumerate(zip(tiles, detections["id"]), start=1)}
     flux = np.asarray(detections["flux_auto"], float)
-    keys: dict[tuple[int, int], list[int]] = {}
-    for row, (tile, blend) in enumerate(zip(detections["tile"], detections["blend_id"])):
-        if blend:
-            keys.setdefault((int(tile), int(blend)), []).append(row)
-    blend_keys = sorted(keys, key=lambda k: (-np.nansum(flux[keys[k]]), min(keys[k])))
-    final_blend = {key: n for n, key in enumerate(blend_keys, start=1)}
-    detections["blend_id"] = [
-        final_blend.get((int(t), int(b)), 0) for t, b in zip(detections["tile"], detections["blend_id"])
-    ]
+    groups = np.asarray(detections["group_id"], int)
+    sep_blend = np.asarray(detections["blend_id"], int)
+    members: dict[tuple[int, int], list[int]] = {}
+    for row, (tile, group) in enumerate(zip(tiles, groups)):
+        if group:
+            members.setdefault((int(tile), int(group)), []).append(row)
+    # sep's blends by total FLUX_AUTO, then the single detections by theirs; ties by their first detection
+    blends = sorted((k for k, rows in members.items() if sep_blend[rows[0]]),
+                    key=lambda k: (-np.nansum(flux[members[k]]), min(members[k])))  # fmt: skip
+    singles = sorted((k for k, rows in members.items() if not sep_blend[rows[0]]),
+                     key=lambda k: (-np.nan_to_num(flux[members[k][0]], nan=-np.inf), members[k][0]))  # fmt: skip
+    blend_keys = blends + singles
+    final = {key: n for n, key in enumerate(blend_keys, start=1)}
+    ndet = np.zeros(len(detections), np.int32)
+    for rows in members.values():
+        ndet[rows] = len(rows)
+    detections["blend_id"] = np.array([final.get((int(t), int(g)), 0) for t, g in zip(tiles, groups)], np.int32)
+    detections["blend_ndet"] = ndet
     detections["id"] = np.arange(1, len(detections) + 1, dtype=np.int32)
     if len(components):
         components["blend_id"] = [
-            final_blend[(int(t), int(b))] for t, b in zip(components["tile"], components["blend_id"])
+            final[(int(t), int(b))] for t, b in zip(components["tile"], components["blend_id"])
         ]
-        components["member_id"] = [
-            number_of.get((int(t), int(m)), 0) for t, m in zip(components["tile"], components["member_id"])
+        components["parent_id"] = [
+            number_of[(int(t), int(m))] for t, m in zip(components["tile"], components["parent_id"])
         ]
         components = components[
             np.lexsort((np.asarray(components["component"]), np.asarray(components["blend_id"])))
@@ -214,7 +216,7 @@ def _merge_tables(parts: list) -> tuple[Table, Table, list[tuple[int, int]]]:
 def _restore_units(table: Table) -> None:
     """Put back the ``electron`` unit of flux columns, which FITS tables cannot store."""
     for name in table.colnames:
-        if name in ("peak", "flux_iso", "flux", "flux_auto", "fluxerr_auto") or name.startswith(
+        if name in ("peak", "flux_iso", "flux", "flux_auto", "fluxerr_auto", "flux_err") or name.startswith(
             ("flux_auto_", "fluxerr_auto_")
         ):
             table[name].unit = u.electron
@@ -223,109 +225,115 @@ def _restore_units(table: Table) -> None:
 def _catalog(
     detections: Table, components: Table, info: dict[str, Any], job: FieldJob, model: str, version: str
 ) -> Table:
-    """One table: a ``detection`` row per detection (SExtractor columns), a ``component`` row per component."""
-    det = to_sextractor_table(detections) if len(detections) else Table()
-    det.add_column(["detection"] * len(det), name="KIND", index=0)
-    det.add_column(np.zeros(len(det), dtype=np.int32), name="COMPONENT", index=3)
-    comp = Table()
-    comp["KIND"] = ["component"] * len(components)
-    if len(components):
-        comp["NUMBER"] = np.asarray(components["member_id"], np.int32)
-        comp["BLEND_ID"] = np.asarray(components["blend_id"], np.int32)
-        comp["COMPONENT"] = np.asarray(components["component"], np.int32)
-        comp["X_IMAGE"] = (np.asarray(components["x"], float) + 1.0) * u.pix
-        comp["Y_IMAGE"] = (np.asarray(components["y"], float) + 1.0) * u.pix
-        comp["ALPHA_J2000"] = np.asarray(components["ra"], float) * u.deg
-        comp["DELTA_J2000"] = np.asarray(components["dec"], float) * u.deg
-        for name, (column, description) in COMPONENT_COLUMNS.items():
-            if name in components.colnames:  # FLUX_MODEL_ERR only for models with an uncertainty (vae)
-                comp[column] = components[name]
-                comp[column].description = description
-        comp["MODEL"] = [model] * len(comp)
-        comp["MODEL_VERSION"] = [version] * len(comp)
-    catalog = vstack([det, comp], join_type="outer", metadata_conflicts="silent") if len(comp) else det
-    if "MODEL" not in catalog.colnames:
-        catalog["MODEL"] = MaskedColumn([""] * len(catalog), mask=True)
-        catalog["MODEL_VERSION"] = MaskedColumn([""] * len(catalog), mask=True)
-    catalog["KIND"].description = "detection (sep, SExtractor columns) or component (neural deblender)"
-    catalog["COMPONENT"].description = "Component number within its blend, brightest first (0: a detection)"
-    if "NUMBER" in catalog.colnames:
-        catalog[
-            "NUMBER"
-        ].description = "Detection number; for a component, the detection it matches (0: none)"
-    catalog.meta = {
+    """The field's parent/child catalogue (:mod:`.catalog`)."""
+    meta = {
         "field": info["name"],
         "path": str(job.path),
-        "model": model,
-        "model_version": version,
+        "candidates": job.settings.candidates,
         "detection_preset": info["detection"],
         "zero_point": info["zero_point"],
         "exposure": info["exposure"],
-        "napari_deblend": __version__,
-        "coordinates": "X_IMAGE, Y_IMAGE are 1-based (FITS); RA/Dec from the field's WCS",
     }
-    return catalog
+    return build_catalog(detections, components, meta, model, version)
+
+
+def _children_of_stamps(catalog: Table) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Stamp number -> (``ID``, ``PARENT``) of its components, in component order."""
+    if not len(catalog):
+        return {}
+    rows = np.flatnonzero(np.asarray(catalog["KIND"]) == "component")
+    out: dict[int, tuple[list[int], list[int]]] = {}
+    for row in rows:
+        ids, parents = out.setdefault(int(catalog["BLEND_ID"][row]), ([], []))
+        ids.append(int(catalog["ID"][row]))
+        parents.append(int(catalog["PARENT"][row]))
+    return {k: (np.asarray(i), np.asarray(p)) for k, (i, p) in out.items()}
 
 
 def _write_components_and_subtract(
     parts: list, blend_keys: list[tuple[int, int]], field: Any, wcs: WCS | None, path, info: dict[str, Any],
-    model: str, version: str,
+    model: str, version: str, children: dict[int, tuple[np.ndarray, np.ndarray]],
 ) -> int:  # fmt: skip
-    """Write ``components.fits`` (one ``BLEND`` extension per blend, by number) and subtract the components from ``field``.
+    """Write ``components.fits`` (one ``BLEND`` extension per stamp, by number) and subtract the components from ``field``.
 
-    Returns the number of blends with at least one component.
+    Each extension's header names its components' catalogue ``ID`` and
+    ``PARENT`` (``ID1``, ``PARENT1``, ... in the order of its first axis).
+    Returns the number of stamps with at least one component.
     """
     primary = fits.PrimaryHDU()
     header = primary.header
     header["FIELD"] = header_text(info["name"])  # a file name may hold any character
     header["MODEL"] = header_text(model)
     header["MODELVER"] = header_text(version)
-    header["NBLENDS"] = (len(blend_keys), "extensions BLEND, EXTVER = BLEND_ID")
+    header["NBLENDS"] = (len(blend_keys), "stamps deblended: extensions BLEND, EXTVER")
     if wcs is not None:
         header.update(wcs.to_header(relax=True))
     height, width = field.shape
+    wcs_cards = _wcs_cards(wcs)
     written = 0
     with atomic_path(path) as tmp, ExitStack() as stack:
         stream = stack.enter_context(open(tmp, "wb"))
         primary.writeto(stream)
-        opened: dict[int, fits.HDUList] = {}
+        stamps_of: dict[int, dict[int, tuple]] = {}  # tile -> local group -> (components, sigma, row of STAMPS)
         part_of_tile = {int(fits.getval(p, "TILE", 0)): p for p in parts}
         for number, (tile, local) in enumerate(blend_keys, start=1):
-            if tile not in opened:
-                opened[tile] = stack.enter_context(fits.open(part_of_tile[tile], memmap=True))
-            try:
-                stamp_hdu = opened[tile]["STAMP", local]
-            except KeyError:
+            if tile not in stamps_of:
+                stamps_of[tile] = _tile_stamps(stack.enter_context(fits.open(part_of_tile[tile], memmap=True)))
+            if local not in stamps_of[tile]:
                 continue  # the deblender found no component in this blend
-            stamps = np.asarray(stamp_hdu.data, np.float32)  # (K, C, h, w)
-            y0, x0 = int(stamp_hdu.header["ORIGIN_Y"]), int(stamp_hdu.header["ORIGIN_X"])
+            stamps, sigma, row = stamps_of[tile][local]
+            y0, x0 = int(row["origin_y"]), int(row["origin_x"])
             h, w = stamps.shape[-2:]
             ys, ye, xs, xe = max(y0, 0), min(y0 + h, height), max(x0, 0), min(x0 + w, width)
             if ys < ye and xs < xe:
                 field.data[:, ys:ye, xs:xe] -= stamps.sum(axis=0)[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
-            data = stamps[:, 0] if stamps.shape[1] == 1 else stamps
-            out = fits.ImageHDU(data, name="BLEND", ver=number)
-            out.header["BLEND_ID"] = number
-            out.header["NCOMP"] = (len(stamps), "components, brightest first (first axis)")
-            out.header["ORIGIN_Y"] = (y0, "field row of pixel (0, 0), 0-based")
-            out.header["ORIGIN_X"] = (x0, "field column of pixel (0, 0), 0-based")
-            out.header["LTV1"] = (-x0, "IRAF: field x = image x - LTV1")
-            out.header["LTV2"] = (-y0, "IRAF: field y = image y - LTV2")
-            out.header["QUALITY"] = stamp_hdu.header.get("QUALITY", "")
-            if wcs is not None:
-                stamp_wcs = wcs.deepcopy()
-                stamp_wcs.wcs.crpix = stamp_wcs.wcs.crpix - np.array([x0, y0], float)
-                out.header.update(stamp_wcs.to_header(relax=True))
-            write_hdu(stream, out)
+            common = [fits_card("BLEND_ID", number), fits_card("NCOMP", len(stamps), "components, brightest first"),
+                      fits_card("ORIGIN_Y", y0, "field row of pixel (0, 0), 0-based"),
+                      fits_card("ORIGIN_X", x0, "field column of pixel (0, 0), 0-based"),
+                      fits_card("LTV1", -x0, "IRAF: field x = image x - LTV1"),
+                      fits_card("LTV2", -y0, "IRAF: field y = image y - LTV2")]  # fmt: skip
+            cards = [fits_card("EXTNAME", "BLEND"), fits_card("EXTVER", number), *common,
+                     fits_card("QUALITY", str(row["quality"]))]  # fmt: skip
+            ids, parents = children.get(number, (np.zeros(0, int), np.zeros(0, int)))
+            for k, (child, parent) in enumerate(zip(ids, parents), start=1):
+                cards.append(fits_card(f"ID{k}", int(child), f"catalogue ID of component {k}"))
+                cards.append(fits_card(f"PARENT{k}", int(parent), f"NUMBER of the detection of component {k}"))
+            write_image_extension(stream, stamps[:, 0] if stamps.shape[1] == 1 else stamps,
+                                  cards + _shifted(wcs_cards, y0, x0))  # fmt: skip
             written += 1
-            try:
-                sigma_hdu = opened[tile]["SIGMA", local]
-            except KeyError:
-                continue  # the model gives no per-pixel uncertainty
-            sigma = np.asarray(sigma_hdu.data, np.float32)
-            sigma_out = fits.ImageHDU(sigma[:, 0] if sigma.shape[1] == 1 else sigma, name="SIGMA", ver=number)
-            for key in ("BLEND_ID", "NCOMP", "ORIGIN_Y", "ORIGIN_X", "LTV1", "LTV2"):
-                sigma_out.header[key] = (out.header[key], out.header.comments[key])
-            sigma_out.header["BUNIT"] = ("electron", "per-pixel standard deviation of each component")
-            write_hdu(stream, sigma_out)
+            if sigma is not None:  # the model's per-pixel uncertainty of each component (vae)
+                cards = [fits_card("EXTNAME", "SIGMA"), fits_card("EXTVER", number), *common,
+                         fits_card("BUNIT", "electron", "per-pixel standard deviation of each component")]  # fmt: skip
+                write_image_extension(stream, sigma[:, 0] if sigma.shape[1] == 1 else sigma, cards)
     return written
+
+
+def _tile_stamps(hdul: fits.HDUList) -> dict[int, tuple[np.ndarray, np.ndarray | None, Any]]:
+    """A tile record's components by tile-local group id: ``(components, sigma or None, STAMPS row)``."""
+    index = Table.read(hdul["STAMPS"])
+    images = {(hdu.name, hdu.ver): hdu.data for hdu in hdul[4:]}
+    out = {}
+    for row in index:
+        extver, first, n = int(row["extver"]), int(row["first"]), int(row["ncomp"])
+        sigma = images.get(("SIGMA", extver))
+        out[int(row["blend_id"])] = (np.asarray(images[("STAMP", extver)][first:first + n], np.float32),
+                                     None if sigma is None else np.asarray(sigma[first:first + n], np.float32),
+                                     row)  # fmt: skip
+    return out
+
+
+def _wcs_cards(wcs: WCS | None) -> list[str]:
+    """The field's WCS as header cards (empty without a WCS)."""
+    return [] if wcs is None else [card.image for card in wcs.to_header(relax=True).cards]
+
+
+def _shifted(cards: list[str], y0: int, x0: int) -> list[str]:
+    """WCS cards of a stamp whose pixel (0, 0) is field pixel ``(y0, x0)``: the reference pixel moved."""
+    out = []
+    for card in cards:
+        key = card[:8].strip()
+        if key in ("CRPIX1", "CRPIX2"):
+            value = float(card[10:].split("/")[0]) - (x0 if key == "CRPIX1" else y0)
+            card = fits_card(key, value, "Pixel coordinate of reference point")
+        out.append(card)
+    return out

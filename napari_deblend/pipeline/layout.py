@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..candidates import DEFAULT_CANDIDATES
 from ..field import FITS_SUFFIXES
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
@@ -48,6 +49,9 @@ class RunSettings:
         Halo around each core, pixels; grown automatically for a tile owning a larger blend.
     keep_work : bool
         Keep the scratch directory (tiles, background-subtracted field) of finished fields.
+    candidates : str
+        Which detections the deblender sees besides sep's blends: ``"extended"`` (those larger
+        than a point source), ``"all"`` or ``"blends"`` (none); see :mod:`napari_deblend.candidates`.
     read : dict
         How fields are read (:func:`~napari_deblend.read_field`): ``hdu``, ``bands``,
         ``weight_type`` for every field, and ``weight`` / ``mask``: field path -> file.
@@ -61,6 +65,7 @@ class RunSettings:
     tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = DEFAULT_OVERLAP
     keep_work: bool = False
+    candidates: str = DEFAULT_CANDIDATES
     read: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:

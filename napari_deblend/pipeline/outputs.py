@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from astropy.io import fits
 
 PART_SUFFIX = ".part"
 #: FITS files are written in blocks of this many bytes.
@@ -84,14 +83,42 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_hdu(stream: BinaryIO, hdu: fits.ImageHDU) -> None:
-    """Append one image extension (header and big-endian data, padded to 2880 bytes) to an open FITS stream.
+_BITPIX = {np.dtype(">f4"): -32, np.dtype(">f8"): -64, np.dtype(">i2"): 16, np.dtype(">i4"): 32,
+           np.dtype(">i8"): 64, np.dtype("u1"): 8}  # fmt: skip
 
-    Lets a file with thousands of extensions be written one at a time, without
-    holding them all in memory; the stream must already hold a primary HDU.
+
+def fits_card(key: str, value: Any, comment: str = "") -> str:
+    """One 80-character FITS header card (fixed format) of a string, bool, integer or finite float value."""
+    if isinstance(value, (bool, np.bool_)):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, (int, np.integer)):
+        text = f"{int(value):>20d}"
+    elif isinstance(value, (float, np.floating)):
+        number = repr(float(value)).upper()
+        text = f"{number if ('.' in number or 'E' in number) else number + '.':>20}"
+    else:
+        quoted = "'" + f"{str(value).replace(chr(39), chr(39) * 2):<8}" + "'"
+        text = f"{quoted:<20}"
+    card = f"{key.upper():<8}= {text}" + (f" / {comment}" if comment else "")
+    return f"{card[:80]:<80}"
+
+
+def write_image_extension(stream: BinaryIO, data: np.ndarray, cards: list[str]) -> None:
+    """Append one image extension to an open FITS stream, with the given header cards (see :func:`fits_card`).
+
+    The mandatory cards (``XTENSION`` ... ``GCOUNT``) and ``END`` are added; the
+    data are written big-endian and the header and data padded to 2880 bytes.
+    Much faster than building an astropy header for each of thousands of small
+    extensions.
     """
-    stream.write(hdu.header.tostring().encode("ascii"))
-    if hdu.data is not None:
-        raw = np.ascontiguousarray(hdu.data, dtype=hdu.data.dtype.newbyteorder(">")).tobytes()
-        stream.write(raw)
-        stream.write(b"\0" * (-len(raw) % FITS_BLOCK))
+    data = np.asarray(data)
+    big = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">") if data.dtype.itemsize > 1 else data.dtype)
+    head = [fits_card("XTENSION", "IMAGE", "image extension"), fits_card("BITPIX", _BITPIX[big.dtype]),
+            fits_card("NAXIS", big.ndim)]  # fmt: skip
+    head += [fits_card(f"NAXIS{i + 1}", n) for i, n in enumerate(reversed(big.shape))]
+    head += [fits_card("PCOUNT", 0), fits_card("GCOUNT", 1), *cards, f"{'END':<80}"]
+    text = "".join(head)
+    stream.write((text + " " * (-len(text) % FITS_BLOCK)).encode("ascii"))
+    raw = big.tobytes()
+    stream.write(raw)
+    stream.write(b"\0" * (-len(raw) % FITS_BLOCK))

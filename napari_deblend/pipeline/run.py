@@ -69,13 +69,13 @@ class RunSummary:
         return 1 if self.failed else 0
 
     def totals(self) -> dict[str, float]:
-        """Detections, blends, components, megapixels and seconds per stage, over the finished fields."""
-        out: dict[str, float] = {"detections": 0, "blends": 0, "components": 0, "megapixels": 0.0}
+        """Detections, blends, single detections deblended, components, megapixels and seconds per stage, over the finished fields."""
+        out: dict[str, float] = {"detections": 0, "blends": 0, "singles": 0, "components": 0, "megapixels": 0.0}
         for report in self.fields:
             record = report.record
             if not record:
                 continue
-            for key in ("detections", "blends", "components"):
+            for key in ("detections", "blends", "singles", "components"):
                 out[key] += record.get(key, 0)
             height, width = record.get("shape", (0, 0))
             out["megapixels"] += height * width / 1e6
@@ -185,10 +185,12 @@ def _jobs(paths: Sequence[str | Path], out_dir: Path, settings: RunSettings) -> 
 
 def _check_settings(settings: RunSettings, local: bool = True) -> None:
     """Detection parameters, model, device and tiling; the device is looked for here only for a local run."""
+    from ..candidates import check_mode
     from ..deblenders.base import available_deblenders, check_device_name, resolve_device
     from ..detection import get_detection_preset
     from ..presets import get_preset
 
+    check_mode(settings.candidates)
     get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     get_preset(settings.survey)
     known = available_deblenders()
@@ -269,7 +271,7 @@ def _run_pending(
         reports[job.path].status, reports[job.path].record = "done", record
         reporter.log(
             f"{job.name}: {record['detections']} detections, {record['blends']} blends, "
-            f"{record['components']} components -> {job.out_dir}"
+            f"{record.get('singles', 0)} single detections, {record['components']} components -> {job.out_dir}"
         )
 
 
@@ -298,7 +300,8 @@ def _write_run_record(out_dir: Path, settings: RunSettings, summary: RunSummary)
         if report.error:
             entry["error"] = report.error
         if report.record:
-            entry.update({k: report.record.get(k) for k in ("detections", "blends", "components", "timings")})
+            entry.update({k: report.record.get(k) for k in ("detections", "blends", "singles", "components",
+                                                            "timings")})
         fields[report.out_dir.name] = entry
     totals = summary.totals()
     write_json(

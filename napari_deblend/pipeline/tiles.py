@@ -1,24 +1,37 @@
-"""One tile of a field: detect, group into blends, keep what the tile owns, deblend in batches, measure.
+"""One tile of a field: detect, group into blends, pick the candidates, keep what the tile owns, deblend, measure.
 
 The finished tile is written as one FITS file (``work/parts/tile_XXXX.fits``)
 under a temporary name and renamed when complete: a rerun skips it, a tile
 interrupted half-way is simply redone.  Extensions:
 
 - ``DETECTIONS``: the detections the tile owns, field pixels (0-based),
-  tile-local ``id`` and ``blend_id``;
-- ``COMPONENTS``: one row per component of the tile's blends (``measure``
-  columns, field positions, the matched member's tile-local ``member_id``);
-- ``STAMP`` (``EXTVER`` = tile-local blend id): ``(K, C, h, w)`` components,
-  ``ORIGIN_Y`` / ``ORIGIN_X`` of the stamp in the field;
+  tile-local ``id``, ``blend_id`` (sep's blend) and ``group_id`` (the
+  tile-local number of the stamp it was deblended in: sep's blends first, then
+  the single detections offered to the deblender, see
+  :mod:`napari_deblend.candidates`; 0: not offered);
+- ``COMPONENTS``: one row per component of the tile's groups (``measure``
+  columns, field positions, ``blend_id`` = the group, and the tile-local id of
+  the detection it belongs to, ``parent_id``, see :mod:`napari_deblend.parents`;
+  components of neighbours that fell on a stamp are left out);
+- ``STAMPS``: one row per group with components: its tile-local ``blend_id``,
+  where its ``(K, C, h, w)`` components are (``extver``, ``first``, ``ncomp``),
+  ``origin_y`` / ``origin_x`` of the stamp in the field, ``quality``;
+- ``STAMP`` (``EXTVER`` = 1, 2, ...: one per stamp shape): the components of
+  every group of that shape, concatenated along the first axis (a few large
+  extensions rather than thousands of small ones, which astropy writes and
+  reads slowly);
 - ``SIGMA`` (same ``EXTVER``), when the model gives one (``vae``): the
-  per-pixel standard deviation of each component, same shape.
+  per-pixel standard deviation of each component, same layout.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +41,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes, stamp_noise, stamp_variances
+from ..candidates import find_candidates, psf_fwhm_pixels
 from ..deblenders.base import Deblender, DeblendResult, get_deblender
 from ..deblending import DEFAULT_STAMP, stamp_side
 from ..detection import (
@@ -41,7 +55,8 @@ from ..detection import (
 )
 from ..errors import DetectionError
 from ..field import Field
-from ..measurements import match_positions, measure
+from ..measurements import measure
+from ..parents import group_children
 from ..presets import get_preset
 from ..regrid import GridMatch, deblend_on_grid, grid_match, trained_preset, warn_if_broader
 from .layout import FieldJob
@@ -60,11 +75,38 @@ class TileDetection:
     """Detections of a tile's outer box and what the tile owns of them."""
 
     tile: Tile
-    catalog: Table  # all detections of the outer box, tile pixels
+    catalog: Table  # all detections of the outer box, tile pixels; group_id: the stamp each is deblended in
+    segmentation: np.ndarray  # of the outer box, labels = catalogue ids
     rows: np.ndarray  # catalogue rows the tile owns
-    blends: list[Blend]  # blends the tile owns (tile pixels)
-    stamps: list[Stamp]  # one per owned blend, cut from the field (origins in field pixels)
+    blends: list[Blend]  # groups the tile owns, field pixels: sep's blends, then single detections
+    stamps: list[Stamp]  # one per owned group, cut from the field (origins in field pixels)
     boxes: np.ndarray  # (N, 4) field boxes of everything owned (sources, apertures, stamps)
+
+
+def weights_version(deblender: Deblender) -> str:
+    """``MODEL_VERSION`` of a deblender: ``sha256:`` and 12 hex digits of its weights, else its ``version``.
+
+    The digest covers the model's weights file and, for the models that find
+    their sources with the learned source finder (``vae``, ``unet``), its file too.
+    """
+    files = [getattr(deblender, "weights", None), getattr(getattr(deblender, "finder", None), "weights", None)]
+    files = [Path(f) for f in files if f is not None]
+    if not files:
+        return str(deblender.version)
+    digests = [_file_digest(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    if len(digests) == 1:
+        return f"sha256:{digests[0][:12]}"
+    return f"sha256:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file (hex), cached per path, size and modification time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def field_wcs(info: dict[str, Any]) -> WCS | None:
@@ -104,11 +146,13 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
 
     params = get_detection_preset(settings.detection_preset, **settings.detection_overrides)
     start = time.perf_counter()
-    found = detect_tile(subtracted, mask, tile, info, params, deblender, variance=variance)
+    found = detect_tile(subtracted, mask, tile, info, params, deblender, variance=variance,
+                        candidates=settings.candidates)
     while reaches_outer_edge(found.tile, found.boxes) and not found.tile.covers_field:
         # something the tile owns is wider than the halo: detect again on a larger box
         wider = found.tile.grown(max(2 * found.tile.halo, MIN_GROWTH))
-        found = detect_tile(subtracted, mask, wider, info, params, deblender, variance=variance)
+        found = detect_tile(subtracted, mask, wider, info, params, deblender, variance=variance,
+                            candidates=settings.candidates)
     timings["detect"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -116,6 +160,8 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
     timings["deblend"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    # each group keeps its own galaxies: a neighbour that fell on the stamp is that neighbour's answer
+    results = [group_children(r, g, found.segmentation, found.tile.origin) for r, g in zip(results, found.blends)]
     detections = owned_detections(found, field_wcs(info))
     components = measure_components(found, results, info)
     timings["measure"] = time.perf_counter() - start
@@ -128,7 +174,7 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
         "components": len(components),
         "halo": found.tile.halo,
         "model": deblender.name,
-        "model_version": str(deblender.version),
+        "model_version": weights_version(deblender),
         "device": deblender.device,
     }
     write_tile(part, detections, components, found, results, summary, timings)
@@ -145,6 +191,7 @@ def detect_tile(
     params: DetectionPreset,
     deblender: Deblender,
     variance: np.ndarray | None = None,
+    candidates: str = "extended",
 ) -> TileDetection:
     """Detect on a tile's outer box against the field's background rms and find what it owns.
 
@@ -164,6 +211,8 @@ def detect_tile(
         The deblender (its ``stamp_size`` sets the stamps cut).
     variance : numpy.ndarray, optional
         ``(C, H, W)`` per-pixel variance of the field (memory-mapped), when it has a noise plane.
+    candidates : str
+        Which single detections are offered besides sep's blends (see :mod:`napari_deblend.candidates`).
 
     Returns
     -------
@@ -195,13 +244,19 @@ def detect_tile(
                              detection_error=detection_error, variance=var)
     catalog.meta.update(calibration_meta(info["mag_zero_point"], info["exposure"]))
     blends = find_blends(catalog, segmentation)
-    return _owned(tile, catalog, blends, subtracted, mask, deblender, variance)
+    singles = find_candidates(
+        catalog, blends, candidates, detection_rms=detection_rms, detection=params, shape=segmentation.shape,
+        fwhm_pixels=psf_fwhm_pixels(tile_field.preset, info.get("pixel_scale")),
+    )  # fmt: skip
+    return _owned(tile, catalog, segmentation, blends, singles, subtracted, mask, deblender, variance)
 
 
 def _owned(
     tile: Tile,
     catalog: Table,
+    segmentation: np.ndarray,
     blends: list[Blend],
+    singles: list[Blend],
     subtracted: np.ndarray,
     mask: np.ndarray,
     deblender: Deblender,
@@ -215,6 +270,13 @@ def _owned(
     owned_blends = [b for b in blends if bool(tile.owns(b.center[0] + oy, b.center[1] + ox))]
     owned_blend_ids = np.array([b.id for b in owned_blends], dtype=int)
     owned |= np.isin(blend_of_row, owned_blend_ids)
+    # a single detection is deblended by the tile that owns it
+    owned_blends += [b for b in singles if bool(tile.owns(b.positions[0, 0] + oy, b.positions[0, 1] + ox))]
+    row_of_id = {int(i): r for r, i in enumerate(catalog["id"])}
+    group = np.zeros(len(catalog), np.int32)
+    for blend in blends + singles:
+        group[[row_of_id[int(m)] for m in blend.members]] = blend.id
+    catalog["group_id"] = group
     rows = np.flatnonzero(owned)
     # how far each owned source reaches: its footprint, Kron aperture and Kron-radius integration
     kron_a, _ = kron_axes(catalog[rows])
@@ -230,7 +292,7 @@ def _owned(
             axis=1,
         )
     ]
-    stamps = []
+    stamps, groups = [], []
     minimum = deblender.stamp_size or DEFAULT_STAMP
     for blend in owned_blends:
         side = stamp_side(blend, minimum)
@@ -242,12 +304,11 @@ def _owned(
         )
         stamp = cut_stamp(subtracted, in_field, size=side, mask=mask, variance=variance)
         stamps.append(stamp)
+        groups.append(in_field)
         sy, sx = stamp.origin
         boxes.append(np.array([[sy, sy + side, sx, sx + side]], float))
-        boxes.append(
-            np.array([[blend.bbox[0] + oy, blend.bbox[1] + oy, blend.bbox[2] + ox, blend.bbox[3] + ox]])
-        )
-    return TileDetection(tile, catalog, rows, owned_blends, stamps, np.concatenate(boxes).reshape(-1, 4))
+        boxes.append(np.array([in_field.bbox], float))
+    return TileDetection(tile, catalog, segmentation, rows, groups, stamps, np.concatenate(boxes).reshape(-1, 4))
 
 
 def tile_grid_match(deblender: Deblender, info: dict[str, Any]) -> GridMatch | None:
@@ -309,10 +370,8 @@ def owned_detections(found: TileDetection, wcs: WCS | None) -> Table:
 
 
 def measure_components(found: TileDetection, results: list[DeblendResult], info: dict[str, Any]) -> Table:
-    """One row per component: ``measure`` columns in field pixels, tile blend id, matched member id, RA/Dec."""
-    oy, ox = found.tile.origin
+    """One row per component: ``measure`` columns in field pixels, tile group id, tile-local ``parent_id``, RA/Dec."""
     wcs = field_wcs(info)
-    catalog_ids = {b.id: np.asarray(b.members) for b in found.blends}
     tables = []
     for stamp, result in zip(found.stamps, results):
         table = measure(
@@ -323,13 +382,10 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
             exposure=info["exposure"],
         )
         table.meta.clear()
-        member_id = np.zeros(len(table), dtype=np.int32)
-        for k, j in match_positions(result.positions, stamp.positions):
-            member_id[k] = catalog_ids[stamp.blend_id][j]
         table["x"] += stamp.origin[1]
         table["y"] += stamp.origin[0]
         table["blend_id"] = np.full(len(table), stamp.blend_id, dtype=np.int32)
-        table["member_id"] = member_id
+        table["parent_id"] = np.asarray(result.info["parents"], np.int32).reshape(len(table))
         tables.append(table)
     if not tables or not sum(len(t) for t in tables):
         return _empty_components()
@@ -344,7 +400,7 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "masked_frac", "blend_id", "member_id", "ra", "dec")  # fmt: skip
+             "masked_frac", "blend_id", "parent_id", "ra", "dec")  # fmt: skip
     dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", float, np.int32,
               np.int32, float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
@@ -367,20 +423,37 @@ def write_tile(
         warnings.simplefilter("ignore", AstropyWarning)  # 'electron' is not a FITS unit: restored on reading
         hdus = [primary, fits.table_to_hdu(detections), fits.table_to_hdu(components)]
     hdus[1].name, hdus[2].name = "DETECTIONS", "COMPONENTS"
-    oy, ox = found.tile.origin
-    for result in results:
-        if not result.n_components:
-            continue
-        hdu = fits.ImageHDU(np.asarray(result.components, np.float32), name="STAMP", ver=int(result.blend_id))
-        hdu.header["ORIGIN_Y"] = (int(result.origin[0]), "field row of stamp pixel (0, 0), 0-based")
-        hdu.header["ORIGIN_X"] = (int(result.origin[1]), "field column of stamp pixel (0, 0), 0-based")
-        hdu.header["QUALITY"] = str(result.quality)
-        hdus.append(hdu)
-        sigma = result.info.get("component_sigma")
-        if sigma is not None:  # the model's per-pixel uncertainty of each component (vae)
-            hdus.append(fits.ImageHDU(np.asarray(sigma, np.float32), name="SIGMA", ver=int(result.blend_id)))
+    hdus += stamp_hdus(results)
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
+
+
+def stamp_hdus(results: list[DeblendResult]) -> list[fits.hdu.base.ExtensionHDU]:
+    """``STAMPS`` (the index), then ``STAMP`` and ``SIGMA`` extensions, one per stamp shape (see the module docstring)."""
+    shapes: dict[tuple[int, ...], list[DeblendResult]] = {}
+    for result in results:
+        if result.n_components:
+            shapes.setdefault(tuple(result.components.shape[1:]), []).append(result)
+    rows: list[tuple] = []
+    images = []
+    for extver, group in enumerate(shapes.values(), start=1):
+        first = 0
+        for result in group:
+            rows.append((int(result.blend_id), extver, first, result.n_components, int(result.origin[0]),
+                         int(result.origin[1]), str(result.quality)))  # fmt: skip
+            first += result.n_components
+        components = np.concatenate([np.asarray(r.components, np.float32) for r in group])
+        images.append(fits.ImageHDU(components, name="STAMP", ver=extver))
+        sigmas = [r.info.get("component_sigma") for r in group]
+        if all(sigma is not None for sigma in sigmas):  # the model's per-pixel uncertainty of each component (vae)
+            images.append(fits.ImageHDU(np.concatenate([np.asarray(x, np.float32) for x in sigmas]), name="SIGMA",
+                                        ver=extver))  # fmt: skip
+    names = ("blend_id", "extver", "first", "ncomp", "origin_y", "origin_x", "quality")
+    columns = list(zip(*rows)) if rows else [[] for _ in names]
+    index = Table([np.asarray(c, np.int32) for c in columns[:6]] + [np.asarray(columns[6], "U16")], names=names)
+    table = fits.table_to_hdu(index)
+    table.name = "STAMPS"
+    return [table, *images]
 
 
 def read_tile_summary(path) -> dict[str, Any]:

@@ -1,0 +1,247 @@
+"""Parents and children: which detection each deblended component belongs to, its id, and which rows are primary.
+
+The survey pipelines' convention (LSST's ``parent``, ``deblend_nChild``,
+``detect_isPrimary``): sep's detections are *parents*; the components a
+deblender makes of them are their *children*. Every galaxy has exactly one
+*primary* row, the one whose measurement to use:
+
+- a detection with no child (not offered to the deblender, or in which the
+  deblender found no galaxy) is primary itself: sep's measurement;
+- a detection with children is not primary; its children are, each with the
+  deblender's measurement.
+
+A detection split into two or more children is an *unrecognised blend*: sep
+saw one object where the deblender found several galaxies.
+
+Which detection a component belongs to (:func:`assign_parents`), within the
+group it was deblended with (a sep blend, or one detection offered alone):
+
+1. a component whose centre lies on the footprint of a detection *outside*
+   the group, or off every footprint and outside the group's box, is a
+   neighbour that fell on the stamp: it is no child of the group (the
+   neighbour has its own answer) and is dropped;
+2. the others are matched one-to-one to the group's detections within
+   :data:`~napari_deblend.measurements.MATCH_RADIUS` pixels (Hungarian
+   assignment), so that every detection keeps the component that is its galaxy;
+3. an unmatched component goes to the detection whose footprint holds its
+   centre, else to the nearest one.
+
+Ids (:func:`child_ids`): a detection's id is its catalogue number ``n``
+(:func:`position_numbers`); its
+``j``-th child (brightest first, ``j`` = 1, 2, ...) has id ``j * S + n`` with
+``S`` the power of ten above the number of detections (:func:`id_stride`):
+with 650 detections, the children of detection 45 are 1045, 2045, ... The id
+depends only on the detection and the component, not on which other blends
+were deblended, so a viewer that deblends blends one by one gives the same ids
+as a headless run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .measurements import MATCH_RADIUS, match_positions
+
+#: ``DEBLEND_FLAGS`` bits.
+UNRECOGNISED_BLEND = 1  # a detection the deblender split into two or more galaxies (set on it and its children)
+NOT_OFFERED = 2  # a detection not offered to the deblender (point-like, or only sep's blends were)
+NO_CHILD = 4  # offered, but the deblender found no galaxy of it: sep's measurement is used
+FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offered", NO_CHILD: "no child"}
+
+#: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
+PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
+                      "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma")  # fmt: skip
+
+
+def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Catalogue numbers of detections: 1-based rank by position (``y``, then ``x``), whatever their input order.
+
+    A headless run numbers its detections so (the same whatever the tiling),
+    and the viewer shows these numbers beside sep's own labels.
+    """
+    order = np.lexsort((np.asarray(x, float), np.asarray(y, float)))
+    numbers = np.empty(len(order), np.int64)
+    numbers[order] = np.arange(1, len(order) + 1)
+    return numbers
+
+
+def id_stride(n_detections: int) -> int:
+    """The power of ten above the largest detection number (at least 10): the step between children's ids."""
+    return 10 ** max(1, len(str(max(int(n_detections), 0))))
+
+
+def child_ids(parents: np.ndarray, child_index: np.ndarray, stride: int) -> np.ndarray:
+    """Ids of children: ``child_index * stride + parent`` (``child_index`` 1-based)."""
+    return np.asarray(child_index, np.int64) * int(stride) + np.asarray(parents, np.int64)
+
+
+def child_index(parents: np.ndarray) -> np.ndarray:
+    """1-based rank of each child among the children of its parent, in the given (brightest-first) order."""
+    parents = np.asarray(parents, np.int64)
+    out = np.zeros(len(parents), np.int64)
+    seen: dict[int, int] = {}
+    for i, parent in enumerate(parents):
+        seen[int(parent)] = seen.get(int(parent), 0) + 1
+        out[i] = seen[int(parent)]
+    return out
+
+
+def labels_at(segmentation: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Segmentation label under each ``(y, x)`` position (0 off the map or on background)."""
+    positions = np.asarray(positions, float).reshape(-1, 2)
+    if not len(positions):
+        return np.zeros(0, np.int64)
+    h, w = np.shape(segmentation)
+    row = np.rint(positions[:, 0]).astype(np.int64)
+    col = np.rint(positions[:, 1]).astype(np.int64)
+    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w) & np.isfinite(positions).all(axis=1)
+    out = np.zeros(len(positions), np.int64)
+    out[inside] = np.asarray(segmentation)[row[inside], col[inside]]
+    return out
+
+
+def assign_parents(
+    positions: np.ndarray,
+    labels: np.ndarray,
+    members: np.ndarray,
+    member_positions: np.ndarray,
+    bbox: tuple[int, int, int, int],
+    max_distance: float = MATCH_RADIUS,
+) -> np.ndarray:
+    """The detection each component of a group belongs to (0: a neighbour's light, not the group's).
+
+    Parameters
+    ----------
+    positions : numpy.ndarray
+        ``(K, 2)`` component centres ``(y, x)``, image pixels.
+    labels : numpy.ndarray
+        ``(K,)`` segmentation label under each centre (:func:`labels_at`).
+    members : numpy.ndarray
+        ``(M,)`` catalogue ids of the group's detections.
+    member_positions : numpy.ndarray
+        ``(M, 2)`` their ``(y, x)``, same pixels.
+    bbox : tuple of int
+        ``(ymin, ymax, xmin, xmax)`` of the group (footprints and Kron ellipses).
+    max_distance : float
+        Radius of the one-to-one match, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K,)`` parent ids (see the module docstring for the rules).
+    """
+    positions = np.asarray(positions, float).reshape(-1, 2)
+    labels = np.asarray(labels, np.int64)
+    members = np.asarray(members, np.int64)
+    member_positions = np.asarray(member_positions, float).reshape(-1, 2)
+    ymin, ymax, xmin, xmax = bbox
+    y, x = positions[:, 0], positions[:, 1]
+    in_box = (y >= ymin - 0.5) & (y < ymax - 0.5) & (x >= xmin - 0.5) & (x < xmax - 0.5)
+    on_member = np.isin(labels, members)
+    kept = np.flatnonzero(on_member | ((labels == 0) & in_box))
+    parents = np.zeros(len(positions), np.int64)
+    if not len(kept) or not len(members):
+        return parents
+    for i, j in match_positions(positions[kept], member_positions, max_distance):
+        parents[kept[i]] = members[j]
+    for k in kept:
+        if parents[k]:
+            continue
+        if on_member[k]:
+            parents[k] = labels[k]
+        else:
+            d = np.hypot(*(member_positions - positions[k]).T)
+            parents[k] = members[int(np.argmin(d))]
+    return parents
+
+
+def subset_result(result: Any, keep: np.ndarray) -> Any:
+    """A :class:`~napari_deblend.deblenders.base.DeblendResult` with only the components ``keep`` (bool or indices).
+
+    The residual is recomputed (the dropped components' light stays in it);
+    per-component ``info`` entries are subset too, and a SExtractor
+    ``segmentation`` is relabelled.
+    """
+    index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, int)
+    if len(index) == result.n_components and np.array_equal(index, np.arange(result.n_components)):
+        return result
+    info = dict(result.info)
+    k = result.n_components
+    for key in PER_COMPONENT_INFO:
+        value = info.get(key)
+        if value is not None and np.ndim(value) >= 1 and len(value) == k:
+            info[key] = np.asarray(value)[index]
+    if "segmentation" in info:
+        lut = np.zeros(k + 1, np.int32)
+        lut[index + 1] = np.arange(1, len(index) + 1)
+        info["segmentation"] = lut[np.asarray(info["segmentation"])]
+    components = result.components[index]
+    return replace(result, components=components, positions=result.positions[index],
+                   masks=None if result.masks is None else np.asarray(result.masks)[index],
+                   residual=result.blend - components.sum(axis=0), info=info)
+
+
+def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
+    """Keep a group's own components and record their parents in ``info["parents"]``.
+
+    Parameters
+    ----------
+    result : DeblendResult
+        The deblender's result on the group's stamp (``origin`` in the same pixels as ``blend``).
+    blend : Blend
+        The group (a sep blend, or one detection).
+    segmentation : numpy.ndarray
+        Segmentation map whose labels are the catalogue ids.
+    offset : tuple of int
+        ``(y, x)`` of the segmentation map's pixel (0, 0) in the pixels of ``result.origin`` and ``blend``.
+
+    Returns
+    -------
+    DeblendResult
+        The components that belong to the group (see :func:`assign_parents`),
+        with ``info["parents"]`` (parent id of each) and ``info["dropped"]``
+        (how many neighbours were left out).
+    """
+    centres = np.asarray(result.positions, float).reshape(-1, 2) + np.asarray(result.origin, float)
+    labels = labels_at(segmentation, centres - np.asarray(offset, float))
+    parents = assign_parents(centres, labels, blend.members, blend.positions, blend.bbox)
+    kept = subset_result(result, parents > 0)
+    kept.info["parents"] = parents[parents > 0]
+    kept.info["dropped"] = int((parents == 0).sum())
+    return kept
+
+
+def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray) -> dict[str, np.ndarray]:
+    """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags.
+
+    Parameters
+    ----------
+    numbers : numpy.ndarray
+        ``(N,)`` detection numbers.
+    child_parents : numpy.ndarray
+        ``(K,)`` parent number of each child.
+    offered : numpy.ndarray
+        ``(N,)`` bool: whether each detection was offered to the deblender.
+
+    Returns
+    -------
+    dict
+        ``n_child``, ``primary``, ``flags`` (per detection) and ``child_flags`` (per child).
+    """
+    numbers = np.asarray(numbers, np.int64)
+    child_parents = np.asarray(child_parents, np.int64)
+    order = {int(n): i for i, n in enumerate(numbers)}
+    n_child = np.zeros(len(numbers), np.int32)
+    for parent in child_parents:
+        if int(parent) in order:
+            n_child[order[int(parent)]] += 1
+    flags = np.zeros(len(numbers), np.int32)
+    flags[n_child >= 2] |= UNRECOGNISED_BLEND
+    flags[~np.asarray(offered, bool)] |= NOT_OFFERED
+    flags[np.asarray(offered, bool) & (n_child == 0)] |= NO_CHILD
+    child_flags = np.array([flags[order[int(p)]] & UNRECOGNISED_BLEND if int(p) in order else 0
+                            for p in child_parents], np.int32).reshape(-1)  # fmt: skip
+    return {"n_child": n_child, "primary": n_child == 0, "flags": flags, "child_flags": child_flags}

@@ -1,0 +1,76 @@
+"""Parents and children: which detection a component belongs to, ids, primary rows and flags."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_deblend.blends import Blend
+from napari_deblend.deblenders.base import DeblendResult
+from napari_deblend.parents import (
+    NO_CHILD,
+    NOT_OFFERED,
+    UNRECOGNISED_BLEND,
+    assign_parents,
+    child_ids,
+    child_index,
+    group_children,
+    id_stride,
+    parent_summary,
+)
+
+
+def test_ids_depend_only_on_the_detection_and_the_rank_of_the_child():
+    assert id_stride(9) == 10 and id_stride(650) == 1000 and id_stride(1000) == 10000
+    parents = np.array([45, 45, 7, 45])
+    ranks = child_index(parents)
+    assert ranks.tolist() == [1, 2, 1, 3]
+    assert child_ids(parents, ranks, id_stride(650)).tolist() == [1045, 2045, 1007, 3045]
+
+
+def test_components_go_to_their_detection_and_neighbours_are_dropped():
+    # group: detections 3 (y=20, x=20) and 4 (y=20, x=30); detection 9 is a neighbour outside the group
+    members = np.array([3, 4])
+    member_positions = np.array([[20.0, 20.0], [20.0, 30.0]])
+    positions = np.array([
+        [20.5, 20.4],  # on 3, matched to 3
+        [20.0, 29.0],  # on 4, matched to 4
+        [22.0, 24.0],  # a second galaxy on 3's footprint: unmatched, goes to the footprint's owner
+        [40.0, 40.0],  # on the neighbour's footprint: dropped
+        [10.0, 33.0],  # off every footprint but inside the group's box: nearest detection (4)
+        [60.0, 60.0],  # off every footprint, outside the box: dropped
+    ])
+    labels = np.array([3, 4, 3, 9, 0, 0])
+    parents = assign_parents(positions, labels, members, member_positions, bbox=(5, 36, 5, 46))
+    assert parents.tolist() == [3, 4, 3, 0, 4, 0]
+
+
+def test_group_children_keeps_the_group_and_recomputes_the_residual():
+    h = w = 32
+    yy, xx = np.mgrid[:h, :w]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)[None]  # noqa: E731
+    components = np.stack([blob(16, 16) * 100, blob(16, 28) * 50])
+    stamp = components.sum(axis=0)
+    result = DeblendResult(blend=stamp, components=components, positions=[[16, 16], [16, 28]], origin=(100, 200),
+                           info={"flux_correction": np.array([1.0, 2.0])})  # fmt: skip
+    segmentation = np.zeros((400, 400), np.int32)
+    segmentation[110:122, 210:222] = 5  # the group's detection, around field (116, 216)
+    segmentation[110:122, 225:232] = 6  # a neighbour, under the second component at field (116, 228)
+    blend = Blend(id=12, members=np.array([5]), bbox=(108, 124, 208, 224), positions=np.array([[116.0, 216.0]]),
+                  fluxes=np.array([1.0]), blendedness=0.0)  # fmt: skip
+    kept = group_children(result, blend, segmentation)
+    assert kept.n_components == 1 and kept.info["parents"].tolist() == [5] and kept.info["dropped"] == 1
+    assert kept.info["flux_correction"].tolist() == [1.0]
+    np.testing.assert_allclose(kept.residual, components[1], atol=1e-5)  # the neighbour's light stays
+    # the same map seen from a tile whose pixel (0, 0) is field (100, 150)
+    tile_view = segmentation[100:, 150:]
+    assert group_children(result, blend, tile_view, offset=(100, 150)).info["parents"].tolist() == [5]
+
+
+def test_primary_rows_and_flags():
+    numbers = np.array([1, 2, 3, 4])
+    offered = np.array([True, True, False, True])
+    summary = parent_summary(numbers, np.array([1, 2, 2]), offered)
+    assert summary["n_child"].tolist() == [1, 2, 0, 0]
+    assert summary["primary"].tolist() == [False, False, True, True]
+    assert summary["flags"].tolist() == [0, UNRECOGNISED_BLEND, NOT_OFFERED, NO_CHILD]
+    assert summary["child_flags"].tolist() == [0, UNRECOGNISED_BLEND, UNRECOGNISED_BLEND]

@@ -1,0 +1,91 @@
+"""The run's catalogue: every detection a candidate, parents and children, one primary row per galaxy, ids."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from napari_deblend.cli import main
+from napari_deblend.deblenders.peeling import WEIGHTS_DIR
+from napari_deblend.field import write_field
+from napari_deblend.parents import NOT_OFFERED, UNRECOGNISED_BLEND
+
+from .conftest import gaussian_field
+
+POINT = (60.0, 60.0)  # a point source: the preset's PSF width (Gaussian sigma 1.49 px)
+GALAXY = (60.0, 190.0)  # an isolated extended source
+PAIR = ((180.0, 120.0), (180.0, 127.0))  # 7 px apart: sep sees one detection
+
+
+@pytest.fixture(scope="module")
+def pair_field(tmp_path_factory):
+    sources = [(*POINT, 2e6, 1.49), (*GALAXY, 1.5e6, 3.0), (*PAIR[0], 1.5e6, 3.0), (*PAIR[1], 1.0e6, 3.0)]
+    field = gaussian_field(sources, shape=(256, 256))
+    return write_field(field, tmp_path_factory.mktemp("pair") / "pair.fits")
+
+
+def _near(table: Table, yx: tuple[float, float], radius: float = 3.0) -> Table:
+    d = np.hypot(np.asarray(table["Y_IMAGE"], float) - 1 - yx[0], np.asarray(table["X_IMAGE"], float) - 1 - yx[1])
+    return table[d <= radius]
+
+
+def test_a_pair_sep_merged_is_split_flagged_and_each_galaxy_has_one_primary_row(tmp_path, pair_field):
+    out = tmp_path / "run"
+    assert main(["run", str(pair_field), "--out", str(out), "--model", "peeling", "--device", "cpu", "--quiet"]) == 0
+    cat = Table.read(out / "pair" / "catalog.ecsv")
+    det, comp = cat[cat["KIND"] == "detection"], cat[cat["KIND"] == "component"]
+    assert len(det) == 3  # the pair is one detection
+
+    # the point source was not offered: sep's measurement is its answer
+    (star,) = _near(det, POINT)
+    assert star["BLEND_ID"] == 0 and star["DEBLEND_FLAGS"] == NOT_OFFERED and star["IS_PRIMARY"]
+    assert star["FLUX_BEST"] == star["FLUX_AUTO"] and star["ID"] == star["NUMBER"]
+
+    # the merged pair was offered alone, split in two, flagged on the detection and its children
+    (pair,) = _near(det, ((PAIR[0][0] + PAIR[1][0]) / 2, (PAIR[0][1] + PAIR[1][1]) / 2), radius=4.0)
+    assert pair["BLEND_ID"] > 0 and pair["BLEND_NDET"] == 1 and pair["DEBLEND_NCHILD"] >= 2
+    assert pair["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND and not pair["IS_PRIMARY"]
+    children = comp[comp["PARENT"] == pair["NUMBER"]]
+    assert len(children) == pair["DEBLEND_NCHILD"] and all(children["IS_PRIMARY"])
+    assert all(children["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND) and np.ma.is_masked(children["FLUX_AUTO"][0])
+    for galaxy in PAIR:  # both galaxies found, each by a primary component
+        assert len(_near(children, galaxy)) == 1
+    assert children["ID"].tolist() == [j * cat.meta["id_stride"] + pair["NUMBER"] for j in range(1, len(children) + 1)]
+
+    # the isolated galaxy was offered (extended) and answered by a component
+    (galaxy,) = _near(det, GALAXY)
+    assert galaxy["BLEND_ID"] > 0 and galaxy["DEBLEND_NCHILD"] >= 1
+    # every true source has a primary row within 3 px (the shipped weights may split the round
+    # galaxy in two: they over-split single galaxies; the pair and the star have exactly one)
+    primary = cat[cat["IS_PRIMARY"]]
+    assert [len(_near(primary, source)) for source in (POINT, *PAIR)] == [1, 1, 1]
+    assert len(_near(primary, GALAXY, radius=4.0)) >= 1
+    assert len(set(cat["ID"])) == len(cat)
+    assert np.array_equal(cat["IS_PRIMARY"], (cat["KIND"] == "component") | (cat["DEBLEND_NCHILD"] == 0))
+
+    # MODEL_VERSION names the weights; components.fits carries the same ids
+    digest = hashlib.sha256((WEIGHTS_DIR / "peeling.pt").read_bytes()).hexdigest()[:12]
+    assert set(comp["MODEL_VERSION"]) == {f"sha256:{digest}"}
+    with fits.open(out / "pair" / "components.fits") as hdul:
+        assert hdul[0].header["MODELVER"] == f"sha256:{digest}"
+        for hdu in hdul[1:]:
+            rows = comp[comp["BLEND_ID"] == hdu.ver]
+            assert hdu.header["NCOMP"] == len(rows) == (len(hdu.data) if hdu.data.ndim == 3 else 1)
+            for k, row in enumerate(rows, start=1):
+                assert (hdu.header[f"ID{k}"], hdu.header[f"PARENT{k}"]) == (row["ID"], row["PARENT"])
+
+
+def test_blends_only_offers_nothing_else(tmp_path, pair_field):
+    out = tmp_path / "blends"
+    argv = ["run", str(pair_field), "--out", str(out), "--model", "sextractor", "--candidates", "blends", "--quiet"]
+    assert main(argv) == 0
+    cat = Table.read(out / "pair" / "catalog.ecsv")
+    assert len(cat) == 3 and all(cat["IS_PRIMARY"]) and all(cat["DEBLEND_FLAGS"] == NOT_OFFERED)
+    assert cat.meta["candidates"] == "blends"
+    with pytest.raises(SystemExit) as refused:  # argparse names the accepted choices
+        main([*argv[:-3], "--candidates", "most", "--quiet"])
+    assert refused.value.code == 2
