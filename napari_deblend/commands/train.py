@@ -370,6 +370,9 @@ def inference_settings(model: str) -> dict:
                 "precision": PeelingDeblender.precision,
                 "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX,
                 "calibrate_flux": PeelingDeblender.calibrate_flux,
+                "merge_inner": PeelingDeblender.merge_inner, "merge_level": PeelingDeblender.merge_level,
+                "merge_peak_ratio": PeelingDeblender.merge_peak_ratio,
+                "merge_flux_ratio": PeelingDeblender.merge_flux_ratio,
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
     return {}

@@ -98,6 +98,11 @@ class PeelingDeblender(Deblender):
     precision: str = "auto"  # "auto" (float16 on CUDA, bfloat16 on a CPU that has it) or "float32"
     refit_brightest: bool = True  # photometric refit of the brightest component (see refit.py)
     calibrate_flux: bool = True  # the learned flux calibration, when the weights have one (see flux_calibration.py)
+    # peeled pieces inside a brighter component (knots, arms, clumps) go back to it: see _merge_inner
+    merge_inner: bool = True
+    merge_level: float = 8.0  # the brighter component at the piece's centroid, in noise sigmas
+    merge_peak_ratio: float = 2.0  # ... and in units of the piece's own peak
+    merge_flux_ratio: float = 0.5  # the piece's flux below this share of the brighter component's
     keep_calibration_features: bool = False  # put each result's calibration features in its info (for fitting one)
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
@@ -198,6 +203,7 @@ class PeelingDeblender(Deblender):
                 galaxy_np = galaxy.cpu().numpy()
                 for k, j in enumerate(peel):
                     components[active[j]].append(galaxy_np[k])
+            merged = [self._merge_inner(comps, float(sigmas[i])) for i, comps in enumerate(components)]
             first_pass = [_fluxes(comps) for comps in components]
             first_sweep, spreads = first_pass, [np.zeros(len(comps)) for comps in components]
             for sweep in range(self.joint_sweeps if self.joint is not None else self.refine_sweeps):
@@ -219,7 +225,7 @@ class PeelingDeblender(Deblender):
         features, factors = self._flux_calibration(stamps, stacked, positions, sigmas, histories)
         results = []
         for i in range(n):
-            info = {"counts": counts[i]}
+            info = {"counts": counts[i], "merged_inner": merged[i]}
             if factors is not None:
                 info["flux_correction"] = factors[i]
             if features is not None and self.keep_calibration_features:
@@ -231,11 +237,45 @@ class PeelingDeblender(Deblender):
             ))
         return results
 
+    def _merge_inner(self, components: list[np.ndarray], sigma: float) -> int:
+        """Give each peeled piece that lies inside a brighter component back to it, in place; return how many.
+
+        A knot, arm or clump that the counter took for a galaxy comes out of the
+        loop as a faint component sitting on a brighter one. Component ``j`` is
+        merged into the brighter component ``b`` that is brightest at ``j``'s
+        centroid when there ``b`` is above ``merge_level`` times the noise and
+        ``merge_peak_ratio`` times ``j``'s own peak, and ``j`` has less than
+        ``merge_flux_ratio`` of ``b``'s flux: the contrast test of SExtractor's
+        deblending, applied to the network's components. A real companion sits
+        where the brighter galaxy is faint, and stays.
+        """
+        if not self.merge_inner or len(components) < 2:
+            return 0
+        merged = 0
+        j = 1
+        while j < len(components):
+            piece = components[j]
+            y, x = (min(max(int(round(v)), 0), n - 1) for v, n in zip(_centroid(piece.sum(axis=0)), piece.shape[-2:]))
+            levels = [float(components[b][:, y, x].sum()) for b in range(j)]
+            b = int(np.argmax(levels))
+            flux_b, flux_j = float(components[b].sum()), float(piece.sum())
+            if (levels[b] > self.merge_level * sigma and levels[b] > self.merge_peak_ratio * float(piece.sum(axis=0).max())
+                    and flux_j < self.merge_flux_ratio * flux_b):
+                components[b] = components[b] + piece
+                del components[j]
+                merged += 1
+            else:
+                j += 1
+        return merged
+
     def calibration_settings(self) -> dict[str, Any]:
         """The inference settings a flux calibration depends on (it is applied only with those it was fitted with)."""
-        return {"max_steps": self.max_steps, "joint": self.joint is not None, "joint_sweeps": self.joint_sweeps,
-                "joint_flips": self.joint_flips, "refine_sweeps": self.refine_sweeps,
-                "refit_brightest": self.refit_brightest}
+        settings = {"max_steps": self.max_steps, "joint": self.joint is not None, "joint_sweeps": self.joint_sweeps,
+                    "joint_flips": self.joint_flips, "refine_sweeps": self.refine_sweeps,
+                    "refit_brightest": self.refit_brightest}
+        if self.merge_inner:
+            settings["merge_inner"] = [self.merge_level, self.merge_peak_ratio, self.merge_flux_ratio]
+        return settings
 
     def calibration_applies(self) -> bool:
         """Whether the weights' flux calibration is used: present, switched on, fitted with these settings."""

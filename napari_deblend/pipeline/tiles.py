@@ -38,7 +38,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 from astropy.utils.exceptions import AstropyWarning
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes, stamp_noise, stamp_variances
 from ..candidates import find_candidates, psf_fwhm_pixels
@@ -113,7 +113,9 @@ def field_wcs(info: dict[str, Any]) -> WCS | None:
     """The field's celestial WCS from ``info["wcs"]`` (header text), or None."""
     if not info.get("wcs"):
         return None
-    return WCS(fits.Header.fromstring(info["wcs"]))
+    with warnings.catch_warnings():  # our own header text has no NAXIS keywords: astropy's note on that is noise
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(fits.Header.fromstring(info["wcs"]))
 
 
 def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, Any]:

@@ -196,6 +196,33 @@ def make_test_set(
         n, n_galaxies=n_galaxies, stamp_size=stamp_size, preset=preset, seed=seed + n_galaxies, n_workers=n_workers,
         **simulation,
     )
+    test = blends_to_test_set(blends, n_galaxies, seed, preset, test_set)
+    if path is not None:
+        _save_test_set(test, path)
+    return test
+
+
+def blends_to_test_set(blends: Any, n_galaxies: int, seed: int, preset: str, name: str) -> TestSet:
+    """A :class:`TestSet` of simulated blends (a :class:`~napari_deblend.simulate.BlendSet`).
+
+    Parameters
+    ----------
+    blends : BlendSet
+        What :func:`~napari_deblend.simulate.simulate_blends` returned.
+    n_galaxies : int
+        Galaxies per blend.
+    seed : int
+        The seed they were simulated with (recorded).
+    preset : str
+        Their survey preset.
+    name : str
+        The set's name (``"parametric"``, ``"realistic"``, ...).
+
+    Returns
+    -------
+    TestSet
+    """
+    n = len(blends.images)
     components = np.asarray(blends.components, dtype=np.float32)
     families = None
     if "family" in blends.truth.colnames:
@@ -212,10 +239,8 @@ def make_test_set(
         seed=int(seed),
         preset=str(preset),
         families=families,
-        name=test_set,
+        name=name,
     )
-    if path is not None:
-        _save_test_set(test, path)
     return test
 
 
