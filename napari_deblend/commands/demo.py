@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._read_options import add_read_options, read_kwargs
 
 
@@ -25,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_read_options(p)
     p.set_defaults(func=run)
+
+
+DEMO_FLUX_RATIO = 5.0  # the demo pair: members within this factor of each other in flux
 
 
 def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sextractor",
@@ -82,16 +87,24 @@ def build_demo(viewer, field_path: str | Path | None = None, preset: str = "sext
 
 
 def demo_blend(blends) -> int:
-    """Id of the blend the demo opens on: the brightest pair of galaxies that overlap.
+    """Id of the blend the demo opens on: the brightest pair of comparable galaxies that overlap.
 
-    Two members whose light overlaps (blendedness at least 0.1) is the case the neural
-    deblenders are made for; the brightest blends of a field are often a large galaxy
-    with faint neighbours in its wings, a hard case better shown later. Without such a
-    pair, the brightest blend.
+    Two members whose light overlaps (blendedness at least 0.1) and whose sep fluxes are
+    within a factor :data:`DEMO_FLUX_RATIO` of each other is the case the neural deblenders
+    are made for; the brightest blends of a field are often a large galaxy with faint
+    neighbours in its wings, a hard case better shown later. Without such a pair, the
+    brightest overlapping pair, else the brightest blend.
     """
     pairs = [b for b in blends if b.n_members == 2 and b.blendedness >= 0.1]
-    chosen = pairs[0] if pairs else (blends[0] if blends else None)
+    comparable = [b for b in pairs if _flux_ratio(b) <= DEMO_FLUX_RATIO]
+    chosen = (comparable or pairs or list(blends) or [None])[0]
     return chosen.id if chosen is not None else 0
+
+
+def _flux_ratio(blend) -> float:
+    """Brighter over fainter member flux (inf when the fainter has none)."""
+    fluxes = np.sort(np.asarray(blend.fluxes, dtype=float))
+    return float(fluxes[-1] / fluxes[0]) if fluxes[0] > 0 else float("inf")
 
 
 def run(args: argparse.Namespace) -> int:

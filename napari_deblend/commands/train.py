@@ -369,7 +369,7 @@ def inference_settings(model: str) -> dict:
                 "joint_sweeps": PeelingDeblender.joint_sweeps, "joint_flips": PeelingDeblender.joint_flips,
                 "precision": PeelingDeblender.precision,
                 "refit_brightest": PeelingDeblender.refit_brightest, "refit_broaden_px": BROADEN_PX,
-                "calibrate_flux": PeelingDeblender.calibrate_flux,
+                "calibrate_flux": PeelingDeblender.calibrate_flux, "calibrate_single": PeelingDeblender.calibrate_single,
                 "merge_inner": PeelingDeblender.merge_inner, "merge_level": PeelingDeblender.merge_level,
                 "merge_peak_ratio": PeelingDeblender.merge_peak_ratio,
                 "merge_flux_ratio": PeelingDeblender.merge_flux_ratio,

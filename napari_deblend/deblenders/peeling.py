@@ -8,6 +8,10 @@ when the count reaches 0, after three equal counts in a row, or after
 ``max_steps``. Quality: ``High`` when the count drops by one at every step and
 ends at 0, ``Medium`` when it ends at 0 otherwise, ``Low`` when stuck.
 
+Pieces given back (ours): a component that lies inside a brighter one, with
+less than half its flux, is merged into it (see ``_merge_inner``): knots,
+arms and clumps of one real galaxy that the counter took for galaxies.
+
 Refinement (our addition to the paper): the first pass hands the brightest
 galaxy part of an overlapping neighbour's light (the neighbour then comes out
 too faint: -16 % median flux on the fainter of two). After peeling, each
@@ -98,10 +102,12 @@ class PeelingDeblender(Deblender):
     precision: str = "auto"  # "auto" (float16 on CUDA, bfloat16 on a CPU that has it) or "float32"
     refit_brightest: bool = True  # photometric refit of the brightest component (see refit.py)
     calibrate_flux: bool = True  # the learned flux calibration, when the weights have one (see flux_calibration.py)
+    # ... also on stamps of one component (on the realistic validation set it helped blends and hurt single galaxies)
+    calibrate_single: bool = False
     # peeled pieces inside a brighter component (knots, arms, clumps) go back to it: see _merge_inner
     merge_inner: bool = True
     merge_level: float = 8.0  # the brighter component at the piece's centroid, in noise sigmas
-    merge_peak_ratio: float = 2.0  # ... and in units of the piece's own peak
+    merge_peak_ratio: float = 4.0  # ... and in units of the piece's own peak
     merge_flux_ratio: float = 0.5  # the piece's flux below this share of the brighter component's
     keep_calibration_features: bool = False  # put each result's calibration features in its info (for fitting one)
 
@@ -292,7 +298,10 @@ class PeelingDeblender(Deblender):
         if not applies:
             return features, None
         factors = self.calibrator.factors(np.concatenate(features))
-        return features, np.split(factors, np.cumsum([len(f) for f in features])[:-1])
+        factors = np.split(factors, np.cumsum([len(f) for f in features])[:-1])
+        if not self.calibrate_single:  # one component: the refit's flux stands (see calibrate_single)
+            factors = [np.ones_like(f) if len(f) == 1 else f for f in factors]
+        return features, factors
 
     def _refine(self, stamps: np.ndarray, sigma, components: list[list[np.ndarray]]) -> list[np.ndarray]:
         """One sweep: component ``r`` (brightest first) = RDN(blend - the other components), in place.
