@@ -26,6 +26,10 @@ def _blend(blend_id: int, n_members: int, blendedness: float) -> Blend:
 def test_demo_blend_is_the_brightest_overlapping_pair_else_the_brightest_blend():
     blends = [_blend(1, 5, 0.3), _blend(2, 2, 0.02), _blend(3, 2, 0.2), _blend(4, 2, 0.4)]
     assert demo_blend(blends) == 3
+    lopsided = Blend(id=2, members=np.arange(1, 3), bbox=(0, 10, 0, 10), positions=np.zeros((2, 2)),
+                     fluxes=np.array([20.0, 1.0]), blendedness=0.5)
+    assert demo_blend([lopsided, blends[2]]) == 3  # a bright galaxy with a faint neighbour is passed over
+    assert demo_blend([lopsided]) == 2  # unless it is the only overlapping pair
     assert demo_blend(blends[:2]) == 1
     assert demo_blend([]) == 0
 

@@ -11,6 +11,7 @@ that a retraining that brings the splitting back fails here.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_deblend.deblenders.base import get_deblender
@@ -44,3 +45,15 @@ def test_a_shipped_network_does_not_split_isolated_structured_galaxies(model, is
     assert summary["spurious_per_stamp"] <= MAX_SPURIOUS[model], (
         f"{model} splits isolated knotty / spiral / irregular galaxies: "
         f"{summary['spurious_per_stamp']:.3f} spurious components per galaxy")
+
+
+def test_the_flux_calibration_leaves_single_galaxies_alone(isolated_structured_galaxies):
+    """calibrate_single is off: a stamp of one component keeps the refit's flux (factor 1)."""
+    model = get_deblender("peeling", device="cpu")
+    assert model.calibration_applies() and not model.calibrate_single
+    results = model.deblend_batch(isolated_structured_galaxies.images[:8])
+    singles = [r for r in results if r.n_components == 1]
+    assert singles and all(np.all(r.info["flux_correction"] == 1.0) for r in singles)
+    model.calibrate_single = True
+    again = model.deblend_batch(isolated_structured_galaxies.images[:8])
+    assert any(np.any(r.info["flux_correction"] != 1.0) for r in again if r.n_components == 1)
