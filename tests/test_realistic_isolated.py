@@ -49,7 +49,9 @@ def test_a_shipped_network_does_not_split_isolated_structured_galaxies(model, is
 
 def test_the_flux_calibration_leaves_single_galaxies_alone(isolated_structured_galaxies):
     """calibrate_single is off: a stamp of one component keeps the refit's flux (factor 1)."""
-    model = get_deblender("peeling", device="cpu")
+    from napari_deblend.deblenders.peeling import PeelingDeblender
+
+    model = PeelingDeblender(device="cpu")  # its own instance: get_deblender's is shared, and this one is changed
     assert model.calibration_applies() and not model.calibrate_single
     results = model.deblend_batch(isolated_structured_galaxies.images[:8])
     singles = [r for r in results if r.n_components == 1]
