@@ -7,11 +7,16 @@ deblender makes of them are their *children*. Every galaxy has exactly one
 
 - a detection with no child (not offered to the deblender, or in which the
   deblender found no galaxy) is primary itself: sep's measurement;
-- a detection with children is not primary; its children are, each with the
-  deblender's measurement.
+- a detection deblended alone (not in a sep blend) whose deblender answer is
+  one galaxy is primary itself too: an isolated galaxy, confirmed, whose
+  measurement is sep's (its one child is listed beside it, not primary);
+- otherwise a detection with children is not primary; its children are, each
+  with the deblender's measurement.
 
 A detection split into two or more children is an *unrecognised blend*: sep
-saw one object where the deblender found several galaxies.
+saw one object where the deblender found several galaxies. A detection
+deblended alone is split only when the deblender is sure enough
+(:func:`confirm_split`); else its components are summed into one.
 
 Which detection a component belongs to (:func:`assign_parents`), within the
 group it was deblended with (a sep blend, or one detection offered alone):
@@ -211,11 +216,56 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     kept = subset_result(result, parents > 0)
     kept.info["parents"] = parents[parents > 0]
     kept.info["dropped"] = int((parents == 0).sum())
+    if len(blend.members) == 1:
+        kept = confirm_split(kept)
     return kept
 
 
-def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray) -> dict[str, np.ndarray]:
-    """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags.
+def split_probability(result: Any) -> float | None:
+    """The deblender's probability that its stamp holds two or more galaxies (None: the model gives none).
+
+    ``peeling``: its counter's first look at the stamp (``info["count_probabilities"]``).
+    """
+    probabilities = result.info.get("count_probabilities")
+    if probabilities is None:
+        return None
+    return float(np.sum(np.asarray(probabilities, float)[2:]))
+
+
+def confirm_split(result: Any) -> Any:
+    """Sum the children of a detection deblended alone into one unless the deblender is sure of the split.
+
+    A detection that sep saw as one object is split (an unrecognised blend) only
+    when the model's probability of two or more galaxies
+    (:func:`split_probability`) reaches ``info["min_split_probability"]``; else
+    its components are knots, arms or clumps of one galaxy, summed into the
+    brightest (position: the centroid of the sum) and ``info["split_refused"]``
+    is set. Results without those entries are returned unchanged.
+    """
+    threshold = result.info.get("min_split_probability")
+    probability = split_probability(result)
+    if result.n_components < 2 or threshold is None or probability is None or probability >= threshold:
+        return result
+    fluxes = result.components.reshape(result.n_components, -1).sum(axis=1)
+    brightest = int(np.argmax(fluxes))
+    merged = subset_result(result, [brightest])
+    total = result.components.sum(axis=0, keepdims=True)
+    weights = total.sum(axis=1)[0]
+    yy, xx = np.indices(weights.shape)
+    norm = float(weights.sum())
+    position = (np.array([[(yy * weights).sum() / norm, (xx * weights).sum() / norm]]) if norm > 0
+                else result.positions[[brightest]])
+    masks = None if result.masks is None else np.any(np.asarray(result.masks, bool), axis=0, keepdims=True)
+    merged = replace(merged, components=total, positions=position, residual=result.blend - total[0], masks=masks)
+    if "parents" in result.info:  # one detection: its children's parent
+        merged.info["parents"] = np.asarray(result.info["parents"])[[brightest]]
+    merged.info["split_refused"] = result.n_components
+    return merged
+
+
+def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray,
+                   alone: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags and primary flag.
 
     Parameters
     ----------
@@ -225,11 +275,17 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
         ``(K,)`` parent number of each child.
     offered : numpy.ndarray
         ``(N,)`` bool: whether each detection was offered to the deblender.
+    alone : numpy.ndarray, optional
+        ``(N,)`` bool: whether each detection was deblended alone (not in a sep blend).
+        One of these whose deblender answer is one galaxy stays primary itself (the
+        deblender confirmed an isolated galaxy: sep's measurement stands, as for
+        the survey pipelines' isolated parents); its child is listed beside it.
 
     Returns
     -------
     dict
-        ``n_child``, ``primary``, ``flags`` (per detection) and ``child_flags`` (per child).
+        ``n_child``, ``primary``, ``flags`` (per detection), ``child_flags`` and
+        ``child_primary`` (per child).
     """
     numbers = np.asarray(numbers, np.int64)
     child_parents = np.asarray(child_parents, np.int64)
@@ -244,4 +300,8 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
     flags[np.asarray(offered, bool) & (n_child == 0)] |= NO_CHILD
     child_flags = np.array([flags[order[int(p)]] & UNRECOGNISED_BLEND if int(p) in order else 0
                             for p in child_parents], np.int32).reshape(-1)  # fmt: skip
-    return {"n_child": n_child, "primary": n_child == 0, "flags": flags, "child_flags": child_flags}
+    isolated = (n_child == 1) & (np.zeros(len(numbers), bool) if alone is None else np.asarray(alone, bool))
+    child_primary = np.array([not isolated[order[int(p)]] if int(p) in order else True
+                              for p in child_parents], bool).reshape(-1)  # fmt: skip
+    return {"n_child": n_child, "primary": (n_child == 0) | isolated, "flags": flags, "child_flags": child_flags,
+            "child_primary": child_primary}

@@ -13,6 +13,7 @@ from napari_deblend.parents import (
     assign_parents,
     child_ids,
     child_index,
+    confirm_split,
     group_children,
     id_stride,
     parent_summary,
@@ -74,3 +75,40 @@ def test_primary_rows_and_flags():
     assert summary["primary"].tolist() == [False, False, True, True]
     assert summary["flags"].tolist() == [0, UNRECOGNISED_BLEND, NOT_OFFERED, NO_CHILD]
     assert summary["child_flags"].tolist() == [0, UNRECOGNISED_BLEND, UNRECOGNISED_BLEND]
+    assert summary["child_primary"].tolist() == [True, True, True]
+    # detection 1 was deblended alone and its one child confirms one galaxy: the detection answers
+    alone = parent_summary(numbers, np.array([1, 2, 2]), offered, alone=np.array([True, True, False, True]))
+    assert alone["primary"].tolist() == [True, False, True, True]
+    assert alone["child_primary"].tolist() == [False, True, True]
+    assert alone["flags"].tolist() == summary["flags"].tolist()
+
+
+def _two_blobs(probabilities, threshold=0.8):
+    yy, xx = np.mgrid[:32, :32]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)[None]  # noqa: E731
+    components = np.stack([blob(16, 14) * 100, blob(16, 20) * 50]).astype(np.float32)
+    return DeblendResult(blend=components.sum(axis=0), components=components, positions=[[16, 14], [16, 20]],
+                         info={"count_probabilities": np.asarray(probabilities), "min_split_probability": threshold,
+                               "flux_correction": np.array([1.0, 2.0])})  # fmt: skip
+
+
+def test_an_unsure_split_of_a_detection_alone_is_summed_into_one_galaxy():
+    unsure = confirm_split(_two_blobs([0.05, 0.35, 0.5, 0.1]))  # P(two or more) = 0.6 < 0.8
+    assert unsure.n_components == 1 and unsure.info["split_refused"] == 2
+    np.testing.assert_allclose(unsure.components[0], unsure.blend, atol=1e-4)
+    np.testing.assert_allclose(unsure.residual, 0.0, atol=1e-4)
+    assert abs(unsure.positions[0, 0] - 16.0) < 1e-3 and 14.0 < unsure.positions[0, 1] < 20.0  # centroid of the sum
+    assert unsure.info["flux_correction"].tolist() == [1.0]
+    sure = confirm_split(_two_blobs([0.0, 0.1, 0.8, 0.1]))
+    assert sure.n_components == 2 and "split_refused" not in sure.info
+    assert confirm_split(_two_blobs([0.05, 0.35, 0.5, 0.1], threshold=0.0)).n_components == 2
+
+
+def test_group_children_of_a_detection_alone_confirms_the_split():
+    result = _two_blobs([0.05, 0.35, 0.5, 0.1])
+    segmentation = np.zeros((32, 32), np.int32)
+    segmentation[10:22, 8:26] = 7
+    blend = Blend(id=1, members=np.array([7]), bbox=(8, 24, 6, 28), positions=np.array([[16.0, 16.0]]),
+                  fluxes=np.array([1.0]), blendedness=0.0)  # fmt: skip
+    kept = group_children(result, blend, segmentation)
+    assert kept.n_components == 1 and kept.info["parents"].tolist() == [7] and kept.info["split_refused"] == 2

@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", type=float, nargs=3, default=None, metavar=("RDN", "COUNTER", "JOINT"),
                    help="peeling only: shares of the budget for the RDN, the counter and the joint fine-tuning "
                         "(default 0.7 0.12 0.18)")
+    p.add_argument("--vae-share", type=float, default=None, metavar="SHARE",
+                   help="vae only: share of the budget for the VAE itself before the deblending encoder (default "
+                        "0.4; 0 with --init, which then keeps the VAE: give a share to fine-tune it on the mix too)")
     p.add_argument("--data-sweeps", type=int, default=0,
                    help="peeling-joint only: joint sweeps (of the --init weights' joint refiner, which training then "
                         "goes on from) whose outputs are also training samples (default 0: the first pass only)")
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--counter-residual-weight: only peeling has it, not {args.model!r}")
     if args.counter_residual_weight < 0:
         raise DeblendInputError(f"--counter-residual-weight={args.counter_residual_weight}: expected a weight >= 0")
+    if args.vae_share is not None and (args.model != "vae" or not 0.0 <= args.vae_share < 1.0):
+        raise DeblendInputError(f"--vae-share={args.vae_share}: only vae has it, a share from 0 to below 1")
     if args.texture_leftover and args.model != "peeling":
         raise DeblendInputError(f"--texture-leftover: only peeling has it, not {args.model!r}")
     if not 0.0 <= args.texture_leftover <= 1.0:
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
             preset=args.preset, minutes=args.minutes, device=args.device, n_train=args.n_train,
             batch_size=args.batch_size, seed=args.seed, workers=args.workers, lr=args.lr, init=args.init, **mix,
         )
+        if args.vae_share is not None:
+            config.vae_share = args.vae_share
         train = module.train_vae if args.model == "vae" else module.train_detector
     elif args.model == "peeling-joint":
         from ..training.peeling_joint import JointTrainConfig, train_joint
@@ -281,6 +288,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--texture-leftover {args.texture_leftover:g}")
     if args.model == "peeling" and getattr(args, "blocks", None) is not None:
         parts.append(f"--blocks {args.blocks}")
+    if getattr(args, "vae_share", None) is not None:
+        parts.append(f"--vae-share {args.vae_share:g}")
     if getattr(args, "data_sweeps", 0):
         parts.append(f"--data-sweeps {args.data_sweeps}")
     if getattr(args, "continue_joint", False):

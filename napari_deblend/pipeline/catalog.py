@@ -24,7 +24,9 @@ Columns (one row per detection, then one per component; ``--`` = masked):
 ``BLEND_NDET``      sep detections in that stamp (1: a single detection; 0: not offered)
 ``COMPONENT``       a component's number within its stamp, brightest first (0: a detection)
 ``DEBLEND_NCHILD``  a detection's number of components (0 for components)
-``IS_PRIMARY``      the row that answers for its galaxy: a detection without children, or a
+``IS_PRIMARY``      the row that answers for its galaxy: a detection without children, a
+                    detection deblended alone whose one child confirms it is one galaxy
+                    (sep's measurement stands; the child is listed, not primary), or a
                     component
 ``DEBLEND_FLAGS``   bits: 1 unrecognised blend (a detection split into two or more
                     galaxies, set on it and on its children), 2 not offered to the
@@ -84,7 +86,8 @@ DESCRIPTIONS = {
     "BLEND_NDET": "sep detections in that stamp (1: a single detection; 0: not offered)",
     "COMPONENT": "Component number within its stamp, brightest first (0: a detection)",
     "DEBLEND_NCHILD": "Number of components of a detection",
-    "IS_PRIMARY": "The row that answers for its galaxy (a detection without children, or a component)",
+    "IS_PRIMARY": "The row that answers for its galaxy (a detection without children or confirmed isolated, "
+                  "or a component)",
     "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it",
     "FLUX_BEST": "Flux to use: FLUX_MODEL on a component, FLUX_AUTO on a detection",
     "MAG_BEST": "AB magnitude of FLUX_BEST",
@@ -116,7 +119,8 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     numbers = np.asarray(detections["id"], np.int64) if n_det else np.zeros(0, np.int64)
     parents = np.asarray(components["parent_id"], np.int64) if len(components) else np.zeros(0, np.int64)
     offered = np.asarray(detections["blend_id"]) > 0 if n_det else np.zeros(0, bool)
-    summary = parent_summary(numbers, parents, offered)
+    alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
+    summary = parent_summary(numbers, parents, offered, alone)
 
     det = to_sextractor_table(detections) if n_det else Table()
     det.meta = {}
@@ -149,7 +153,7 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
         comp["BLEND_NDET"] = np.array([stamp_ndet.get(int(b), 0) for b in comp["BLEND_ID"]], np.int32)
         comp["COMPONENT"] = np.asarray(components["component"], np.int32)
         comp["DEBLEND_NCHILD"] = np.zeros(k, np.int32)
-        comp["IS_PRIMARY"] = np.ones(k, bool)
+        comp["IS_PRIMARY"] = summary["child_primary"]
         comp["DEBLEND_FLAGS"] = summary["child_flags"]
         comp["FLUX_BEST"] = components["flux"]
         comp["MAG_BEST"] = components["mag"]

@@ -47,10 +47,14 @@ VAE_FRACTION = 0.4
 class VAETrainConfig(TrainConfig):
     """Options of ``napari-deblend train vae``: the shared ones and the latent size.
 
-    ``init`` fine-tunes both encoders from these vae weights (skipping the VAE phase).
+    ``init`` warm-starts the VAE and the deblending encoder from these vae weights;
+    ``vae_share`` is the share of the budget spent on the VAE phase (default
+    :data:`VAE_FRACTION`, or 0 with ``init``: the VAE stays and only the deblending
+    encoder is fine-tuned; give a share to fine-tune the VAE on new morphologies too).
     """
 
     latent: int = 32
+    vae_share: float | None = None
 
 
 def relative_l1(image: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -118,8 +122,9 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
     del train_data
     encoder, decoder = Encoder(latent=config.latent).to(device), Decoder(latent=config.latent).to(device)
     deblender = Encoder(latent=config.latent).to(device)
-    vae_seconds = VAE_FRACTION * config.minutes * 60
-    vae_steps = None if config.max_steps is None else round(VAE_FRACTION * config.max_steps)
+    share = config.vae_share if config.vae_share is not None else (0.0 if config.init else VAE_FRACTION)
+    vae_seconds = share * config.minutes * 60
+    vae_steps = None if config.max_steps is None else round(share * config.max_steps)
     if config.init and not resume:
         from ..deblenders.vae import load_checkpoint
 
@@ -127,8 +132,11 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
         encoder.load_state_dict(init["encoder"])
         decoder.load_state_dict(init["decoder"])
         deblender.load_state_dict(init["deblender"])
-        vae_seconds, vae_steps = 0.0, (None if config.max_steps is None else 0)
-        log(f"warm start from {config.init}: the VAE stays, the deblending encoder is fine-tuned")
+        if share > 0:
+            log(f"warm start from {config.init}: the VAE is fine-tuned for {share:.0%} of the budget, "
+                "then the deblending encoder")
+        else:
+            log(f"warm start from {config.init}: the VAE stays, the deblending encoder is fine-tuned")
 
     def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in batch.items()}
@@ -158,7 +166,8 @@ def train_vae(config: VAETrainConfig, out_dir: str | Path, resume: bool = False,
         averaged = run_phase(phase, out, log, progress, checkpoint_minutes=config.checkpoint_minutes, resume=resume)
         encoder.load_state_dict(averaged.encoder.state_dict())
         decoder.load_state_dict(averaged.decoder.state_dict())
-        deblender.load_state_dict(encoder.state_dict())
+        if not config.init:  # a fresh deblending encoder starts from the VAE's; a warm-started one stays
+            deblender.load_state_dict(encoder.state_dict())
     decoder.eval().requires_grad_(False)
     decoder_cpu = Decoder(latent=config.latent)
     decoder_cpu.load_state_dict(decoder.state_dict())
