@@ -54,7 +54,9 @@ from .measurements import MATCH_RADIUS, match_positions
 UNRECOGNISED_BLEND = 1  # a detection the deblender split into two or more galaxies (set on it and its children)
 NOT_OFFERED = 2  # a detection not offered to the deblender (point-like, or only sep's blends were)
 NO_CHILD = 4  # offered, but the deblender found no galaxy of it: sep's measurement is used
-FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offered", NO_CHILD: "no child"}
+SPLIT_REFUSED = 8  # deblended alone, split by the deblender without enough confidence: its components summed
+FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offered", NO_CHILD: "no child",
+              SPLIT_REFUSED: "split refused"}
 
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",

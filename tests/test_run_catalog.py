@@ -96,3 +96,22 @@ def test_blends_only_offers_nothing_else(tmp_path, pair_field):
     with pytest.raises(SystemExit) as refused:  # argparse names the accepted choices
         main([*argv[:-3], "--candidates", "most", "--quiet"])
     assert refused.value.code == 2
+
+
+def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
+    from napari_deblend.parents import SPLIT_REFUSED
+    from napari_deblend.simulate import simulate_field
+
+    field, _ = simulate_field(512, seed=77)  # the realistic mix: knotty, spiral and irregular galaxies
+    path = write_field(field, tmp_path / "mix.fits")
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--model", "peeling", "--device", "cpu",
+                 "--quiet"]) == 0  # fmt: skip
+    cat = Table.read(tmp_path / "run" / "mix" / "catalog.ecsv")
+    det, comp = cat[cat["KIND"] == "detection"], cat[cat["KIND"] == "component"]
+    refused = det[(det["DEBLEND_FLAGS"] & SPLIT_REFUSED) > 0]
+    assert len(refused) >= 1 and cat.meta["deblend_flags"][SPLIT_REFUSED] == "split refused"
+    for row in refused:  # one galaxy: sep's measurement answers, the summed child is listed beside it
+        assert row["BLEND_NDET"] == 1 and row["DEBLEND_NCHILD"] == 1 and row["IS_PRIMARY"]
+        assert not row["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND and row["FLUX_BEST"] == row["FLUX_AUTO"]
+        (child,) = comp[comp["PARENT"] == row["NUMBER"]]
+        assert child["DEBLEND_FLAGS"] & SPLIT_REFUSED and not child["IS_PRIMARY"]

@@ -56,6 +56,13 @@ def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
     before, after = torch.load(weights), torch.load(again)
     for key, value in before["decoder"].items():
         torch.testing.assert_close(after["decoder"][key], value)
+    # ... unless given a VAE share: then the VAE is fine-tuned too, and the deblending encoder goes on
+    # from its own weights (not reset to the VAE encoder's)
+    config = VAETrainConfig(max_steps=4, n_train=200, n_val=16, batch_size=8, workers=1, init=str(weights), vae_share=0.5)
+    both = torch.load(train_vae(config, tmp_path / "both", log=_quiet))
+    assert any(not torch.equal(both["decoder"][k], v) for k, v in before["decoder"].items())
+    assert all(not torch.equal(both["deblender"][k], both["encoder"][k]) for k in before["encoder"]
+               if before["encoder"][k].is_floating_point() and before["encoder"][k].numel() > 1)
 
 
 def test_detector_training_stores_the_best_threshold(tmp_path):

@@ -31,7 +31,9 @@ Columns (one row per detection, then one per component; ``--`` = masked):
 ``DEBLEND_FLAGS``   bits: 1 unrecognised blend (a detection split into two or more
                     galaxies, set on it and on its children), 2 not offered to the
                     deblender (point-like, or only sep's blends were), 4 offered but no
-                    galaxy of it found (sep's measurement is used)
+                    galaxy of it found (sep's measurement is used), 8 split refused (a
+                    detection deblended alone that the deblender split without enough
+                    confidence: its components were summed into one; on it and its child)
 ``FLUX_BEST``       the flux to use (electrons): ``FLUX_MODEL`` on a component,
                     ``FLUX_AUTO`` on a detection; ``MAG_BEST`` its AB magnitude
 ``X_IMAGE`` ...     position, 1-based (FITS); ``ALPHA_J2000``, ``DELTA_J2000`` from the WCS
@@ -57,7 +59,7 @@ from astropy.table import MaskedColumn, Table, vstack
 
 from .. import __version__
 from ..catalog_io import to_sextractor_table
-from ..parents import FLAG_NAMES, child_ids, child_index, id_stride, parent_summary
+from ..parents import FLAG_NAMES, SPLIT_REFUSED, child_ids, child_index, id_stride, parent_summary
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
 COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -88,7 +90,8 @@ DESCRIPTIONS = {
     "DEBLEND_NCHILD": "Number of components of a detection",
     "IS_PRIMARY": "The row that answers for its galaxy (a detection without children or confirmed isolated, "
                   "or a component)",
-    "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it",
+    "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it, "
+                     "8 split refused (components summed into one)",
     "FLUX_BEST": "Flux to use: FLUX_MODEL on a component, FLUX_AUTO on a detection",
     "MAG_BEST": "AB magnitude of FLUX_BEST",
 }
@@ -121,6 +124,10 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     offered = np.asarray(detections["blend_id"]) > 0 if n_det else np.zeros(0, bool)
     alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
     summary = parent_summary(numbers, parents, offered, alone)
+    if len(components) and "split_refused" in components.colnames:
+        unsure = np.unique(parents[np.asarray(components["split_refused"]) > 0])
+        summary["flags"][np.isin(numbers, unsure)] |= SPLIT_REFUSED
+        summary["child_flags"][np.isin(parents, unsure)] |= SPLIT_REFUSED
 
     det = to_sextractor_table(detections) if n_det else Table()
     det.meta = {}

@@ -388,6 +388,8 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
         table["y"] += stamp.origin[0]
         table["blend_id"] = np.full(len(table), stamp.blend_id, dtype=np.int32)
         table["parent_id"] = np.asarray(result.info["parents"], np.int32).reshape(len(table))
+        # components summed into one because the deblender was not sure of the split (parents.confirm_split)
+        table["split_refused"] = np.full(len(table), int(result.info.get("split_refused", 0)), np.int16)
         tables.append(table)
     if not tables or not sum(len(t) for t in tables):
         return _empty_components()
@@ -402,9 +404,9 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "masked_frac", "blend_id", "parent_id", "ra", "dec")  # fmt: skip
+             "masked_frac", "blend_id", "parent_id", "split_refused", "ra", "dec")  # fmt: skip
     dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", float, np.int32,
-              np.int32, float, float)  # fmt: skip
+              np.int32, np.int16, float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
 
 
