@@ -29,8 +29,12 @@ _MIN_SNR = 50.0
 def _source_fwhm(image: np.ndarray, x: float, y: float) -> float:
     """FWHM (pixels) of the source at ``(x, y)``: diameter of the area above half its (oversampled) peak."""
     grid = (np.arange(2 * _CORE * _OVERSAMPLE + 1) / _OVERSAMPLE) - _CORE
-    yy, xx = np.meshgrid(y + grid, x + grid, indexing="ij")
-    values = ndimage.map_coordinates(image, [yy, xx], order=3, mode="constant", cval=0.0)
+    # interpolate within a cut-out: the spline prefilter then costs the cut-out's pixels, not the image's
+    margin = _CORE + 6
+    y0, x0 = max(int(y) - margin, 0), max(int(x) - margin, 0)
+    window = image[y0 : int(y) + margin + 1, x0 : int(x) + margin + 1]
+    yy, xx = np.meshgrid(y - y0 + grid, x - x0 + grid, indexing="ij")
+    values = ndimage.map_coordinates(window, [yy, xx], order=3, mode="constant", cval=0.0)
     peak = values.max()
     if not peak > 0:
         return float("nan")
