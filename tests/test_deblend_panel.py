@@ -406,7 +406,9 @@ def test_the_collector_hold_leaves_objects_frozen_by_others_alone():
         hold_new_objects()
         release_collector()
         release_collector()
-        assert gc.get_freeze_count() == frozen and made_by_another_run
+        # objects frozen before may be freed meanwhile (by a Qt or worker thread of earlier tests), so the
+        # count may drop by a few; undoing the freeze would drop it to 0, freezing the 1000 lists raise it
+        assert frozen - 100 <= gc.get_freeze_count() <= frozen and made_by_another_run
     finally:
         gc.unfreeze()
     hold_collector()
