@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .measurements import MATCH_RADIUS, match_positions
+from .moments import centroid
 
 #: ``DEBLEND_FLAGS`` bits.
 UNRECOGNISED_BLEND = 1  # a detection the deblender split into two or more galaxies (set on it and its children)
@@ -252,11 +253,9 @@ def confirm_split(result: Any) -> Any:
     brightest = int(np.argmax(fluxes))
     merged = subset_result(result, [brightest])
     total = result.components.sum(axis=0, keepdims=True)
-    weights = total.sum(axis=1)[0]
-    yy, xx = np.indices(weights.shape)
-    norm = float(weights.sum())
-    position = (np.array([[(yy * weights).sum() / norm, (xx * weights).sum() / norm]]) if norm > 0
-                else result.positions[[brightest]])
+    position = np.array([centroid(total[0])])
+    if not np.isfinite(position).all():  # no positive pixel: the brightest's own position
+        position = np.asarray(result.positions, float)[[brightest]]
     masks = None if result.masks is None else np.any(np.asarray(result.masks, bool), axis=0, keepdims=True)
     merged = replace(merged, components=total, positions=position, residual=result.blend - total[0], masks=masks)
     if "parents" in result.info:  # one detection: its children's parent
@@ -266,7 +265,7 @@ def confirm_split(result: Any) -> Any:
 
 
 def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray,
-                   alone: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   alone: np.ndarray | None = None, refused: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags and primary flag.
 
     Parameters
@@ -282,6 +281,9 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
         One of these whose deblender answer is one galaxy stays primary itself (the
         deblender confirmed an isolated galaxy: sep's measurement stands, as for
         the survey pipelines' isolated parents); its child is listed beside it.
+    refused : numpy.ndarray, optional
+        ``(K,)`` bool: whether each child is the sum of a split the deblender was not sure
+        of (:func:`confirm_split`); its detection and it are flagged :data:`SPLIT_REFUSED`.
 
     Returns
     -------
@@ -300,7 +302,9 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
     flags[n_child >= 2] |= UNRECOGNISED_BLEND
     flags[~np.asarray(offered, bool)] |= NOT_OFFERED
     flags[np.asarray(offered, bool) & (n_child == 0)] |= NO_CHILD
-    child_flags = np.array([flags[order[int(p)]] & UNRECOGNISED_BLEND if int(p) in order else 0
+    if refused is not None:
+        flags[np.isin(numbers, child_parents[np.asarray(refused, bool)])] |= SPLIT_REFUSED
+    child_flags = np.array([flags[order[int(p)]] & (UNRECOGNISED_BLEND | SPLIT_REFUSED) if int(p) in order else 0
                             for p in child_parents], np.int32).reshape(-1)  # fmt: skip
     isolated = (n_child == 1) & (np.zeros(len(numbers), bool) if alone is None else np.asarray(alone, bool))
     child_primary = np.array([not isolated[order[int(p)]] if int(p) in order else True

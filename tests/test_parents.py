@@ -9,6 +9,7 @@ from napari_deblend.deblenders.base import DeblendResult
 from napari_deblend.parents import (
     NO_CHILD,
     NOT_OFFERED,
+    SPLIT_REFUSED,
     UNRECOGNISED_BLEND,
     assign_parents,
     child_ids,
@@ -81,6 +82,12 @@ def test_primary_rows_and_flags():
     assert alone["primary"].tolist() == [True, False, True, True]
     assert alone["child_primary"].tolist() == [False, True, True]
     assert alone["flags"].tolist() == summary["flags"].tolist()
+    # detection 1's one child is the sum of a split the deblender was not sure of
+    unsure = parent_summary(numbers, np.array([1, 2, 2]), offered, alone=np.array([True, True, False, True]),
+                            refused=np.array([True, False, False]))
+    assert unsure["flags"].tolist() == [SPLIT_REFUSED, UNRECOGNISED_BLEND, NOT_OFFERED, NO_CHILD]
+    assert unsure["child_flags"].tolist() == [SPLIT_REFUSED, UNRECOGNISED_BLEND, UNRECOGNISED_BLEND]
+    assert unsure["primary"].tolist() == alone["primary"].tolist()
 
 
 def _two_blobs(probabilities, threshold=0.8):

@@ -107,6 +107,10 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "--blocks=0" in capsys.readouterr().err
     assert main(["train", "vae", "--blocks", "8", "--out", str(tmp_path)]) == 2
     assert "only peeling" in capsys.readouterr().err
+    assert main(["train", "vae", "--vae-share", "1", "--out", str(tmp_path)]) == 2
+    assert "--vae-share=1.0" in capsys.readouterr().err
+    assert main(["train", "unet", "--vae-share", "0.2", "--out", str(tmp_path)]) == 2
+    assert "only vae" in capsys.readouterr().err
 
 
 def test_recorded_training_command_reproduces_the_options():

@@ -61,8 +61,12 @@ def test_vae_training_runs_both_phases_and_writes_loadable_weights(tmp_path):
     config = VAETrainConfig(max_steps=4, n_train=200, n_val=16, batch_size=8, workers=1, init=str(weights), vae_share=0.5)
     both = torch.load(train_vae(config, tmp_path / "both", log=_quiet))
     assert any(not torch.equal(both["decoder"][k], v) for k, v in before["decoder"].items())
-    assert all(not torch.equal(both["deblender"][k], both["encoder"][k]) for k in before["encoder"]
-               if before["encoder"][k].is_floating_point() and before["encoder"][k].numel() > 1)
+
+    def distance(a: dict, b: dict) -> float:
+        return sum(float((a[k].float() - b[k].float()).abs().sum()) for k in a if a[k].is_floating_point())
+
+    # two deblending-encoder steps from the --init one leave it closer to that than to the VAE encoder
+    assert distance(both["deblender"], before["deblender"]) < distance(both["deblender"], both["encoder"])
 
 
 def test_detector_training_stores_the_best_threshold(tmp_path):

@@ -59,7 +59,7 @@ from astropy.table import MaskedColumn, Table, vstack
 
 from .. import __version__
 from ..catalog_io import to_sextractor_table
-from ..parents import FLAG_NAMES, SPLIT_REFUSED, child_ids, child_index, id_stride, parent_summary
+from ..parents import FLAG_NAMES, child_ids, child_index, id_stride, parent_summary
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
 COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -123,11 +123,9 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     parents = np.asarray(components["parent_id"], np.int64) if len(components) else np.zeros(0, np.int64)
     offered = np.asarray(detections["blend_id"]) > 0 if n_det else np.zeros(0, bool)
     alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
-    summary = parent_summary(numbers, parents, offered, alone)
-    if len(components) and "split_refused" in components.colnames:
-        unsure = np.unique(parents[np.asarray(components["split_refused"]) > 0])
-        summary["flags"][np.isin(numbers, unsure)] |= SPLIT_REFUSED
-        summary["child_flags"][np.isin(parents, unsure)] |= SPLIT_REFUSED
+    refused = (np.asarray(components["split_refused"]) > 0 if len(components) and "split_refused" in components.colnames
+               else None)  # fmt: skip
+    summary = parent_summary(numbers, parents, offered, alone, refused)
 
     det = to_sextractor_table(detections) if n_det else Table()
     det.meta = {}
