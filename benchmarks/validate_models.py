@@ -4,7 +4,8 @@ Two validation sets, each with seeds of its own (``napari_deblend.training.tests
 ``parametric-validation`` (bulge + disk galaxies) and ``realistic-validation`` (the realistic morphology
 mix and, with ``--real-pool``, real galaxies of the pool's ``validation`` split). For isolated galaxies it
 prints the spurious components per galaxy and the Δf/f bias and scatter; for blends the scatter and the
-recovered fraction of each rank. A model is a registry name, or ``name=WEIGHTS.pt`` for other weights.
+recovered fraction of each rank. A model is a registry name, or ``name=WEIGHTS.pt`` for other weights,
+either followed by ``@attr=value,...`` settings of the deblender (``peeling@split_threshold=0.3``).
 
 Run: python benchmarks/validate_models.py --models peeling sextractor peeling=runs/new/peeling.pt \\
          --sets realistic-validation --blends 1 2 --n 600 --real-pool ~/.cache/napari-deblend/real_pool
@@ -23,13 +24,22 @@ from napari_deblend.training.testsets import VALIDATION_SEEDS
 
 
 def load(spec: str):
-    """A CPU deblender from ``name`` or ``name=weights.pt``."""
+    """A CPU deblender from ``name``, ``name=weights.pt``, either followed by ``@attr=value,...`` settings."""
+    spec, _, settings = spec.partition("@")
     name, _, weights = spec.partition("=")
     if not weights:
-        return get_deblender(name, device="cpu")
-    from napari_deblend.deblenders.base import _load_class
+        model = get_deblender(name, device="cpu")
+    else:
+        from napari_deblend.deblenders.base import _load_class
 
-    return _load_class(name)(device="cpu", weights=weights)
+        model = _load_class(name)(device="cpu", weights=weights)
+    for item in filter(None, settings.split(",")):
+        attr, _, value = item.partition("=")
+        if not hasattr(model, attr) or not value:
+            raise SystemExit(f"{item!r}: expected attr=value with an attribute of {name}")
+        old = getattr(model, attr)
+        setattr(model, attr, value.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(value))
+    return model
 
 
 def main() -> None:

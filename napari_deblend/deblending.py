@@ -215,7 +215,7 @@ def deblend(
             if positions is not None:
                 raise DeblendInputError("deblend: give positions (stamp pixels) or field_positions, not both")
             given = _stamp_positions(field_positions, stamp.origin, side, blend.id)
-        if given is None and deblender.needs_positions:
+        if given is None and (deblender.needs_positions or deblender.detection_hints):
             given = stamp.positions
         match = field_grid_match(data, deblender)
         if match is not None:

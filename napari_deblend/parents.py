@@ -10,6 +10,10 @@ deblender makes of them are their *children*. Every galaxy has exactly one
 - a detection deblended alone (not in a sep blend) whose deblender answer is
   one galaxy is primary itself too: an isolated galaxy, confirmed, whose
   measurement is sep's (its one child is listed beside it, not primary);
+- a detection of a sep blend none of whose children lies on it (within
+  :data:`~napari_deblend.measurements.MATCH_RADIUS` of its position) is primary
+  too: the deblender did not find the galaxy sep saw there (its children are
+  other light of the blend), so sep's measurement answers for it;
 - otherwise a detection with children is not primary; its children are, each
   with the deblender's measurement.
 
@@ -56,12 +60,14 @@ UNRECOGNISED_BLEND = 1  # a detection the deblender split into two or more galax
 NOT_OFFERED = 2  # a detection not offered to the deblender (point-like, or only sep's blends were)
 NO_CHILD = 4  # offered, but the deblender found no galaxy of it: sep's measurement is used
 SPLIT_REFUSED = 8  # deblended alone, split by the deblender without enough confidence: its components summed
+NOT_ANSWERED = 16  # in a sep blend, none of its children lies on it: its galaxy was not found, sep's measurement is used
 FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offered", NO_CHILD: "no child",
-              SPLIT_REFUSED: "split refused"}
+              SPLIT_REFUSED: "split refused", NOT_ANSWERED: "not answered"}
 
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
-                      "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma")  # fmt: skip
+                      "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma",
+                      "galaxy_probabilities")  # fmt: skip
 
 
 def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -264,8 +270,26 @@ def confirm_split(result: Any) -> Any:
     return merged
 
 
+def answered_detections(numbers: np.ndarray, positions: np.ndarray, child_parents: np.ndarray,
+                        child_positions: np.ndarray, max_distance: float = MATCH_RADIUS) -> np.ndarray:
+    """``(N,)`` bool: whether some child of each detection lies within ``max_distance`` pixels of it.
+
+    ``positions`` and ``child_positions`` are ``(y, x)`` in the same pixels.
+    """
+    numbers = np.asarray(numbers, np.int64)
+    row_of = {int(n): i for i, n in enumerate(numbers)}
+    positions = np.asarray(positions, float).reshape(-1, 2)
+    answered = np.zeros(len(numbers), bool)
+    for parent, position in zip(np.asarray(child_parents, np.int64), np.asarray(child_positions, float).reshape(-1, 2)):
+        row = row_of.get(int(parent))
+        if row is not None and np.hypot(*(position - positions[row])) <= max_distance:
+            answered[row] = True
+    return answered
+
+
 def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray,
-                   alone: np.ndarray | None = None, refused: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   alone: np.ndarray | None = None, refused: np.ndarray | None = None,
+                   answered: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags and primary flag.
 
     Parameters
@@ -284,6 +308,10 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
     refused : numpy.ndarray, optional
         ``(K,)`` bool: whether each child is the sum of a split the deblender was not sure
         of (:func:`confirm_split`); its detection and it are flagged :data:`SPLIT_REFUSED`.
+    answered : numpy.ndarray, optional
+        ``(N,)`` bool: whether some child lies on each detection (:func:`answered_detections`).
+        A detection of a sep blend with children of which none does is primary itself and
+        flagged :data:`NOT_ANSWERED`; its children stay as they are.
 
     Returns
     -------
@@ -306,8 +334,13 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
         flags[np.isin(numbers, child_parents[np.asarray(refused, bool)])] |= SPLIT_REFUSED
     child_flags = np.array([flags[order[int(p)]] & (UNRECOGNISED_BLEND | SPLIT_REFUSED) if int(p) in order else 0
                             for p in child_parents], np.int32).reshape(-1)  # fmt: skip
-    isolated = (n_child == 1) & (np.zeros(len(numbers), bool) if alone is None else np.asarray(alone, bool))
+    alone = np.zeros(len(numbers), bool) if alone is None else np.asarray(alone, bool)
+    isolated = (n_child == 1) & alone
+    unanswered = np.zeros(len(numbers), bool)
+    if answered is not None:
+        unanswered = (n_child >= 1) & ~alone & ~np.asarray(answered, bool)
+        flags[unanswered] |= NOT_ANSWERED
     child_primary = np.array([not isolated[order[int(p)]] if int(p) in order else True
                               for p in child_parents], bool).reshape(-1)  # fmt: skip
-    return {"n_child": n_child, "primary": (n_child == 0) | isolated, "flags": flags, "child_flags": child_flags,
-            "child_primary": child_primary}
+    return {"n_child": n_child, "primary": (n_child == 0) | isolated | unanswered, "flags": flags,
+            "child_flags": child_flags, "child_primary": child_primary}

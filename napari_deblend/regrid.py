@@ -292,6 +292,7 @@ class ResampledDeblender(Deblender):
         self.name = inner.name
         self.bands, self.min_stamp_size = inner.bands, inner.min_stamp_size
         self.needs_positions, self.uses_positions = inner.needs_positions, inner.uses_positions
+        self.detection_hints = inner.detection_hints
         self.match = grid_match(trained, data.pixel_scale, data.psf_fwhm, preset_zero_point(data, data.exposure)[0])
         warn_if_broader(self.match, inner.name, f"preset {data.name}")
 

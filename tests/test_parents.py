@@ -8,9 +8,11 @@ from napari_deblend.blends import Blend
 from napari_deblend.deblenders.base import DeblendResult
 from napari_deblend.parents import (
     NO_CHILD,
+    NOT_ANSWERED,
     NOT_OFFERED,
     SPLIT_REFUSED,
     UNRECOGNISED_BLEND,
+    answered_detections,
     assign_parents,
     child_ids,
     child_index,
@@ -88,6 +90,23 @@ def test_primary_rows_and_flags():
     assert unsure["flags"].tolist() == [SPLIT_REFUSED, UNRECOGNISED_BLEND, NOT_OFFERED, NO_CHILD]
     assert unsure["child_flags"].tolist() == [SPLIT_REFUSED, UNRECOGNISED_BLEND, UNRECOGNISED_BLEND]
     assert unsure["primary"].tolist() == alone["primary"].tolist()
+
+
+def test_a_detection_of_a_sep_blend_that_no_child_lies_on_answers_itself():
+    numbers = np.array([1, 2, 3])  # 1 and 2 are a sep blend, 3 a detection deblended alone
+    positions = np.array([[10.0, 10.0], [10.0, 20.0], [40.0, 40.0]])
+    # 1's child is on it; 2's only child is 5 px away (another light of the blend); 3's two children are off it
+    parents = np.array([1, 2, 3, 3])
+    child_positions = np.array([[10.5, 10.0], [10.0, 25.0], [40.0, 36.0], [40.0, 44.0]])
+    answered = answered_detections(numbers, positions, parents, child_positions)
+    assert answered.tolist() == [True, False, False]
+    summary = parent_summary(numbers, parents, np.ones(3, bool), alone=np.array([False, False, True]),
+                             answered=answered)
+    assert summary["primary"].tolist() == [False, True, False]  # a split detection alone is no answer
+    assert summary["flags"].tolist() == [0, NOT_ANSWERED, UNRECOGNISED_BLEND]
+    assert summary["child_primary"].tolist() == [True, True, True, True]
+    assert answered_detections(numbers, positions, parents, child_positions, max_distance=3.9).tolist() == [
+        True, False, False]
 
 
 def _two_blobs(probabilities, threshold=0.8):

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from napari_deblend.cli import main
-from napari_deblend.deblenders.peeling import WEIGHTS_DIR
+from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
 from napari_deblend.field import write_field
 from napari_deblend.parents import NOT_OFFERED, UNRECOGNISED_BLEND
 
@@ -54,6 +54,10 @@ def test_a_pair_sep_merged_is_split_flagged_and_each_galaxy_has_one_primary_row(
     assert all(children["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND) and np.ma.is_masked(children["FLUX_AUTO"][0])
     for galaxy in PAIR:  # both galaxies found, each by a primary component
         assert len(_near(children, galaxy)) == 1
+    # peeling's split verifier: each child's probability of being a galaxy (1 for the first peeled); nothing
+    # is given back by default
+    p_galaxy = np.asarray(children["P_GALAXY"], float)
+    assert p_galaxy.max() == 1.0 and np.all((p_galaxy > 0) & (p_galaxy <= 1)) and not PeelingDeblender.give_back_pieces
     assert children["ID"].tolist() == [j * cat.meta["id_stride"] + pair["NUMBER"] for j in range(1, len(children) + 1)]
 
     # the isolated galaxy was offered (extended); the deblender confirms one galaxy, so the
@@ -63,6 +67,8 @@ def test_a_pair_sep_merged_is_split_flagged_and_each_galaxy_has_one_primary_row(
     assert galaxy["IS_PRIMARY"] and galaxy["FLUX_BEST"] == galaxy["FLUX_AUTO"] and not galaxy["DEBLEND_FLAGS"]
     (child,) = comp[comp["PARENT"] == galaxy["NUMBER"]]
     assert not child["IS_PRIMARY"] and child["FLUX_AUTO"] == galaxy["FLUX_AUTO"]
+    # one component (or pieces given back to it): nothing left for the verifier to doubt
+    assert np.ma.is_masked(child["P_GALAXY"]) or child["P_GALAXY"] == 1.0
     # every true source has exactly one primary row within 3 px
     primary = cat[cat["IS_PRIMARY"]]
     assert [len(_near(primary, source)) for source in (POINT, *PAIR, GALAXY)] == [1, 1, 1, 1]

@@ -29,7 +29,7 @@ from ._session import DeblendSession, session_for
 TABLE_COLUMNS = (
     "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2",
     "sep_flux", "sep_mag", "sep_dflux_frac", "sep_e1", "sep_e2", "sep_status",
-    "truth_flux", "dflux_frac", "quality",
+    "truth_flux", "dflux_frac", "quality", "p_galaxy",
 )
 
 

@@ -13,8 +13,9 @@ from ..deblenders.checkpoints import file_sha256
 from ..errors import DeblendInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
-TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "unet", "vae", "detector")
-DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "peeling-calibration": 256, "unet": 64, "vae": 64,
+TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "peeling-verifier", "unet", "vae", "detector")
+DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "peeling-calibration": 256, "peeling-verifier": 256,
+                      "unet": 64, "vae": 64,
                       "detector": 64}
 
 
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in TRAINABLE:
         raise DeblendInputError(f"cannot train {args.model!r}: expected one of {', '.join(TRAINABLE)}")
     joint = args.model == "peeling-joint"
-    if args.model == "peeling-calibration":
+    if args.model in ("peeling-calibration", "peeling-verifier"):
         return _run_calibration(args)
     if args.lr is None:
         args.lr = 2e-4 if joint else 1e-3
@@ -222,8 +223,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_calibration(args: argparse.Namespace) -> int:
-    """``train peeling-calibration``: fit the flux calibration of the --init (default: shipped) peeling weights."""
+    """``train peeling-calibration`` / ``peeling-verifier``: fit the flux calibration or the split verifier of
+    the --init (default: shipped) peeling weights."""
     from ..training.flux_calibration import CalibrationTrainConfig, train_calibration
+    from ..training.split_verifier import VerifierTrainConfig, train_verifier
+
+    verifier = args.model == "peeling-verifier"
+    what = "split verifier" if verifier else "flux calibration"
 
     given = [name for name, used in (("--resume", args.resume), ("--no-symmetric", args.no_symmetric),
                                      ("--flux-weight", args.flux_weight is not None),
@@ -233,24 +239,29 @@ def _run_calibration(args: argparse.Namespace) -> int:
                                      ("--continue-joint", args.continue_joint),
                                      ("--real-galaxies", getattr(args, "real_galaxies", None))) if used]
     if given:
-        raise DeblendInputError(f"{', '.join(given)}: not options of peeling-calibration, which fits the flux "
-                                "calibration of the peeling weights given by --init (default: the shipped ones)")
+        raise DeblendInputError(f"{', '.join(given)}: not options of {args.model}, which fits the {what} "
+                                "of the peeling weights given by --init (default: the shipped ones)")
     _check_budget(args)
-    defaults = CalibrationTrainConfig()
+    config_class = VerifierTrainConfig if verifier else CalibrationTrainConfig
+    defaults = config_class()
     if args.n_train < 10:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 10 blends")
     if args.batch_size is None:
         args.batch_size = DEFAULT_BATCH_SIZE[args.model]
     if args.lr is None:
         args.lr = defaults.lr
-    config = CalibrationTrainConfig(preset=args.preset, minutes=args.minutes, device=args.device,
+    config = config_class(preset=args.preset, minutes=args.minutes, device=args.device,
                                     n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
                                     batch_size=args.batch_size, seed=args.seed,
                                     workers=args.workers, lr=args.lr, init=args.init, max_steps=args.steps,
                                     **_mix_options(args))
-    weights = train_calibration(config, args.out)
+    if verifier:
+        weights = train_verifier(config, args.out)
+    else:
+        weights = train_calibration(config, args.out)
     if args.install:
-        install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args))
+        install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args),
+                                 section="split_verifier" if verifier else "flux_calibration")
     return 0
 
 
@@ -382,6 +393,7 @@ def inference_settings(model: str) -> dict:
                 "merge_inner": PeelingDeblender.merge_inner, "merge_level": PeelingDeblender.merge_level,
                 "merge_peak_ratio": PeelingDeblender.merge_peak_ratio,
                 "merge_flux_ratio": PeelingDeblender.merge_flux_ratio,
+                "give_back_pieces": PeelingDeblender.give_back_pieces, "split_threshold": PeelingDeblender.split_threshold,
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
     return {}
@@ -433,11 +445,12 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     return target
 
 
-def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command: str) -> Path:
-    """Install peeling weights with a flux calibration as the package's ``peeling.pt``; record it in the card.
+def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command: str,
+                             section: str = "flux_calibration") -> Path:
+    """Install peeling weights with a flux calibration (or split verifier) as the package's ``peeling.pt``.
 
-    The card gains a ``flux_calibration`` section (data, command, the validation
-    figures before and after); its metrics are filled by ``evaluate`` as for any model.
+    The card gains a ``flux_calibration`` (or ``split_verifier``) section (data,
+    command, the validation figures); its metrics are filled by ``evaluate`` as for any model.
     """
     target = WEIGHTS_DIR / "peeling.pt"
     shutil.copyfile(weights, target)
@@ -445,11 +458,14 @@ def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command
     card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
     record = _training_record(config, run_dir, command)
     record["validation"] = record.pop("validation_curve")
-    card["flux_calibration"] = {
+    samples = ("every fainter component of a stamp of two or more is a sample (target: 1 when it is matched to "
+               "a true galaxy, 0 for a piece of one)" if section == "split_verifier" else
+               "every component matched to a true galaxy is a sample (target: log of the true over the component's "
+               "flux)")
+    card[section] = {
         "data": data_description(config, f"{config['n_train']} blends of 1-3 galaxies (seeds of their own)")
                 + f", noisy, deblended by the peeling weights {_weights_name(config['init'])} with no "
-                "calibration; every component matched to a true galaxy is a sample "
-                "(target: log of the true over the component's flux)",
+                f"{section.replace('_', ' ')}; {samples}",
         **record,
     }
     card["size_bytes"] = target.stat().st_size

@@ -141,6 +141,11 @@ class Deblender:
     uses_positions : bool
         Whether positions, when given (e.g. clicked by a user), are used as the sources
         (``vae``, ``unet``); ``peeling`` and ``sextractor`` find their own.
+    detection_hints : bool
+        Whether catalogue positions, when given, inform the result without being taken
+        as the sources (``peeling``: a component on a detection is never given back
+        to its host by the split verifier); the pipeline and the viewer then pass
+        the stamp's detections.
     takes_variance : bool
         Whether :meth:`deblend_batch` accepts ``variance=``: ``(N, C, H, W)``
         per-pixel variance of the stamps (``inf`` at masked pixels), given
@@ -154,6 +159,7 @@ class Deblender:
     min_stamp_size: ClassVar[int] = 8
     needs_positions: ClassVar[bool] = False
     uses_positions: ClassVar[bool] = False
+    detection_hints: ClassVar[bool] = False
     takes_variance: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 

@@ -11,6 +11,10 @@ ends at 0, ``Medium`` when it ends at 0 otherwise, ``Low`` when stuck.
 Pieces given back (ours): a component that lies inside a brighter one, with
 less than half its flux, is merged into it (see ``_merge_inner``): knots,
 arms and clumps of one real galaxy that the counter took for galaxies.
+After the refit, a learned split verifier (when the weights have one) gives
+each fainter component the probability that it is a galaxy of its own; with
+``give_back_pieces``, those below ``split_threshold`` go back to their host (see
+:mod:`~napari_deblend.deblenders.split_verifier`).
 
 Refinement (our addition to the paper): the first pass hands the brightest
 galaxy part of an overlapping neighbour's light (the neighbour then comes out
@@ -62,16 +66,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..measurements import MATCH_RADIUS
 from .base import Deblender, DeblendError, DeblendResult
 from .checkpoints import build_network, load_weights
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 from .inference import FLIPS, autocast_dtype_for, flip_outputs, fold_batchnorm, memory_format_for
 from .refit import refit_component
+from .split_verifier import SPLIT_FEATURE_NAMES, SplitVerifier, merge_pieces, split_features
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train peeling --preset lsst-i --minutes 40 --out runs/peeling --install"
 JOINT_RETRAIN_HINT = "napari-deblend train peeling-joint --preset lsst-i --minutes 60 --out runs/joint --install"
 CALIBRATION_RETRAIN_HINT = "napari-deblend train peeling-calibration --preset lsst-i --out runs/calibration --install"
+VERIFIER_RETRAIN_HINT = "napari-deblend train peeling-verifier --preset lsst-i --out runs/verifier --install"
 
 
 def peeling_quality(counts: list[int], reached_zero: bool) -> str:
@@ -94,6 +101,7 @@ class PeelingDeblender(Deblender):
     bands: ClassVar[int | None] = 1
     stamp_size: ClassVar[int | None] = None  # fully convolutional; trained on 48x48
     min_stamp_size: ClassVar[int] = 16
+    detection_hints: ClassVar[bool] = True  # the stamp's detections keep their components (see deblend_batch)
     max_steps: int = 4
     batch_size: int = 64
     refine_sweeps: int = 1  # RDN sweeps (weights without a joint refiner): a second one made the pairs worse
@@ -114,6 +122,13 @@ class PeelingDeblender(Deblender):
     # validation field, it halves the spurious splits of single galaxies for a few true pairs
     min_split_probability: float = 0.8
     keep_calibration_features: bool = False  # put each result's calibration features in its info (for fitting one)
+    # the split verifier (when the weights have one) gives every fainter component of a split the probability that
+    # it is a galaxy (info["galaxy_probabilities"], the catalogue's P_GALAXY); with give_back_pieces, those below
+    # split_threshold go back to their host. Off: on the validation sets and field it removed a fifth to two fifths
+    # of the spurious components for 1-2 points of scatter on the fainter galaxies (docs/models/peeling.md)
+    give_back_pieces: bool = False
+    split_threshold: float = 0.5
+    keep_split_features: bool = False  # put each result's split features in its info (for training a verifier)
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
         super().__init__(device=device, preset=preset)
@@ -133,15 +148,12 @@ class PeelingDeblender(Deblender):
             self.joint = self._load_part(RDN, checkpoint, "joint", "the joint refiner", f"retrain with "
                                          f"`{JOINT_RETRAIN_HINT}`")
             self.joint.eval().to(self.device, memory_format=self.memory_format)
-        self.calibrator = None  # the flux calibration, when the weights have one (training/flux_calibration.py)
-        if "flux_calibrator" in checkpoint:
-            self.calibrator = self._load_part(FluxCalibrator, checkpoint, "flux_calibrator", "the flux calibrator",
-                                              f"refit it with `{CALIBRATION_RETRAIN_HINT}`")
-            if self.calibrator.config["n_features"] != len(FEATURE_NAMES):
-                raise DeblendError(f"peeling weights {self.weights}: the flux calibrator takes "
-                                   f"{self.calibrator.config['n_features']} features, this version measures "
-                                   f"{len(FEATURE_NAMES)}; refit it with `{CALIBRATION_RETRAIN_HINT}`")
-            self.calibrator.eval()
+        # the flux calibration and the split verifier, when the weights have them (training/flux_calibration.py,
+        # training/split_verifier.py)
+        self.calibrator = self._load_perceptrons(FluxCalibrator, checkpoint, "flux_calibrator", "the flux calibrator",
+                                                 len(FEATURE_NAMES), f"refit it with `{CALIBRATION_RETRAIN_HINT}`")
+        self.verifier = self._load_perceptrons(SplitVerifier, checkpoint, "split_verifier", "the split verifier",
+                                               len(SPLIT_FEATURE_NAMES), f"retrain it with `{VERIFIER_RETRAIN_HINT}`")
         self.rdn.eval().to(self.device, memory_format=self.memory_format)
         self.counter = fold_batchnorm(self.counter).to(self.device, memory_format=self.memory_format)
         self.version = str(checkpoint.get("version", "1"))
@@ -153,6 +165,16 @@ class PeelingDeblender(Deblender):
             raise DeblendError(f"peeling weights {self.weights}: {what} has no {key}_config; {remedy}")
         return build_network(cls, checkpoint[f"{key}_config"], checkpoint[key],
                              refusal=f"peeling weights {self.weights}: {what} does not fit its network", remedy=remedy)
+
+    def _load_perceptrons(self, cls, checkpoint: dict, key: str, what: str, n_features: int, remedy: str):
+        """The part ``key`` of the weights (None when absent), checked to take the ``n_features`` measured here."""
+        if key not in checkpoint:
+            return None
+        part = self._load_part(cls, checkpoint, key, what, remedy)
+        if part.config["n_features"] != n_features:
+            raise DeblendError(f"peeling weights {self.weights}: {what} takes {part.config['n_features']} features, "
+                               f"this version measures {n_features}; {remedy}")
+        return part.eval()
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""
@@ -167,12 +189,22 @@ class PeelingDeblender(Deblender):
             raise DeblendError(f"peeling: {exc}") from None
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
-        """Peel every stamp of ``(N, 1, H, W)``; positions are not needed (nor used)."""
+        """Peel every stamp of ``(N, 1, H, W)``.
+
+        ``positions[i]`` (``(M, 2)`` ``(y, x)``, optional) are detections on stamp
+        ``i``: not taken as the sources, but a component within
+        :data:`~napari_deblend.measurements.MATCH_RADIUS` of one is never given back
+        to its host by the split verifier (a detection is evidence of a galaxy).
+        """
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
-        return self.run_in_chunks(len(stamps), lambda chunk, _size: self._peel(stamps[chunk], sigmas[chunk]))
+        hints = [None] * len(stamps) if positions is None else list(positions)
+        if len(hints) != len(stamps):
+            raise DeblendError(f"peeling: {len(hints)} position lists for {len(stamps)} stamps")
+        return self.run_in_chunks(len(stamps), lambda chunk, _size: self._peel(stamps[chunk], sigmas[chunk],
+                                                                               hints[chunk]))
 
-    def _peel(self, stamps: np.ndarray, sigmas: np.ndarray) -> list[DeblendResult]:
+    def _peel(self, stamps: np.ndarray, sigmas: np.ndarray, hints: list | None = None) -> list[DeblendResult]:
         import torch
 
         from .nets import normalise
@@ -234,13 +266,16 @@ class PeelingDeblender(Deblender):
                         before_refit[i], spreads[i])
             for i in range(n)
         ]
+        verified = self._verify_splits(stamps, components, sigmas, histories, first_look, hints or [None] * n)
         stacked = [np.stack(comps) if comps else np.zeros((0, *stamps.shape[1:]), np.float32) for comps in components]
         positions = [np.array([_centroid(c.sum(axis=0)) for c in comps]).reshape(-1, 2) for comps in stacked]
-        features, factors = self._flux_calibration(stamps, stacked, positions, sigmas, histories)
+        features, factors = self._flux_calibration(stamps, stacked, positions, sigmas, histories, verified)
+        for v in verified:
+            v.pop("_features", None)
         results = []
         for i in range(n):
             info = {"counts": counts[i], "merged_inner": merged[i], "count_probabilities": first_look[i],
-                    "min_split_probability": self.min_split_probability}
+                    "min_split_probability": self.min_split_probability, **verified[i]}
             if factors is not None:
                 info["flux_correction"] = factors[i]
             if features is not None and self.keep_calibration_features:
@@ -283,6 +318,45 @@ class PeelingDeblender(Deblender):
                 j += 1
         return merged
 
+    def _verify_splits(self, stamps, components, sigmas, histories, first_look, hints) -> list[dict[str, Any]]:
+        """The split verifier's galaxy probabilities; with ``give_back_pieces``, the doubtful components merged.
+
+        Components below ``split_threshold`` go back to their hosts, in place; one
+        within :data:`~napari_deblend.measurements.MATCH_RADIUS` of a position of
+        ``hints[i]`` (a detection) stays, whatever its probability.
+
+        Returns, per stamp, what goes into the result's info: ``galaxy_probabilities``
+        (of the components that remain; the brightest's is 1),
+        ``split_pieces_merged`` and, with ``keep_split_features``, ``split_features``.
+        """
+        out: list[dict[str, Any]] = [{} for _ in components]
+        rows = [i for i, comps in enumerate(components) if len(comps) >= 2]
+        if not rows or (self.verifier is None and not self.keep_split_features):
+            return out
+        centres = {i: np.array([_centroid(c.sum(axis=0)) for c in components[i]]) for i in rows}
+        features = [split_features(stamps[i], np.stack(components[i]), centres[i], float(sigmas[i]), histories[i],
+                                   first_look[i]) for i in rows]
+        for i, f in zip(rows, features):
+            out[i]["_features"] = f  # reused for the calibration when nothing is merged (then dropped)
+            if self.keep_split_features:
+                out[i]["split_features"] = f
+        if self.verifier is None:
+            return out
+        probabilities = np.split(self.verifier.probabilities(np.concatenate(features)),
+                                 np.cumsum([len(f) for f in features])[:-1])
+        for i, p in zip(rows, probabilities):
+            p = p.copy()
+            p[0] = 1.0  # the brightest component is never given away
+            protected = None
+            if hints[i] is not None and len(hints[i]):
+                distance = np.hypot(*(centres[i][:, None, :] - np.asarray(hints[i], float).reshape(1, -1, 2)).T)
+                protected = distance.min(axis=0) <= MATCH_RADIUS
+            kept = (merge_pieces(components[i], p, self.split_threshold, histories[i], protected)
+                    if self.give_back_pieces else list(range(len(p))))
+            out[i]["galaxy_probabilities"] = p[kept]
+            out[i]["split_pieces_merged"] = len(p) - len(kept)
+        return out
+
     def calibration_settings(self) -> dict[str, Any]:
         """The inference settings a flux calibration depends on (it is applied only with those it was fitted with)."""
         settings = {"max_steps": self.max_steps, "joint": self.joint is not None, "joint_sweeps": self.joint_sweeps,
@@ -297,13 +371,18 @@ class PeelingDeblender(Deblender):
         return (self.calibrator is not None and self.calibrate_flux
                 and self.calibrator.config["settings"] == self.calibration_settings())
 
-    def _flux_calibration(self, stamps, components, positions, sigmas, histories):
-        """Calibration features and flux factors of every stamp's components (None where not needed)."""
+    def _flux_calibration(self, stamps, components, positions, sigmas, histories, verified):
+        """Calibration features and flux factors of every stamp's components (None where not needed).
+
+        A stamp whose components the split verifier left as they were reuses the
+        features it measured (their first columns are the calibration features).
+        """
         applies = self.calibration_applies()
         if not (applies or self.keep_calibration_features):
             return None, None
-        features = [component_features(stamps[i], components[i], positions[i], float(sigmas[i]), histories[i])
-                    for i in range(len(stamps))]
+        features = [v["_features"][:, :len(FEATURE_NAMES)] if "_features" in v and not v.get("split_pieces_merged")
+                    else component_features(stamps[i], components[i], positions[i], float(sigmas[i]), histories[i])
+                    for i, v in enumerate(verified)]
         if not applies:
             return features, None
         factors = self.calibrator.factors(np.concatenate(features))

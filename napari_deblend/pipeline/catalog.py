@@ -59,7 +59,7 @@ from astropy.table import MaskedColumn, Table, vstack
 
 from .. import __version__
 from ..catalog_io import to_sextractor_table
-from ..parents import FLAG_NAMES, child_ids, child_index, id_stride, parent_summary
+from ..parents import FLAG_NAMES, answered_detections, child_ids, child_index, id_stride, parent_summary
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
 COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -72,6 +72,8 @@ COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
     "e1": ("E1", "(mu20 - mu02) / (mu20 + mu02)"),
     "e2": ("E2", "2 mu11 / (mu20 + mu02)"),
     "quality": ("QUALITY", "Deblender's verdict on the blend (High/Medium/Low for peeling)"),
+    "p_galaxy": ("P_GALAXY", "Probability that the component is a galaxy of its own, not a piece of its host "
+                             "(peeling's split verifier; blank where its stamp had one component)"),
 }
 #: The catalogue's first columns, in this order.
 LEADING = ("KIND", "ID", "PARENT", "NUMBER", "BLEND_ID", "BLEND_NDET", "COMPONENT", "DEBLEND_NCHILD", "IS_PRIMARY",
@@ -88,10 +90,11 @@ DESCRIPTIONS = {
     "BLEND_NDET": "sep detections in that stamp (1: a single detection; 0: not offered)",
     "COMPONENT": "Component number within its stamp, brightest first (0: a detection)",
     "DEBLEND_NCHILD": "Number of components of a detection",
-    "IS_PRIMARY": "The row that answers for its galaxy (a detection without children or confirmed isolated, "
-                  "or a component)",
+    "IS_PRIMARY": "The row that answers for its galaxy (a detection without children, confirmed isolated or "
+                  "not answered by its children, or a component)",
     "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it, "
-                     "8 split refused (components summed into one)",
+                     "8 split refused (components summed into one), 16 not answered (in a sep blend, no "
+                     "component on it: sep's measurement is used)",
     "FLUX_BEST": "Flux to use: FLUX_MODEL on a component, FLUX_AUTO on a detection",
     "MAG_BEST": "AB magnitude of FLUX_BEST",
 }
@@ -125,7 +128,11 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
     refused = (np.asarray(components["split_refused"]) > 0 if len(components) and "split_refused" in components.colnames
                else None)  # fmt: skip
-    summary = parent_summary(numbers, parents, offered, alone, refused)
+    answered = None
+    if n_det and len(components):
+        answered = answered_detections(numbers, np.column_stack([detections["y"], detections["x"]]), parents,
+                                       np.column_stack([components["y"], components["x"]]))
+    summary = parent_summary(numbers, parents, offered, alone, refused, answered)
 
     det = to_sextractor_table(detections) if n_det else Table()
     det.meta = {}
@@ -173,7 +180,13 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
                 comp[name] = MaskedColumn(np.where(alone, values, np.nan), mask=~alone, unit=det[name].unit)
         for name, (column, description) in COMPONENT_COLUMNS.items():
             if name in components.colnames:  # FLUX_MODEL_ERR only for models with an uncertainty (vae)
-                comp[column] = components[name]
+                values = components[name]
+                if name == "p_galaxy":  # only for a model that gives it; blank where not asked
+                    finite = np.isfinite(np.asarray(values, float))
+                    if not finite.any():
+                        continue
+                    values = MaskedColumn(np.asarray(values, float), mask=~finite)
+                comp[column] = values
                 comp[column].description = description
         comp["MODEL"] = [model] * k
         comp["MODEL_VERSION"] = [version] * k

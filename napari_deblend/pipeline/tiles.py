@@ -341,8 +341,10 @@ def deblend_stamps(deblender: Deblender, stamps: list[Stamp], noise: float,
     for side in sides:
         chosen = [i for i, s in enumerate(stamps) if s.data.shape[-1] == side]
         batch = np.stack([np.where(stamps[i].mask, 0.0, stamps[i].data).astype(np.float32) for i in chosen])
-        # as deblend() does: catalogue positions only for deblenders that need them, the others find the sources
-        positions = [stamps[i].positions for i in chosen] if deblender.needs_positions else None
+        # as deblend() does: catalogue positions only for deblenders that need them or take them as hints (peeling);
+        # the others find the sources
+        positions = ([stamps[i].positions for i in chosen] if deblender.needs_positions or deblender.detection_hints
+                     else None)
         sigmas = [stamp_noise(stamps[i], noise) for i in chosen]  # local noise where the field has a noise plane
         if match is not None:
             out = deblend_on_grid(deblender, batch, match, positions, np.asarray(sigmas))
@@ -390,6 +392,8 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
         table["parent_id"] = np.asarray(result.info["parents"], np.int32).reshape(len(table))
         # components summed into one because the deblender was not sure of the split (parents.confirm_split)
         table["split_refused"] = np.full(len(table), int(result.info.get("split_refused", 0)), np.int16)
+        if "p_galaxy" not in table.colnames:  # peeling's split verifier gives it (measure); NaN: not asked
+            table["p_galaxy"] = np.full(len(table), np.nan)
         tables.append(table)
     if not tables or not sum(len(t) for t in tables):
         return _empty_components()
@@ -404,9 +408,9 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "masked_frac", "blend_id", "parent_id", "split_refused", "ra", "dec")  # fmt: skip
+             "masked_frac", "blend_id", "parent_id", "split_refused", "p_galaxy", "ra", "dec")  # fmt: skip
     dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", float, np.int32,
-              np.int32, np.int16, float, float)  # fmt: skip
+              np.int32, np.int16, float, float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,36 +77,25 @@ def calibration_samples(deblender: Any, n: int, stamp_size: int, preset: str, se
         ``n_galaxies``.
     """
     from ..measurements import match_positions
-    from ..simulate import simulate_blends
-    from .evaluate import _positions_from_truth
 
     saved = deblender.calibrate_flux, deblender.keep_calibration_features
     deblender.calibrate_flux, deblender.keep_calibration_features = False, True
     rows: dict[str, list] = {"features": [], "flux": [], "true_flux": [], "rank": [], "n_galaxies": []}
-    start = time.perf_counter()
     n_features = None
     try:
-        counts = _multiplicity_counts(n)
-        for k, count in counts.items():
-            blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
-                                     n_workers=workers, **(mix or DataMix("parametric")).simulate_kwargs(split))
-            positions = _positions_from_truth(blends.truth, count, k)
-            true_flux = blends.components[:, :k].reshape(count, k, -1).sum(axis=2, dtype=np.float64)
-            for lo in range(0, count, 256):
-                results = deblender.deblend_batch(blends.images[lo:lo + 256], noise=blends.noise_sigma)
-                for offset, result in enumerate(results):
-                    i = lo + offset
-                    features = result.info["calibration_features"]
-                    n_features = features.shape[1]
-                    matched = {j: p for p, j in match_positions(result.positions, positions[i])}
-                    for j in range(k):
-                        p = matched.get(j)
-                        rows["features"].append(features[p] if p is not None else None)
-                        rows["flux"].append(float(result.components[p].sum()) if p is not None else np.nan)
-                        rows["true_flux"].append(true_flux[i, j])
-                        rows["rank"].append(j)
-                        rows["n_galaxies"].append(k)
-            log(f"calibration data: {count} blends of {k} in {time.perf_counter() - start:.0f} s")
+        for k, result, true_positions, true_flux in deblended_simulations(
+                deblender, multiplicity_counts(n), stamp_size, preset, seed, workers, mix, split,
+                lambda text: log(f"calibration data: {text}")):
+            features = result.info["calibration_features"]
+            n_features = features.shape[1]
+            matched = {j: p for p, j in match_positions(result.positions, true_positions)}
+            for j in range(k):
+                p = matched.get(j)
+                rows["features"].append(features[p] if p is not None else None)
+                rows["flux"].append(float(result.components[p].sum()) if p is not None else np.nan)
+                rows["true_flux"].append(true_flux[j])
+                rows["rank"].append(j)
+                rows["n_galaxies"].append(k)
     finally:
         deblender.calibrate_flux, deblender.keep_calibration_features = saved
     empty = np.full(n_features or 0, np.nan)
@@ -119,9 +108,34 @@ def calibration_samples(deblender: Any, n: int, stamp_size: int, preset: str, se
     }
 
 
-def _multiplicity_counts(n: int) -> dict[int, int]:
-    """Blends of each multiplicity in ``n`` (:data:`MULTIPLICITY_SHARES`, at least one each)."""
-    return {k: max(1, int(round(n * share))) for k, share in MULTIPLICITY_SHARES.items()}
+def deblended_simulations(deblender: Any, counts: dict[int, int], stamp_size: int, preset: str, seed: int,
+                          workers: int, mix: DataMix | None, split: str,
+                          log: Callable[[str], None]) -> Iterator[tuple[int, Any, np.ndarray, np.ndarray]]:
+    """Simulate ``counts[k]`` blends of ``k`` galaxies (seed ``seed * 10 + k``) and deblend them in batches of 256.
+
+    Yields, per blend, ``(k, result, true_positions (k, 2), true_fluxes (k,))``, brightest galaxy first;
+    ``mix`` is the morphology mix and real-galaxy pool (default parametric), ``split`` the pool's split.
+    """
+    from ..simulate import simulate_blends
+    from .evaluate import _positions_from_truth
+
+    start = time.perf_counter()
+    for k, count in counts.items():
+        blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
+                                 n_workers=workers, **(mix or DataMix("parametric")).simulate_kwargs(split))
+        positions = _positions_from_truth(blends.truth, count, k)
+        true_flux = blends.components[:, :k].reshape(count, k, -1).sum(axis=2, dtype=np.float64)
+        for lo in range(0, count, 256):
+            results = deblender.deblend_batch(blends.images[lo:lo + 256], noise=blends.noise_sigma)
+            for offset, result in enumerate(results):
+                yield k, result, positions[lo + offset], true_flux[lo + offset]
+        log(f"{count} blends of {k} in {time.perf_counter() - start:.0f} s")
+
+
+def multiplicity_counts(n: int, shares: dict[int, float] | None = None) -> dict[int, int]:
+    """Blends of each multiplicity in ``n`` (``shares``, default :data:`MULTIPLICITY_SHARES`; at least one each)."""
+    return {k: max(1, int(round(n * share))) for k, share in (shares or MULTIPLICITY_SHARES).items()}
+
 
 
 def flux_scatter_by_rank(data: dict[str, np.ndarray], factors: np.ndarray | None = None) -> dict[str, Any]:
@@ -151,9 +165,14 @@ def _training_pairs(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return data["features"][ok], target
 
 
-def _fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                config: CalibrationTrainConfig, deadline: float, log: Callable[[str], None]) -> float:
-    """Train one perceptron (one-cycle schedule, L1 loss); keep its best epoch on the validation rows."""
+def _l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (output - target).abs().mean()
+
+
+def fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+               config: CalibrationTrainConfig, deadline: float, log: Callable[[str], None],
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _l1) -> float:
+    """Train one perceptron (one-cycle schedule, ``loss_fn``: L1 by default); keep its best validation epoch."""
     optimizer = torch.optim.AdamW(net.parameters(), config.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(y) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -166,14 +185,14 @@ def _fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: t
         order = torch.randperm(len(y))
         for b in range(min(steps_per_epoch, total_steps - epoch * steps_per_epoch)):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            loss = (net(x[idx]) - y[idx]).abs().mean()
+            loss = loss_fn(net(x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
         net.eval()
         with torch.no_grad():
-            val_loss = float((net(x_val) - y_val).abs().mean())
+            val_loss = float(loss_fn(net(x_val), y_val))
         if val_loss < best:
             best, best_state = val_loss, {k: v.clone() for k, v in net.state_dict().items()}
         if time.perf_counter() > deadline:
@@ -227,7 +246,7 @@ def train_calibration(config: CalibrationTrainConfig, out_dir: str | Path, resum
     history = []
     for m in range(config.members):
         torch.manual_seed(config.seed * 1000 + m)
-        loss = _fit_member(calibrator.member_forward(m), *tensors, config, deadline, log)
+        loss = fit_member(calibrator.member_forward(m), *tensors, config, deadline, log)
         history.append({"member": m, "val_l1": loss})
         log(f"member {m + 1} / {config.members}: validation L1 {loss:.4f}")
         if progress:

@@ -1,0 +1,160 @@
+"""Learned check of the peeling deblender's splits: is a fainter component a galaxy or a piece of one?
+
+The galaxy counter reads a knot, a spiral arm or a clump left behind by a
+peeled galaxy as another galaxy, and a single clumpy galaxy comes out in two
+or three components. The counter's own confidence does not tell the two apart
+(it is about as sure of a knot as of a companion); what does is where the
+piece sits on its host and what it looks like: a knot lies well inside the
+host's light, is compact and faint against the host at that place, an arm is
+stretched along the host's isophotes, a companion has its own profile wherever
+it falls.
+
+:func:`split_features` measures, for every component but the brightest, the
+flux-calibration features (:func:`~napari_deblend.deblenders.flux_calibration.component_features`)
+and :data:`HOST_FEATURE_NAMES`, measured against its *host* (the other
+component brightest at its centroid), never from any truth. A
+:class:`SplitVerifier`, an average of small perceptrons, maps them to the
+probability that the component is a galaxy of its own. Components below the
+deblender's ``split_threshold`` are given back to their host
+(:func:`merge_pieces`): the images are added, so flux is conserved and the
+components still add up to the model of the blend.
+
+The verifier is trained on simulated blends of the realistic morphology mix
+and of real galaxies, run through the deblender with the verifier off; a
+component matched to no true galaxy is a piece (``napari-deblend train
+peeling-verifier``, :mod:`napari_deblend.training.split_verifier`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
+
+#: Features of a component measured against its host, after the calibration features.
+HOST_FEATURE_NAMES: tuple[str, ...] = (
+    "log_host_level_snr", "log_host_contrast", "log_host_flux_ratio", "host_distance_in_size",
+    "tangential_elongation", "own_size_in_host_size", "p_two_or_more", "p_three_or_more",
+)
+#: The verifier's input, in order.
+SPLIT_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + HOST_FEATURE_NAMES
+
+
+def _moments(image: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Centroid ``(y, x)`` and second moments ``(m_yy, m_xx, m_xy)`` of the positive pixels."""
+    weight = np.clip(image, 0, None)
+    total = weight.sum()
+    h, w = image.shape
+    if total <= 0:
+        return (h - 1) / 2.0, (w - 1) / 2.0, 1.0, 1.0, 0.0
+    yy, xx = np.indices(image.shape)
+    cy, cx = (weight * yy).sum() / total, (weight * xx).sum() / total
+    return (float(cy), float(cx), float((weight * (yy - cy) ** 2).sum() / total),
+            float((weight * (xx - cx) ** 2).sum() / total), float((weight * (yy - cy) * (xx - cx)).sum() / total))
+
+
+def host_of(components: np.ndarray, index: int) -> int:
+    """The component other than ``index`` that is brightest at ``index``'s centroid (``components``: ``(K, H, W)``)."""
+    cy, cx = _moments(components[index])[:2]
+    h, w = components.shape[-2:]
+    y, x = min(max(int(round(cy)), 0), h - 1), min(max(int(round(cx)), 0), w - 1)
+    levels = components[:, y, x].astype(np.float64).copy()
+    levels[index] = -np.inf
+    return int(np.argmax(levels))
+
+
+def host_features(components: np.ndarray, sigma: float, count_probabilities: np.ndarray | None) -> np.ndarray:
+    """:data:`HOST_FEATURE_NAMES` of every component of one stamp (``(K, 1, H, W)``; zeros when alone)."""
+    comps = np.asarray(components, np.float64)[:, 0]
+    k = len(comps)
+    out = np.zeros((k, len(HOST_FEATURE_NAMES)))
+    probabilities = np.asarray(count_probabilities if count_probabilities is not None else [1.0], np.float64)
+    p_two, p_three = float(probabilities[2:].sum()), float(probabilities[3:].sum())
+    out[:, 6], out[:, 7] = p_two, p_three
+    if k < 2:
+        return out
+    moments = [_moments(c) for c in comps]
+    flux = np.maximum(comps.reshape(k, -1).sum(axis=1), 1e-3)
+    h, w = comps.shape[-2:]
+    for r in range(k):
+        host = host_of(comps, r)
+        cy, cx, myy, mxx, mxy = moments[r]
+        hy, hx, hyy, hxx, _ = moments[host]
+        y, x = min(max(int(round(cy)), 0), h - 1), min(max(int(round(cx)), 0), w - 1)
+        level = max(float(comps[host, y, x]), 0.0)
+        peak = max(float(comps[r].max()), 1e-3)
+        host_size = np.sqrt(max(hyy + hxx, 1e-6))
+        own_size = np.sqrt(max(myy + mxx, 1e-6))
+        distance = float(np.hypot(cy - hy, cx - hx))
+        angle = np.arctan2(cy - hy, cx - hx)  # direction from the host to the piece
+        trace = max(myy + mxx, 1e-6)
+        e1, e2 = (mxx - myy) / trace, 2 * mxy / trace
+        # elongation across the host's radius (along its isophotes): > 0 for an arm, ~0 for a round companion
+        tangential = -(e1 * np.cos(2 * angle) + e2 * np.sin(2 * angle)) if distance > 0.5 else 0.0
+        out[r, :6] = [np.log10(1 + level / sigma), np.log10(1 + level / peak), np.log10(1 + flux[host] / flux[r]),
+                      distance / host_size, tangential, own_size / host_size]
+    return out
+
+
+def split_features(stamp: np.ndarray, components: np.ndarray, positions: np.ndarray, sigma: float,
+                   history: PeelHistory, count_probabilities: np.ndarray | None) -> np.ndarray:
+    """:data:`SPLIT_FEATURE_NAMES` of every component of one stamp, ``(K, F)`` float64 (see the module text)."""
+    return np.concatenate([component_features(stamp, components, positions, sigma, history),
+                           host_features(components, sigma, count_probabilities)], axis=1)
+
+
+class SplitVerifier(FluxCalibrator):
+    """An average of small perceptrons from split features to the log-odds that a component is a galaxy.
+
+    The same network as :class:`~napari_deblend.deblenders.flux_calibration.FluxCalibrator`
+    (clipped, standardised inputs), with an unbounded output read as a logit.
+    """
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, n_features)`` -> ``(N,)`` log-odds of being a galaxy, the members' mean."""
+        x = self.standardise(features)
+        return torch.stack([member(x)[:, 0] for member in self.members]).mean(dim=0)
+
+    @torch.no_grad()
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Probability ``(N,)`` that each of ``(N, n_features)`` components is a galaxy of its own."""
+        if not len(features):
+            return np.ones(0)
+        x = torch.as_tensor(np.nan_to_num(features), dtype=torch.float32, device=self.mean.device)
+        return torch.sigmoid(self.eval()(x)).cpu().numpy().astype(np.float64)
+
+
+def merge_pieces(components: list[np.ndarray], probabilities: np.ndarray, threshold: float,
+                 history: PeelHistory, protected: np.ndarray | None = None) -> list[int]:
+    """Give each component whose galaxy probability is below ``threshold`` back to its host, in place.
+
+    The least likely goes first; the brightest component (index 0) and the
+    ``protected`` ones (bool per component, e.g. on a detection) are never given
+    away. ``history``'s flux arrays are summed the same way. Returns the indices
+    (in the given order) of the components that remain.
+    """
+    alive = list(range(len(components)))
+    merged = 0
+    for j in sorted(range(1, len(components)), key=lambda j: probabilities[j]):
+        if probabilities[j] >= threshold or len(alive) < 2:
+            break
+        if protected is not None and protected[j]:
+            continue
+        stack = np.stack([components[i][0] for i in alive])
+        host = alive[host_of(stack, alive.index(j))]
+        components[host] = components[host] + components[j]
+        for name in ("first_pass", "first_sweep", "before_refit"):
+            values = getattr(history, name)
+            if len(values) == len(components):
+                values[host] += values[j]
+        alive.remove(j)
+        merged += 1
+    keep = sorted(alive)
+    if merged:
+        components[:] = [components[i] for i in keep]
+        for name in ("first_pass", "first_sweep", "before_refit", "flip_spread"):
+            values = getattr(history, name)
+            if len(values) == len(keep) + merged:
+                setattr(history, name, np.asarray(values)[keep])
+    return keep

@@ -1,0 +1,168 @@
+"""Training the peeling deblender's split verifier (``napari-deblend train peeling-verifier``).
+
+Data: blends of 1, 2 and 3 galaxies of the ``--morphology`` mix (and the
+``--real-pool``'s ``train`` split; the run's validation rows come from its
+``validation`` split), with seeds of their own, never the evaluation's, run
+through the peeling deblender of the ``--init`` weights with no piece given
+back and the flux calibration off. Every component but the brightest of a stamp of two
+or more is a sample: its split features
+(:func:`~napari_deblend.deblenders.split_verifier.split_features`) and the label
+1 when it is matched to a true galaxy (:func:`~napari_deblend.measurements.match_positions`,
+as the evaluation matches), 0 when it is a piece of one. The verifier
+(:class:`~napari_deblend.deblenders.split_verifier.SplitVerifier`, a few small
+perceptrons from different seeds) learns the log-odds with a cross-entropy
+loss; each member keeps its best epoch on the validation rows. The weights
+file written is the ``--init`` one with the verifier added (a flux calibration
+in it stays: it corrects whatever components it is given).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DeblendInputError
+from .data_mix import DataMix, data_mix
+from .flux_calibration import CalibrationTrainConfig, deblended_simulations, fit_member, multiplicity_counts
+from .loop import save_weights
+from .peeling import cached_npz, start_run
+
+VERIFIER_SEED = 6_000_000  # simulation seeds of the verifier's data; never the evaluation's
+VERIFIER_VALIDATION_SEED = 6_999_999
+#: Share of blends of 1, 2 and 3 galaxies in the verifier's data (single galaxies give most pieces).
+MULTIPLICITY_SHARES = {1: 0.4, 2: 0.4, 3: 0.2}
+
+
+@dataclass
+class VerifierTrainConfig(CalibrationTrainConfig):
+    """Options of ``napari-deblend train peeling-verifier`` (``init``: the peeling weights to verify).
+
+    As :class:`~napari_deblend.training.flux_calibration.CalibrationTrainConfig`, with
+    other defaults: ``minutes`` bounds the fitting (the simulations and deblending come
+    first); ``n_train`` and ``n_val`` count blends.
+    """
+
+    minutes: float = 5.0
+    n_train: int = 30_000
+    epochs: int = 30
+    width: int = 64
+
+
+def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
+                     log: Callable[[str], None] = print, mix: DataMix | None = None,
+                     split: str = "train") -> dict[str, np.ndarray]:
+    """Simulate ``n`` blends, deblend them unverified, and label every fainter component galaxy (1) or piece (0).
+
+    Returns
+    -------
+    dict
+        Per component (``M`` rows): ``features`` ``(M, F)``, ``label``,
+        ``n_galaxies`` (true galaxies in its blend) and ``stamp`` (a blend index).
+    """
+    from ..measurements import match_positions
+
+    saved = deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux
+    deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux = False, True, False
+    rows: dict[str, list] = {"features": [], "label": [], "n_galaxies": [], "stamp": []}
+    try:
+        for stamp, (k, result, true_positions, _flux) in enumerate(deblended_simulations(
+                deblender, multiplicity_counts(n, MULTIPLICITY_SHARES), stamp_size, preset, seed, workers, mix, split,
+                lambda text: log(f"verifier data: {text}"))):
+            features = result.info.get("split_features")
+            if features is None:
+                continue
+            matched = {p for p, _ in match_positions(result.positions, true_positions)}
+            for p in range(1, len(features)):
+                rows["features"].append(features[p])
+                rows["label"].append(1.0 if p in matched else 0.0)
+                rows["n_galaxies"].append(k)
+                rows["stamp"].append(stamp)
+    finally:
+        deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux = saved
+    from ..deblenders.split_verifier import SPLIT_FEATURE_NAMES
+
+    return {"features": np.array(rows["features"], np.float64).reshape(-1, len(SPLIT_FEATURE_NAMES)),
+            "label": np.asarray(rows["label"], np.float64), "n_galaxies": np.asarray(rows["n_galaxies"], np.int64),
+            "stamp": np.asarray(rows["stamp"], np.int64)}
+
+
+def verifier_figures(data: dict[str, np.ndarray], probabilities: np.ndarray,
+                     thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)) -> dict[str, Any]:
+    """Per threshold: the share of pieces given back and of galaxies wrongly given back, by multiplicity."""
+    out: dict[str, Any] = {}
+    for threshold in thresholds:
+        merged = probabilities < threshold
+        row: dict[str, Any] = {}
+        for k in np.unique(data["n_galaxies"]):
+            sel = data["n_galaxies"] == k
+            pieces, galaxies = sel & (data["label"] == 0), sel & (data["label"] == 1)
+            row[f"{k}_galaxies"] = {
+                "pieces": int(pieces.sum()), "pieces_given_back": float(merged[pieces].mean()) if pieces.any() else None,
+                "galaxies": int(galaxies.sum()),
+                "galaxies_given_back": float(merged[galaxies].mean()) if galaxies.any() else None}
+        out[str(threshold)] = row
+    return out
+
+
+def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+                   progress: Callable[[float], None] | None = None) -> Path:
+    """Train the split verifier of the ``config.init`` peeling weights; return the new weights file.
+
+    The simulated and deblended data are cached in ``OUT/cache``; ``OUT/history.jsonl``
+    holds each member's validation loss and the validation figures of :func:`verifier_figures`.
+    """
+    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
+    from ..deblenders.split_verifier import SplitVerifier
+    from .peeling_joint import _networks_hash
+
+    if config.members < 1 or config.epochs < 1:
+        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
+    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
+    config.init = str(init)
+    out, _device, preset = start_run(config, out_dir)
+    base = {k: v for k, v in load_checkpoint(init).items() if not k.startswith("split_verifier")}
+    deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
+    networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+    mix = data_mix(config)
+    tag = f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}_{mix.tag()}"
+    data, val = (
+        cached_npz(out / "cache", f"verifier_{name}_{tag}_{n}_{seed}.npz",
+                   lambda n=n, seed=seed, split=split: verifier_samples(
+                       deblender, n, config.stamp_size, preset.name, seed, config.workers, log, mix, split))
+        for name, n, seed, split in (("train", config.n_train, VERIFIER_SEED + config.seed, "train"),
+                                     ("val", config.n_val, VERIFIER_VALIDATION_SEED, "validation"))
+    )
+    labels = np.concatenate([data["label"], val["label"]])
+    if len(data["label"]) < 10 or len(val["label"]) < 1 or len(np.unique(labels)) < 2:
+        raise DeblendInputError(f"--n-train={config.n_train}: too few split components ({len(data['label'])} / "
+                                f"{len(val['label'])}, of both kinds) to train a verifier; simulate more blends")
+    torch.manual_seed(config.seed)  # the initial weights do not depend on what the process drew before
+    verifier = SplitVerifier(data["features"].shape[1], config.width, config.depth, config.members)
+    verifier.set_standardisation(data["features"])
+    tensors = [torch.as_tensor(np.nan_to_num(a), dtype=torch.float32)
+               for a in (data["features"], data["label"], val["features"], val["label"])]
+    deadline = time.perf_counter() + config.minutes * 60.0
+    history = []
+    for m in range(config.members):
+        torch.manual_seed(config.seed * 1000 + m)
+        loss = fit_member(verifier.member_forward(m), *tensors, config, deadline, log, torch.nn.BCEWithLogitsLoss())
+        history.append({"member": m, "val_cross_entropy": loss})
+        log(f"member {m + 1} / {config.members}: validation cross-entropy {loss:.4f}")
+        if progress:
+            progress((m + 1) / config.members)
+    verifier.eval()
+    summary = {"validation": verifier_figures(val, verifier.probabilities(val["features"])),
+               "n_train_samples": int(len(data["label"])), "n_val_samples": int(len(val["label"])),
+               "train_piece_share": float(1 - data["label"].mean()), "members": history}
+    with open(out / "history.jsonl", "a") as f:
+        f.write(json.dumps(summary) + "\n")
+    log(f"validation: {summary['validation']}")
+    state = {k: v.detach().cpu() for k, v in verifier.state_dict().items()}
+    return save_weights(out / "peeling.pt", {**base, "split_verifier": state, "split_verifier_config": verifier.config})
