@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -102,6 +103,23 @@ def test_blends_only_offers_nothing_else(tmp_path, pair_field):
     with pytest.raises(SystemExit) as refused:  # argparse names the accepted choices
         main([*argv[:-3], "--candidates", "most", "--quiet"])
     assert refused.value.code == 2
+
+
+def test_give_back_pieces_merges_the_doubted_components_and_is_recorded(tmp_path, pair_field, capsys):
+    out = tmp_path / "given"
+    # every component the verifier doubts at all goes back: the pair sep merged is one galaxy again
+    assert main(["run", str(pair_field), "--out", str(out), "--model", "peeling", "--device", "cpu",
+                 "--give-back-pieces", "1", "--quiet"]) == 0  # fmt: skip
+    cat = Table.read(out / "pair" / "catalog.ecsv")
+    (pair,) = _near(cat[cat["KIND"] == "detection"], ((PAIR[0][0] + PAIR[1][0]) / 2, (PAIR[0][1] + PAIR[1][1]) / 2),
+                    radius=4.0)
+    assert pair["DEBLEND_NCHILD"] == 1 and pair["IS_PRIMARY"] and not pair["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND
+    assert json.loads((out / "run.json").read_text())["parameters"]["give_back_pieces"] == 1.0
+    assert main(["run", str(pair_field), "--out", str(tmp_path / "x"), "--model", "sextractor",
+                 "--give-back-pieces", "0.5"]) == 2  # fmt: skip
+    assert "--give-back-pieces: only peeling has a split verifier, not sextractor" in capsys.readouterr().err
+    assert main(["run", str(pair_field), "--out", str(tmp_path / "x"), "--give-back-pieces", "1.5"]) == 2
+    assert "--give-back-pieces 1.5: expected a galaxy probability above 0 and at most 1" in capsys.readouterr().err
 
 
 def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):

@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keep-work", action="store_true", help="keep the per-tile scratch files of finished fields"
     )
+    p.add_argument("--give-back-pieces", type=float, default=None, metavar="P",
+                   help="peeling: give components whose galaxy probability (P_GALAXY) is below P back to their "
+                        "host, unless they lie on a detection (default: report P_GALAXY, merge nothing)")
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     add_read_options(p)
     p.set_defaults(func=run)
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         keep_work=args.keep_work,
         candidates=args.candidates,
         read=_run_read_options(args),
+        give_back_pieces=args.give_back_pieces,
     )
     summary = run_fields(
         args.fields,

@@ -55,6 +55,10 @@ class RunSettings:
     read : dict
         How fields are read (:func:`~napari_deblend.read_field`): ``hdu``, ``bands``,
         ``weight_type`` for every field, and ``weight`` / ``mask``: field path -> file.
+    give_back_pieces : float or None
+        ``peeling`` only: components whose galaxy probability (the split verifier's
+        ``P_GALAXY``) is below this go back to their host, unless they lie on a detection;
+        None (default): the probabilities are reported and nothing is merged.
     """
 
     model: str = "peeling"
@@ -67,6 +71,7 @@ class RunSettings:
     keep_work: bool = False
     candidates: str = DEFAULT_CANDIDATES
     read: dict[str, Any] = field(default_factory=dict)
+    give_back_pieces: float | None = None
 
     def identity(self) -> dict[str, Any]:
         """The parameters that make two runs' results comparable (what an output directory is checked against).
@@ -79,6 +84,8 @@ class RunSettings:
         out["detection_overrides"] = {
             k: v for k, v in sorted(self.detection_overrides.items()) if v is not None
         }
+        if self.give_back_pieces is None:  # runs written before the option compare equal
+            out.pop("give_back_pieces")
         out["napari_deblend"] = __version__
         return out
 

@@ -196,6 +196,12 @@ def _check_settings(settings: RunSettings, local: bool = True) -> None:
     known = available_deblenders()
     if settings.model not in known:
         raise DeblendInputError(f"unknown model {settings.model!r}: expected one of {', '.join(known)}")
+    if settings.give_back_pieces is not None:
+        if settings.model != "peeling":
+            raise DeblendInputError(f"--give-back-pieces: only peeling has a split verifier, not {settings.model}")
+        if not 0.0 < settings.give_back_pieces <= 1.0:
+            raise DeblendInputError(f"--give-back-pieces {settings.give_back_pieces}: expected a galaxy probability "
+                                    "above 0 and at most 1")
     if local:
         resolve_device(settings.device)  # workers of a Dask cluster may have devices this machine lacks
     else:

@@ -118,6 +118,17 @@ def field_wcs(info: dict[str, Any]) -> WCS | None:
         return WCS(fits.Header.fromstring(info["wcs"]))
 
 
+def run_deblender(settings: Any, survey: str) -> Deblender:
+    """The deblender of a run: the shared instance, or one of its own with ``give_back_pieces`` set."""
+    if settings.give_back_pieces is None:
+        return get_deblender(settings.model, device=settings.device, preset=survey)
+    from ..deblenders.base import _load_class
+
+    deblender = _load_class(settings.model)(device=settings.device, preset=survey)
+    deblender.give_back_pieces, deblender.split_threshold = True, float(settings.give_back_pieces)
+    return deblender
+
+
 def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, Any]:
     """Detect, deblend and measure one tile and write its record (skipped if already written).
 
@@ -140,7 +151,7 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
     if part.exists():
         return read_tile_summary(part)
     settings = job.settings
-    deblender = get_deblender(settings.model, device=settings.device, preset=info["survey"])
+    deblender = run_deblender(settings, info["survey"])
     subtracted = np.load(job.paths.subtracted, mmap_mode="r")
     mask = np.load(job.paths.mask, mmap_mode="r")
     variance = np.load(variance_path(job.paths), mmap_mode="r") if info.get("has_variance") else None
