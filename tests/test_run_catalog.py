@@ -13,7 +13,7 @@ from astropy.table import Table
 from napari_deblend.cli import main
 from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
 from napari_deblend.field import write_field
-from napari_deblend.parents import NOT_OFFERED, UNRECOGNISED_BLEND
+from napari_deblend.parents import NOT_ANSWERED, NOT_OFFERED, UNRECOGNISED_BLEND
 
 from .conftest import gaussian_field
 
@@ -139,3 +139,13 @@ def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
         assert not row["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND and row["FLUX_BEST"] == row["FLUX_AUTO"]
         (child,) = comp[comp["PARENT"] == row["NUMBER"]]
         assert child["DEBLEND_FLAGS"] & SPLIT_REFUSED and not child["IS_PRIMARY"]
+    # a detection of a sep blend is primary itself exactly when it has children and none lies on it
+    for row in det[(det["BLEND_NDET"] >= 2) & (det["DEBLEND_NCHILD"] >= 1)]:
+        children = comp[comp["PARENT"] == row["NUMBER"]]
+        distance = np.hypot(np.asarray(children["X_IMAGE"], float) - float(row["X_IMAGE"]),
+                            np.asarray(children["Y_IMAGE"], float) - float(row["Y_IMAGE"]))
+        unanswered = bool(distance.min() > 3.0)
+        assert bool(row["DEBLEND_FLAGS"] & NOT_ANSWERED) == unanswered == bool(row["IS_PRIMARY"])
+        assert not unanswered or row["FLUX_BEST"] == row["FLUX_AUTO"]
+    assert ((det["DEBLEND_FLAGS"] & NOT_ANSWERED) > 0).sum() >= 1  # two when this test was written
+    assert cat.meta["deblend_flags"][NOT_ANSWERED] == "not answered"
