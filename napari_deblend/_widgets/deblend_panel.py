@@ -79,7 +79,8 @@ def model_summary(name: str) -> str:
         trained = (f"preset {card.get('preset', '?')}; trained {card.get('total_minutes', card.get('minutes', '?'))} "
                    f"min on {card.get('device', '?')}; commit {str(card.get('git_commit', '?'))[:8]}")
         later = [f"{label}: commit {str(card[key].get('git_commit', '?'))[:8]}"
-                 for key, label in (("joint_refiner", "joint refiner"), ("flux_calibration", "flux calibration"))
+                 for key, label in (("joint_refiner", "joint refiner"), ("flux_calibration", "flux calibration"),
+                                    ("split_verifier", "split verifier"))
                  if isinstance(card.get(key), dict)]
         if later:
             trained += f" ({'; '.join(later)})"
