@@ -118,6 +118,12 @@ def test_train_verifier_few_steps_then_deblend(trained_verifier):
     hints[index] = first.positions[1:]
     again = model.deblend_batch(blends.images, positions=hints, noise=blends.noise_sigma)
     assert again[index].n_components == first.n_components
+    # positions that are no (y, x) list: one sentence naming the stamp, no numpy error
+    hints[index] = [[1.0, 2.0, 3.0]]
+    with pytest.raises(DeblendError, match=f"peeling: positions of stamp {index} have shape \\(1, 3\\): expected"):
+        model.deblend_batch(blends.images, positions=hints, noise=blends.noise_sigma)
+    with pytest.raises(DeblendError, match="peeling: 2 position lists for 6 stamps"):
+        model.deblend_batch(blends.images, positions=hints[:2], noise=blends.noise_sigma)
 
 
 def test_verifier_figures_count_pieces_and_galaxies_given_back():

@@ -15,8 +15,7 @@ from ..errors import DeblendInputError
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
 TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "peeling-verifier", "unet", "vae", "detector")
 DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "peeling-calibration": 256, "peeling-verifier": 256,
-                      "unet": 64, "vae": 64,
-                      "detector": 64}
+                      "unet": 64, "vae": 64, "detector": 64}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"cannot train {args.model!r}: expected one of {', '.join(TRAINABLE)}")
     joint = args.model == "peeling-joint"
     if args.model in ("peeling-calibration", "peeling-verifier"):
-        return _run_calibration(args)
+        return _run_peeling_perceptrons(args)
     if args.lr is None:
         args.lr = 2e-4 if joint else 1e-3
     if args.flux_weight is None:
@@ -222,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_calibration(args: argparse.Namespace) -> int:
+def _run_peeling_perceptrons(args: argparse.Namespace) -> int:
     """``train peeling-calibration`` / ``peeling-verifier``: fit the flux calibration or the split verifier of
     the --init (default: shipped) peeling weights."""
     from ..training.flux_calibration import CalibrationTrainConfig, train_calibration
@@ -260,7 +259,7 @@ def _run_calibration(args: argparse.Namespace) -> int:
     else:
         weights = train_calibration(config, args.out)
     if args.install:
-        install_flux_calibration(weights, asdict(config), Path(args.out), command=training_command(args),
+        install_peeling_perceptrons(weights, asdict(config), Path(args.out), command=training_command(args),
                                  section="split_verifier" if verifier else "flux_calibration")
     return 0
 
@@ -445,9 +444,9 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
     return target
 
 
-def install_flux_calibration(weights: Path, config: dict, run_dir: Path, command: str,
+def install_peeling_perceptrons(weights: Path, config: dict, run_dir: Path, command: str,
                              section: str = "flux_calibration") -> Path:
-    """Install peeling weights with a flux calibration (or split verifier) as the package's ``peeling.pt``.
+    """Install peeling weights with a new flux calibration or split verifier as the package's ``peeling.pt``.
 
     The card gains a ``flux_calibration`` (or ``split_verifier``) section (data,
     command, the validation figures); its metrics are filled by ``evaluate`` as for any model.

@@ -201,6 +201,7 @@ class PeelingDeblender(Deblender):
         hints = [None] * len(stamps) if positions is None else list(positions)
         if len(hints) != len(stamps):
             raise DeblendError(f"peeling: {len(hints)} position lists for {len(stamps)} stamps")
+        hints = [None if p is None else _hint_positions(p, i) for i, p in enumerate(hints)]
         return self.run_in_chunks(len(stamps), lambda chunk, _size: self._peel(stamps[chunk], sigmas[chunk],
                                                                                hints[chunk]))
 
@@ -349,7 +350,7 @@ class PeelingDeblender(Deblender):
             p[0] = 1.0  # the brightest component is never given away
             protected = None
             if hints[i] is not None and len(hints[i]):
-                distance = np.hypot(*(centres[i][:, None, :] - np.asarray(hints[i], float).reshape(1, -1, 2)).T)
+                distance = np.hypot(*(centres[i][:, None, :] - hints[i][None]).T)
                 protected = distance.min(axis=0) <= MATCH_RADIUS
             kept = (merge_pieces(components[i], p, self.split_threshold, histories[i], protected)
                     if self.give_back_pieces else list(range(len(p))))
@@ -442,6 +443,15 @@ class PeelingDeblender(Deblender):
             for k, i in enumerate(rows):
                 components[i][rank] = galaxy[k]
         return spreads
+
+
+def _hint_positions(given: Any, index: int) -> np.ndarray:
+    """Detections of stamp ``index`` as ``(M, 2)`` floats (anywhere: one off the stamp protects nothing)."""
+    try:
+        return np.asarray(given, dtype=float).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise DeblendError(f"peeling: positions of stamp {index} have shape {np.shape(given)}: "
+                           "expected (K, 2) (y, x)") from None
 
 
 def _fluxes(components: list[np.ndarray]) -> np.ndarray:

@@ -14,13 +14,13 @@ flux-calibration features (:func:`~napari_deblend.deblenders.flux_calibration.co
 and :data:`HOST_FEATURE_NAMES`, measured against its *host* (the other
 component brightest at its centroid), never from any truth. A
 :class:`SplitVerifier`, an average of small perceptrons, maps them to the
-probability that the component is a galaxy of its own. Components below the
-deblender's ``split_threshold`` are given back to their host
-(:func:`merge_pieces`): the images are added, so flux is conserved and the
-components still add up to the model of the blend.
+probability that the component is a galaxy of its own. With the deblender's
+``give_back_pieces``, components below its ``split_threshold`` are given back
+to their host (:func:`merge_pieces`): the images are added, so flux is
+conserved and the components still add up to the model of the blend.
 
 The verifier is trained on simulated blends of the realistic morphology mix
-and of real galaxies, run through the deblender with the verifier off; a
+and of real galaxies, run through the deblender with nothing given back; a
 component matched to no true galaxy is a piece (``napari-deblend train
 peeling-verifier``, :mod:`napari_deblend.training.split_verifier`).
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..moments import centroid, ellipticity, second_moments
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 
 #: Features of a component measured against its host, after the calibration features.
@@ -42,16 +43,17 @@ SPLIT_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + HOST_FEATURE_NAMES
 
 
 def _moments(image: np.ndarray) -> tuple[float, float, float, float, float]:
-    """Centroid ``(y, x)`` and second moments ``(m_yy, m_xx, m_xy)`` of the positive pixels."""
-    weight = np.clip(image, 0, None)
-    total = weight.sum()
-    h, w = image.shape
-    if total <= 0:
+    """Centroid ``(y, x)`` and second moments ``(m_yy, m_xx, m_xy)`` of the positive pixels.
+
+    :func:`~napari_deblend.moments.centroid` and :func:`~napari_deblend.moments.second_moments`
+    over the positive pixels; an image with none sits at the stamp's centre, round.
+    """
+    cy, cx = centroid(image)
+    if not np.isfinite(cy):
+        h, w = image.shape
         return (h - 1) / 2.0, (w - 1) / 2.0, 1.0, 1.0, 0.0
-    yy, xx = np.indices(image.shape)
-    cy, cx = (weight * yy).sum() / total, (weight * xx).sum() / total
-    return (float(cy), float(cx), float((weight * (yy - cy) ** 2).sum() / total),
-            float((weight * (xx - cx) ** 2).sum() / total), float((weight * (yy - cy) * (xx - cx)).sum() / total))
+    mxx, myy, mxy = second_moments(image, image > 0)
+    return cy, cx, myy, mxx, mxy
 
 
 def host_of(components: np.ndarray, index: int) -> int:
@@ -88,8 +90,7 @@ def host_features(components: np.ndarray, sigma: float, count_probabilities: np.
         own_size = np.sqrt(max(myy + mxx, 1e-6))
         distance = float(np.hypot(cy - hy, cx - hx))
         angle = np.arctan2(cy - hy, cx - hx)  # direction from the host to the piece
-        trace = max(myy + mxx, 1e-6)
-        e1, e2 = (mxx - myy) / trace, 2 * mxy / trace
+        e1, e2 = ellipticity(mxx, myy, mxy)
         # elongation across the host's radius (along its isophotes): > 0 for an arm, ~0 for a round companion
         tangential = -(e1 * np.cos(2 * angle) + e2 * np.sin(2 * angle)) if distance > 0.5 else 0.0
         out[r, :6] = [np.log10(1 + level / sigma), np.log10(1 + level / peak), np.log10(1 + flux[host] / flux[r]),

@@ -42,7 +42,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes, stamp_noise, stamp_variances
 from ..candidates import find_candidates, psf_fwhm_pixels
-from ..deblenders.base import Deblender, DeblendResult, get_deblender
+from ..deblenders.base import Deblender, DeblendResult, get_deblender, resolve_device
 from ..deblending import DEFAULT_STAMP, stamp_side
 from ..detection import (
     KRON_INTEGRATION_RADIUS,
@@ -122,10 +122,17 @@ def run_deblender(settings: Any, survey: str) -> Deblender:
     """The deblender of a run: the shared instance, or one of its own with ``give_back_pieces`` set."""
     if settings.give_back_pieces is None:
         return get_deblender(settings.model, device=settings.device, preset=survey)
+    return _deblender_giving_back(settings.model, resolve_device(settings.device), survey,
+                                  float(settings.give_back_pieces))
+
+
+@functools.lru_cache(maxsize=4)
+def _deblender_giving_back(model: str, device: str, survey: str, threshold: float) -> Deblender:
+    """A deblender of its own (the shared one stays as it is) that gives pieces back; loaded once per process."""
     from ..deblenders.base import _load_class
 
-    deblender = _load_class(settings.model)(device=settings.device, preset=survey)
-    deblender.give_back_pieces, deblender.split_threshold = True, float(settings.give_back_pieces)
+    deblender = _load_class(model)(device=device, preset=survey)
+    deblender.give_back_pieces, deblender.split_threshold = True, threshold
     return deblender
 
 
