@@ -104,6 +104,7 @@ class ResultMosaic:
         fluxes = np.asarray(result.fluxes, float).sum(axis=1) if len(components) else np.zeros(0)
         ids = result.info.get("ids")
         parents = result.info.get("parents")
+        pieces = np.asarray(result.info.get("pieces", np.zeros(len(components), bool)), bool).reshape(-1)
         known = ids is not None and len(ids) == len(components)
         for k, mask in enumerate(np.asarray(result.masks, bool)):
             if known:
@@ -116,7 +117,8 @@ class ResultMosaic:
             y, x = np.asarray(result.positions[k], float) + (y0, x0)
             parent = int(parents[k]) if parents is not None and len(parents) == len(components) else 0
             rows.append({"blend": blend_id, "component": k + 1, "label": label, "id": label if known else 0, "parent": parent,
-                         "y": y, "x": x, "flux": float(fluxes[k]), "quality": str(result.quality)})
+                         "y": y, "x": x, "flux": float(fluxes[k]), "quality": str(result.quality),
+                         "piece": bool(pieces[k]) if len(pieces) == len(components) else False})  # fmt: skip
         self.painted[blend_id] = painted
         self._rows[blend_id] = rows
         self._results[blend_id] = (result, inner, outer)
@@ -144,9 +146,13 @@ class ResultMosaic:
         return painted.box
 
     def positions(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``(M, 2)`` field positions ``(y, x)`` of every painted component and their features."""
+        """``(M, 2)`` field positions ``(y, x)`` of every painted component and their features.
+
+        ``piece`` is true for a component that is no galaxy of its own
+        (:func:`napari_deblend.parents.piece_children`; ``DEBLEND_FLAGS`` 32 in a run's catalogue).
+        """
         rows = [row for blend_rows in self._rows.values() for row in blend_rows]
         data = np.array([[r["y"], r["x"]] for r in rows], float).reshape(-1, 2)
         features = {key: np.array([r[key] for r in rows])
-                    for key in ("blend", "component", "id", "parent", "label", "flux", "quality")}  # fmt: skip
+                    for key in ("blend", "component", "id", "parent", "label", "flux", "quality", "piece")}  # fmt: skip
         return data, features

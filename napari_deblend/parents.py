@@ -14,6 +14,14 @@ deblender makes of them are their *children*. Every galaxy has exactly one
   :data:`~napari_deblend.measurements.MATCH_RADIUS` of its position) is primary
   too: the deblender did not find the galaxy sep saw there (its children are
   other light of the blend), so sep's measurement answers for it;
+- a child that is a *piece* (:func:`piece_children`) is never primary: in a sep
+  blend, one that lies on none of the blend's detections (the network's extra
+  light of a galaxy another row answers for); of a detection deblended alone,
+  one that lies off it and that the deblender doubts is a galaxy of its own
+  (``P_GALAXY`` below :data:`PIECE_P_GALAXY`). Of a detection deblended alone
+  whose children are pieces but one, that one answers (its measurement leaves
+  out the light the deblender gave the pieces, which sep's includes); one whose
+  children are all pieces answers itself;
 - otherwise a detection with children is not primary; its children are, each
   with the deblender's measurement.
 
@@ -61,8 +69,13 @@ NOT_OFFERED = 2  # a detection not offered to the deblender (point-like, or only
 NO_CHILD = 4  # offered, but the deblender found no galaxy of it: sep's measurement is used
 SPLIT_REFUSED = 8  # deblended alone, split by the deblender without enough confidence: its components summed
 NOT_ANSWERED = 16  # in a sep blend, none of its children lies on it: its galaxy was not found, sep's measurement is used
+PIECE = 32  # a child that is no galaxy of its own (see piece_children): listed, never primary
 FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offered", NO_CHILD: "no child",
-              SPLIT_REFUSED: "split refused", NOT_ANSWERED: "not answered"}
+              SPLIT_REFUSED: "split refused", NOT_ANSWERED: "not answered", PIECE: "piece"}
+#: A child of a detection deblended alone that lies off it is a galaxy of its own only
+#: with at least this ``P_GALAXY`` (chosen on the validation field: fewest missed
+#: galaxies plus spurious rows; docs/evaluation/field/README.md).
+PIECE_P_GALAXY = 0.8
 
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
@@ -217,7 +230,8 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     DeblendResult
         The components that belong to the group (see :func:`assign_parents`),
         with ``info["parents"]`` (parent id of each) and ``info["dropped"]``
-        (how many neighbours were left out).
+        (how many neighbours were left out) and ``info["pieces"]`` (which
+        are pieces, :func:`piece_children`, as the run's catalogue flags them).
     """
     centres = np.asarray(result.positions, float).reshape(-1, 2) + np.asarray(result.origin, float)
     labels = labels_at(segmentation, centres - np.asarray(offset, float))
@@ -225,6 +239,12 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     kept = subset_result(result, parents > 0)
     kept.info["parents"] = parents[parents > 0]
     kept.info["dropped"] = int((parents == 0).sum())
+    p_galaxy = kept.info.get("galaxy_probabilities")
+    components = np.asarray(kept.components, float)
+    fluxes = components.sum(axis=tuple(range(1, components.ndim))) if components.ndim > 1 else np.zeros(0)
+    kept.info["pieces"] = piece_children(np.ones(kept.n_components, np.int64), centres[parents > 0], fluxes,
+                                         None if p_galaxy is None else np.asarray(p_galaxy, float),
+                                         np.ones(len(blend.members), np.int64), blend.positions)  # fmt: skip
     if len(blend.members) == 1:
         kept = confirm_split(kept)
     return kept
@@ -287,9 +307,61 @@ def answered_detections(numbers: np.ndarray, positions: np.ndarray, child_parent
     return answered
 
 
+def piece_children(child_stamps: np.ndarray, child_positions: np.ndarray, child_fluxes: np.ndarray,
+                   child_p_galaxy: np.ndarray | None, stamps: np.ndarray, positions: np.ndarray,
+                   max_distance: float = MATCH_RADIUS, min_p_galaxy: float = PIECE_P_GALAXY) -> np.ndarray:
+    """``(K,)`` bool: which children are pieces of a galaxy, not galaxies of their own.
+
+    A child within ``max_distance`` pixels of a brighter child of its stamp is
+    a piece (two galaxies that close are one answer). A child farther than
+    ``max_distance`` from every detection of its stamp is a piece when its stamp
+    is a sep blend (two or more detections: each galaxy sep saw there is
+    answered by the child on it, or by the detection itself), or when its stamp
+    is one detection and its ``child_p_galaxy`` is below ``min_p_galaxy`` (a NaN
+    probability: no piece).
+
+    Parameters
+    ----------
+    child_stamps, stamps : numpy.ndarray
+        ``(K,)`` and ``(N,)`` stamp (``BLEND_ID``) of each child and each detection (0: not offered).
+    child_positions, positions : numpy.ndarray
+        ``(K, 2)`` and ``(N, 2)`` ``(y, x)`` in the same pixels.
+    child_fluxes : numpy.ndarray
+        ``(K,)`` each child's flux.
+    child_p_galaxy : numpy.ndarray or None
+        ``(K,)`` the deblender's probability that each child is a galaxy of its own (``P_GALAXY``).
+    max_distance : float
+        How near a detection a child lies *on* it, pixels.
+    min_p_galaxy : float
+        The least ``P_GALAXY`` of a galaxy of its own off a detection deblended alone.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    child_stamps, stamps = np.asarray(child_stamps, np.int64).reshape(-1), np.asarray(stamps, np.int64).reshape(-1)
+    child_positions = np.asarray(child_positions, float).reshape(-1, 2)
+    positions = np.asarray(positions, float).reshape(-1, 2)
+    p_galaxy = (np.full(len(child_stamps), np.nan) if child_p_galaxy is None
+                else np.asarray(child_p_galaxy, float).reshape(-1))  # fmt: skip
+    fluxes = np.nan_to_num(np.asarray(child_fluxes, float).reshape(-1), nan=-np.inf)
+    pieces = np.zeros(len(child_stamps), bool)
+    for k, (stamp, position) in enumerate(zip(child_stamps, child_positions)):
+        first = np.arange(len(fluxes)) < k  # of equal fluxes, the first is the brighter
+        brighter = (child_stamps == stamp) & ((fluxes > fluxes[k]) | ((fluxes == fluxes[k]) & first))
+        if brighter.any() and np.hypot(*(child_positions[brighter] - position).T).min() <= max_distance:
+            pieces[k] = True
+            continue
+        on_stamp = positions[stamps == stamp] if stamp > 0 else positions[:0]
+        if not len(on_stamp) or np.hypot(*(on_stamp - position).T).min() <= max_distance:
+            continue
+        pieces[k] = len(on_stamp) >= 2 or bool(p_galaxy[k] < min_p_galaxy)
+    return pieces
+
+
 def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.ndarray,
                    alone: np.ndarray | None = None, refused: np.ndarray | None = None,
-                   answered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   answered: np.ndarray | None = None, pieces: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per detection: number of children, primary flag and ``DEBLEND_FLAGS``; per child: its flags and primary flag.
 
     Parameters
@@ -312,6 +384,9 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
         ``(N,)`` bool: whether some child lies on each detection (:func:`answered_detections`).
         A detection of a sep blend with children of which none does is primary itself and
         flagged :data:`NOT_ANSWERED`; its children stay as they are.
+    pieces : numpy.ndarray, optional
+        ``(K,)`` bool: whether each child is a piece of a galaxy (:func:`piece_children`):
+        flagged :data:`PIECE`, never primary, not counted as a galaxy of its detection.
 
     Returns
     -------
@@ -321,26 +396,31 @@ def parent_summary(numbers: np.ndarray, child_parents: np.ndarray, offered: np.n
     """
     numbers = np.asarray(numbers, np.int64)
     child_parents = np.asarray(child_parents, np.int64)
+    pieces = np.zeros(len(child_parents), bool) if pieces is None else np.asarray(pieces, bool).reshape(-1)
     order = {int(n): i for i, n in enumerate(numbers)}
     n_child = np.zeros(len(numbers), np.int32)
-    for parent in child_parents:
+    n_galaxy = np.zeros(len(numbers), np.int32)  # children that are galaxies of their own
+    for parent, piece in zip(child_parents, pieces):
         if int(parent) in order:
             n_child[order[int(parent)]] += 1
+            n_galaxy[order[int(parent)]] += not piece
     flags = np.zeros(len(numbers), np.int32)
-    flags[n_child >= 2] |= UNRECOGNISED_BLEND
+    flags[n_galaxy >= 2] |= UNRECOGNISED_BLEND
     flags[~np.asarray(offered, bool)] |= NOT_OFFERED
     flags[np.asarray(offered, bool) & (n_child == 0)] |= NO_CHILD
     if refused is not None:
         flags[np.isin(numbers, child_parents[np.asarray(refused, bool)])] |= SPLIT_REFUSED
     child_flags = np.array([flags[order[int(p)]] & (UNRECOGNISED_BLEND | SPLIT_REFUSED) if int(p) in order else 0
                             for p in child_parents], np.int32).reshape(-1)  # fmt: skip
+    child_flags[pieces] |= PIECE
     alone = np.zeros(len(numbers), bool) if alone is None else np.asarray(alone, bool)
-    isolated = (n_child == 1) & alone
+    # one child, or only pieces: sep's measurement answers (a galaxy child beside pieces answers itself)
+    isolated = alone & (n_child >= 1) & ((n_child == 1) | (n_galaxy == 0))
     unanswered = np.zeros(len(numbers), bool)
     if answered is not None:
         unanswered = (n_child >= 1) & ~alone & ~np.asarray(answered, bool)
         flags[unanswered] |= NOT_ANSWERED
     child_primary = np.array([not isolated[order[int(p)]] if int(p) in order else True
-                              for p in child_parents], bool).reshape(-1)  # fmt: skip
+                              for p in child_parents], bool).reshape(-1) & ~pieces  # fmt: skip
     return {"n_child": n_child, "primary": (n_child == 0) | isolated | unanswered, "flags": flags,
             "child_flags": child_flags, "child_primary": child_primary}

@@ -10,6 +10,8 @@ from napari_deblend.parents import (
     NO_CHILD,
     NOT_ANSWERED,
     NOT_OFFERED,
+    PIECE,
+    PIECE_P_GALAXY,
     SPLIT_REFUSED,
     UNRECOGNISED_BLEND,
     answered_detections,
@@ -20,6 +22,7 @@ from napari_deblend.parents import (
     group_children,
     id_stride,
     parent_summary,
+    piece_children,
 )
 
 
@@ -68,6 +71,24 @@ def test_group_children_keeps_the_group_and_recomputes_the_residual():
     # the same map seen from a tile whose pixel (0, 0) is field (100, 150)
     tile_view = segmentation[100:, 150:]
     assert group_children(result, blend, tile_view, offset=(100, 150)).info["parents"].tolist() == [5]
+    assert kept.info["pieces"].tolist() == [False]
+
+
+def test_group_children_marks_pieces_as_the_catalogue_does():
+    h = w = 32
+    yy, xx = np.mgrid[:h, :w]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)[None]  # noqa: E731
+    components = np.stack([blob(16, 12) * 100, blob(16, 22) * 50, blob(16, 14) * 20])
+    blend = Blend(id=3, members=np.array([5, 6]), bbox=(100, 132, 200, 232),
+                  positions=np.array([[116.0, 212.0], [116.0, 230.0]]), fluxes=np.ones(2), blendedness=0.3)  # fmt: skip
+    result = DeblendResult(blend=components.sum(axis=0), components=components, positions=[[16, 12], [16, 22], [16, 14]],
+                           origin=(100, 200), info={"galaxy_probabilities": np.array([1.0, 0.9, 0.9])})  # fmt: skip
+    segmentation = np.zeros((300, 300), np.int32)
+    segmentation[108:124, 204:226] = 5
+    segmentation[108:124, 226:236] = 6
+    kept = group_children(result, blend, segmentation)
+    # the second lies on no detection of the sep blend, the third within 2 px of the brighter first
+    assert kept.info["pieces"].tolist() == [False, True, True]
 
 
 def test_primary_rows_and_flags():
@@ -107,6 +128,42 @@ def test_a_detection_of_a_sep_blend_that_no_child_lies_on_answers_itself():
     assert summary["child_primary"].tolist() == [True, True, True, True]
     assert answered_detections(numbers, positions, parents, child_positions, max_distance=3.9).tolist() == [
         True, False, False]
+
+
+def test_pieces_are_listed_never_primary_and_no_galaxy_of_their_detection():
+    # stamp 1: a sep blend of detections 1 and 2; stamp 2: detection 3 alone; stamp 3: detection 4 alone
+    numbers, stamps = np.array([1, 2, 3, 4]), np.array([1, 1, 2, 3])
+    positions = np.array([[10.0, 10.0], [10.0, 20.0], [40.0, 40.0], [80.0, 80.0]])
+    parents = np.array([1, 2, 2, 1, 3, 3, 4, 4])
+    child_stamps = np.array([1, 1, 1, 1, 2, 2, 3, 3])
+    child_positions = np.array([
+        [10.0, 10.5],  # on detection 1
+        [10.0, 20.0],  # on detection 2
+        [16.0, 20.0],  # on no detection of the blend: a piece
+        [11.0, 12.0],  # on detection 1, 2.2 px from a brighter child: a piece
+        [40.0, 40.0], [40.0, 46.0],  # detection 3: the one off it is doubted (P_GALAXY 0.3): a piece
+        [80.0, 80.0], [80.0, 86.0],  # detection 4: the one off it is sure (0.95): a galaxy of its own
+    ])  # fmt: skip
+    fluxes = np.array([100.0, 90.0, 10.0, 20.0, 100.0, 30.0, 100.0, 30.0])
+    p_galaxy = np.array([1.0, 1.0, 0.99, 1.0, 1.0, 0.3, 1.0, 0.95])
+    pieces = piece_children(child_stamps, child_positions, fluxes, p_galaxy, stamps, positions)
+    assert pieces.tolist() == [False, False, True, True, False, True, False, False]
+    assert 0.3 < PIECE_P_GALAXY < 0.95
+    no_probability = piece_children(child_stamps, child_positions, fluxes, None, stamps, positions)
+    assert no_probability.tolist() == [False, False, True, True, False, False, False, False]
+    answered = answered_detections(numbers, positions, parents, child_positions)
+    summary = parent_summary(numbers, parents, np.ones(4, bool), alone=np.array([False, False, True, True]),
+                             answered=answered, pieces=pieces)
+    assert summary["n_child"].tolist() == [2, 2, 2, 2]  # DEBLEND_NCHILD counts every child
+    # detection 3: one galaxy beside a piece: that galaxy's child answers, no unrecognised blend
+    assert summary["primary"].tolist() == [False, False, False, False]
+    assert summary["flags"].tolist() == [0, 0, 0, UNRECOGNISED_BLEND]
+    assert summary["child_primary"].tolist() == [True, True, False, False, True, False, True, True]
+    assert summary["child_flags"].tolist() == [0, 0, PIECE, PIECE, 0, PIECE, UNRECOGNISED_BLEND, UNRECOGNISED_BLEND]
+    # a detection alone whose children are all pieces answers itself
+    all_pieces = parent_summary(numbers[2:3], np.array([3, 3]), np.ones(1, bool), alone=np.ones(1, bool),
+                                pieces=np.array([True, True]))
+    assert all_pieces["primary"].tolist() == [True] and all_pieces["child_primary"].tolist() == [False, False]
 
 
 def _two_blobs(probabilities, threshold=0.8):

@@ -13,7 +13,7 @@ from astropy.table import Table
 from napari_deblend.cli import main
 from napari_deblend.deblenders.peeling import WEIGHTS_DIR, PeelingDeblender
 from napari_deblend.field import write_field
-from napari_deblend.parents import NOT_ANSWERED, NOT_OFFERED, UNRECOGNISED_BLEND
+from napari_deblend.parents import NOT_ANSWERED, NOT_OFFERED, PIECE, UNRECOGNISED_BLEND
 
 from .conftest import gaussian_field
 
@@ -144,8 +144,17 @@ def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
         children = comp[comp["PARENT"] == row["NUMBER"]]
         distance = np.hypot(np.asarray(children["X_IMAGE"], float) - float(row["X_IMAGE"]),
                             np.asarray(children["Y_IMAGE"], float) - float(row["Y_IMAGE"]))
-        unanswered = bool(distance.min() > 3.0)
+        unanswered = bool(distance.min() > 3.0)  # (a piece lies on no detection of the blend)
         assert bool(row["DEBLEND_FLAGS"] & NOT_ANSWERED) == unanswered == bool(row["IS_PRIMARY"])
         assert not unanswered or row["FLUX_BEST"] == row["FLUX_AUTO"]
     assert ((det["DEBLEND_FLAGS"] & NOT_ANSWERED) > 0).sum() >= 1  # two when this test was written
     assert cat.meta["deblend_flags"][NOT_ANSWERED] == "not answered"
+    # a component of a sep blend on none of its detections is a piece: listed, never primary
+    detections_of = {int(b): det[det["BLEND_ID"] == b] for b in np.unique(det["BLEND_ID"]) if b}
+    for child in comp[comp["BLEND_NDET"] >= 2]:
+        on = detections_of[int(child["BLEND_ID"])]
+        off = np.hypot(np.asarray(on["X_IMAGE"], float) - float(child["X_IMAGE"]),
+                       np.asarray(on["Y_IMAGE"], float) - float(child["Y_IMAGE"])).min() > 3.0
+        assert not off or (child["DEBLEND_FLAGS"] & PIECE and not child["IS_PRIMARY"])
+    pieces = comp[(comp["DEBLEND_FLAGS"] & PIECE) > 0]
+    assert len(pieces) >= 1 and not pieces["IS_PRIMARY"].any() and cat.meta["deblend_flags"][PIECE] == "piece"

@@ -145,11 +145,15 @@ class DeblendSession:
         return kept
 
     def split_detections(self, blend_id: int) -> dict[str, list[int]]:
-        """Model -> catalogue numbers of the detections of a group its latest result split into two or more galaxies."""
+        """Model -> catalogue numbers of the detections of a group its latest result split into two or more galaxies.
+
+        Pieces (:func:`napari_deblend.parents.piece_children`) are no galaxies of their own, as in the run's catalogue.
+        """
         out = {}
         for model, result in self.results_for(blend_id).items():
             parents = np.asarray(result.info.get("parents", []), int)
-            values, counts = np.unique(parents, return_counts=True)
+            pieces = np.asarray(result.info.get("pieces", np.zeros(len(parents), bool)), bool)
+            values, counts = np.unique(parents[~pieces], return_counts=True)  # galaxies of their own, as the catalogue
             out[model] = [int(v) for v in values[counts >= 2]]
         return out
 

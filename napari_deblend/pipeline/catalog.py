@@ -26,14 +26,20 @@ Columns (one row per detection, then one per component; ``--`` = masked):
 ``DEBLEND_NCHILD``  a detection's number of components (0 for components)
 ``IS_PRIMARY``      the row that answers for its galaxy: a detection without children, a
                     detection deblended alone whose one child confirms it is one galaxy
-                    (sep's measurement stands; the child is listed, not primary), or a
-                    component
+                    (sep's measurement stands; the child is listed, not primary), a
+                    detection of a sep blend no child lies on, or a component that is
+                    no piece
 ``DEBLEND_FLAGS``   bits: 1 unrecognised blend (a detection split into two or more
                     galaxies, set on it and on its children), 2 not offered to the
                     deblender (point-like, or only sep's blends were), 4 offered but no
                     galaxy of it found (sep's measurement is used), 8 split refused (a
                     detection deblended alone that the deblender split without enough
-                    confidence: its components were summed into one; on it and its child)
+                    confidence: its components were summed into one; on it and its child),
+                    16 not answered (in a sep blend, no child lies on it: sep's
+                    measurement answers), 32 piece (a component that is no galaxy of its
+                    own: within 3 px of a brighter component of its stamp; in a sep blend,
+                    on none of its detections; of a detection deblended alone, off it
+                    with ``P_GALAXY`` < 0.8; never primary)
 ``FLUX_BEST``       the flux to use (electrons): ``FLUX_MODEL`` on a component,
                     ``FLUX_AUTO`` on a detection; ``MAG_BEST`` its AB magnitude
 ``X_IMAGE`` ...     position, 1-based (FITS); ``ALPHA_J2000``, ``DELTA_J2000`` from the WCS
@@ -59,7 +65,15 @@ from astropy.table import MaskedColumn, Table, vstack
 
 from .. import __version__
 from ..catalog_io import to_sextractor_table
-from ..parents import FLAG_NAMES, answered_detections, child_ids, child_index, id_stride, parent_summary
+from ..parents import (
+    FLAG_NAMES,
+    answered_detections,
+    child_ids,
+    child_index,
+    id_stride,
+    parent_summary,
+    piece_children,
+)
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
 COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -94,7 +108,9 @@ DESCRIPTIONS = {
                   "not answered by its children, or a component)",
     "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it, "
                      "8 split refused (components summed into one), 16 not answered (in a sep blend, no "
-                     "component on it: sep's measurement is used)",
+                     "component on it: sep's measurement is used), 32 piece (a component that is no galaxy "
+                     "of its own: within 3 px of a brighter component, off its sep blend's detections, or off its "
+                     "detection with P_GALAXY < 0.8)",
     "FLUX_BEST": "Flux to use: FLUX_MODEL on a component, FLUX_AUTO on a detection",
     "MAG_BEST": "AB magnitude of FLUX_BEST",
 }
@@ -128,11 +144,15 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
     refused = (np.asarray(components["split_refused"]) > 0 if len(components) and "split_refused" in components.colnames
                else None)  # fmt: skip
-    answered = None
+    answered = pieces = None
     if n_det and len(components):
-        answered = answered_detections(numbers, np.column_stack([detections["y"], detections["x"]]), parents,
-                                       np.column_stack([components["y"], components["x"]]))
-    summary = parent_summary(numbers, parents, offered, alone, refused, answered)
+        positions = np.column_stack([detections["y"], detections["x"]])
+        child_positions = np.column_stack([components["y"], components["x"]])
+        answered = answered_detections(numbers, positions, parents, child_positions)
+        p_galaxy = np.asarray(components["p_galaxy"], float) if "p_galaxy" in components.colnames else None
+        pieces = piece_children(components["blend_id"], child_positions, components["flux"], p_galaxy,
+                                detections["blend_id"], positions)
+    summary = parent_summary(numbers, parents, offered, alone, refused, answered, pieces)
 
     det = to_sextractor_table(detections) if n_det else Table()
     det.meta = {}
