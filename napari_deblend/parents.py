@@ -239,14 +239,15 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     kept = subset_result(result, parents > 0)
     kept.info["parents"] = parents[parents > 0]
     kept.info["dropped"] = int((parents == 0).sum())
+    if len(blend.members) == 1:
+        kept = confirm_split(kept)
     p_galaxy = kept.info.get("galaxy_probabilities")
     components = np.asarray(kept.components, float)
     fluxes = components.sum(axis=tuple(range(1, components.ndim))) if components.ndim > 1 else np.zeros(0)
-    kept.info["pieces"] = piece_children(np.ones(kept.n_components, np.int64), centres[parents > 0], fluxes,
+    kept_centres = np.asarray(kept.positions, float).reshape(-1, 2) + np.asarray(kept.origin, float)
+    kept.info["pieces"] = piece_children(np.ones(kept.n_components, np.int64), kept_centres, fluxes,
                                          None if p_galaxy is None else np.asarray(p_galaxy, float),
                                          np.ones(len(blend.members), np.int64), blend.positions)  # fmt: skip
-    if len(blend.members) == 1:
-        kept = confirm_split(kept)
     return kept
 
 

@@ -7,6 +7,7 @@ import pytest
 from astropy.table import Table
 
 from napari_deblend.field import write_field
+from napari_deblend.parents import PIECE
 
 from .conftest import gaussian_field, viewer_with_deblend_panel
 
@@ -55,10 +56,37 @@ def test_the_viewer_offers_singles_lists_the_missed_blend_and_uses_the_catalogue
     cat = Table.read(tmp_path / "run" / "pair" / "catalog.ecsv")
     comp = cat[cat["KIND"] == "component"]
     positions = viewer.layers["peeling · all blends · positions"].features
-    viewer_rows = sorted(zip(positions["blend"], positions["component"], positions["id"], positions["parent"]))
-    run_rows = sorted(zip(comp["BLEND_ID"], comp["COMPONENT"], comp["ID"], comp["PARENT"]))
-    assert viewer_rows == [tuple(int(v) for v in row) for row in run_rows]
+    viewer_rows = sorted(zip(positions["blend"], positions["component"], positions["id"], positions["parent"],
+                             positions["piece"]))  # fmt: skip
+    run_rows = sorted(zip(comp["BLEND_ID"], comp["COMPONENT"], comp["ID"], comp["PARENT"],
+                          (comp["DEBLEND_FLAGS"] & PIECE) > 0))  # fmt: skip
+    assert viewer_rows == [(*(int(v) for v in row[:4]), bool(row[4])) for row in run_rows]  # pieces agree too
     numbers = viewer.layers["pair.fits detections"].features["number"]
     assert sorted(numbers) == sorted(cat[cat["KIND"] == "detection"]["NUMBER"])
     masks = viewer.layers["peeling · all blends · masks"].data
     assert set(np.unique(masks[masks > 0])) == set(comp["ID"])
+
+
+def test_the_viewer_marks_the_pieces_the_run_catalogue_flags(make_napari_viewer, qtbot, tmp_path):
+    from napari_deblend.pipeline import RunSettings, run_fields
+    from napari_deblend.simulate import simulate_field
+
+    field, _ = simulate_field(512, seed=77)  # the realistic mix: knotty, spiral and irregular galaxies
+    path = write_field(field, tmp_path / "mix.fits")
+    viewer, session, panel = viewer_with_deblend_panel(make_napari_viewer, qtbot, path, "peeling")
+    viewer.reset_view()
+    panel.deblend_in_view()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=300_000)
+    assert run_fields([path], tmp_path / "run", RunSettings(model="peeling", device="cpu"), progress=False).exit_code == 0
+    comp = Table.read(tmp_path / "run" / "mix" / "catalog.ecsv")
+    comp = comp[comp["KIND"] == "component"]
+    features = viewer.layers["peeling · all blends · positions"].features
+    in_viewer = {int(i): bool(p) for i, p in zip(features["id"], features["piece"])}
+    in_run = {int(i): bool(f & PIECE) for i, f in zip(comp["ID"], comp["DEBLEND_FLAGS"])}
+    assert in_viewer == in_run and sum(in_run.values()) >= 1
+    # a single detection is a blend sep missed only with two or more children that are no pieces
+    for blend_id in {b.id for b in session.singles} & {b for b, _ in session.results}:
+        split = session.split_detections(blend_id)["peeling"]
+        children = comp[comp["BLEND_ID"] == blend_id]
+        galaxies = children[(children["DEBLEND_FLAGS"] & PIECE) == 0]
+        assert bool(split) == (len(galaxies) >= 2)
