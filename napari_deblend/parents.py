@@ -347,16 +347,22 @@ def piece_children(child_stamps: np.ndarray, child_positions: np.ndarray, child_
                 else np.asarray(child_p_galaxy, float).reshape(-1))  # fmt: skip
     fluxes = np.nan_to_num(np.asarray(child_fluxes, float).reshape(-1), nan=-np.inf)
     pieces = np.zeros(len(child_stamps), bool)
-    for k, (stamp, position) in enumerate(zip(child_stamps, child_positions)):
-        first = np.arange(len(fluxes)) < k  # of equal fluxes, the first is the brighter
-        brighter = (child_stamps == stamp) & ((fluxes > fluxes[k]) | ((fluxes == fluxes[k]) & first))
-        if brighter.any() and np.hypot(*(child_positions[brighter] - position).T).min() <= max_distance:
-            pieces[k] = True
-            continue
-        on_stamp = positions[stamps == stamp] if stamp > 0 else positions[:0]
-        if not len(on_stamp) or np.hypot(*(on_stamp - position).T).min() <= max_distance:
-            continue
-        pieces[k] = len(on_stamp) >= 2 or bool(p_galaxy[k] < min_p_galaxy)
+    detections_of: dict[int, list[int]] = {}
+    for row, stamp in enumerate(stamps):
+        detections_of.setdefault(int(stamp), []).append(row)
+    children_of: dict[int, list[int]] = {}
+    for k, stamp in enumerate(child_stamps):
+        children_of.setdefault(int(stamp), []).append(k)
+    for stamp, children in children_of.items():
+        on_stamp = positions[detections_of.get(stamp, [])] if stamp > 0 else positions[:0]
+        for k in children:
+            others = np.array([j for j in children if j != k], int)
+            # a brighter child of the stamp (of equal fluxes, the first)
+            brighter = others[(fluxes[others] > fluxes[k]) | ((fluxes[others] == fluxes[k]) & (others < k))]
+            if len(brighter) and np.hypot(*(child_positions[brighter] - child_positions[k]).T).min() <= max_distance:
+                pieces[k] = True
+            elif len(on_stamp) and np.hypot(*(on_stamp - child_positions[k]).T).min() > max_distance:
+                pieces[k] = len(on_stamp) >= 2 or bool(p_galaxy[k] < min_p_galaxy)
     return pieces
 
 
