@@ -241,13 +241,9 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     kept.info["dropped"] = int((parents == 0).sum())
     if len(blend.members) == 1:
         kept = confirm_split(kept)
-    p_galaxy = kept.info.get("galaxy_probabilities")
-    components = np.asarray(kept.components, float)
-    fluxes = components.sum(axis=tuple(range(1, components.ndim))) if components.ndim > 1 else np.zeros(0)
     kept_centres = np.asarray(kept.positions, float).reshape(-1, 2) + np.asarray(kept.origin, float)
-    kept.info["pieces"] = piece_children(np.ones(kept.n_components, np.int64), kept_centres, fluxes,
-                                         None if p_galaxy is None else np.asarray(p_galaxy, float),
-                                         np.ones(len(blend.members), np.int64), blend.positions)  # fmt: skip
+    kept.info["pieces"] = piece_children(kept_centres, np.asarray(kept.fluxes, float).sum(axis=1),
+                                         kept.info.get("galaxy_probabilities"), blend.positions)
     return kept
 
 
@@ -308,25 +304,22 @@ def answered_detections(numbers: np.ndarray, positions: np.ndarray, child_parent
     return answered
 
 
-def piece_children(child_stamps: np.ndarray, child_positions: np.ndarray, child_fluxes: np.ndarray,
-                   child_p_galaxy: np.ndarray | None, stamps: np.ndarray, positions: np.ndarray,
-                   max_distance: float = MATCH_RADIUS, min_p_galaxy: float = PIECE_P_GALAXY) -> np.ndarray:
-    """``(K,)`` bool: which children are pieces of a galaxy, not galaxies of their own.
+def piece_children(child_positions: np.ndarray, child_fluxes: np.ndarray, child_p_galaxy: np.ndarray | None,
+                   detection_positions: np.ndarray, max_distance: float = MATCH_RADIUS,
+                   min_p_galaxy: float = PIECE_P_GALAXY) -> np.ndarray:
+    """``(K,)`` bool: which children of one stamp are pieces of a galaxy, not galaxies of their own.
 
-    A child within ``max_distance`` pixels of a brighter child of its stamp is
-    a piece (two galaxies that close are one answer). A child farther than
-    ``max_distance`` from every detection of its stamp is a piece when its stamp
-    is a sep blend (two or more detections: each galaxy sep saw there is
-    answered by the child on it, or by the detection itself), or when its stamp
-    is one detection and its ``child_p_galaxy`` is below ``min_p_galaxy`` (a NaN
-    probability: no piece).
+    A child within ``max_distance`` pixels of a brighter child is a piece (two
+    galaxies that close are one answer). A child farther than ``max_distance``
+    from every detection of the stamp is a piece when the stamp is a sep blend
+    (two or more detections: each galaxy sep saw there is answered by the child
+    on it, or by the detection itself), or when the stamp is one detection and
+    its ``child_p_galaxy`` is below ``min_p_galaxy`` (a NaN probability: no piece).
 
     Parameters
     ----------
-    child_stamps, stamps : numpy.ndarray
-        ``(K,)`` and ``(N,)`` stamp (``BLEND_ID``) of each child and each detection (0: not offered).
-    child_positions, positions : numpy.ndarray
-        ``(K, 2)`` and ``(N, 2)`` ``(y, x)`` in the same pixels.
+    child_positions, detection_positions : numpy.ndarray
+        ``(K, 2)`` and ``(N, 2)`` ``(y, x)`` of the children and of the stamp's detections, in the same pixels.
     child_fluxes : numpy.ndarray
         ``(K,)`` each child's flux.
     child_p_galaxy : numpy.ndarray or None
@@ -340,29 +333,20 @@ def piece_children(child_stamps: np.ndarray, child_positions: np.ndarray, child_
     -------
     numpy.ndarray
     """
-    child_stamps, stamps = np.asarray(child_stamps, np.int64).reshape(-1), np.asarray(stamps, np.int64).reshape(-1)
     child_positions = np.asarray(child_positions, float).reshape(-1, 2)
-    positions = np.asarray(positions, float).reshape(-1, 2)
-    p_galaxy = (np.full(len(child_stamps), np.nan) if child_p_galaxy is None
-                else np.asarray(child_p_galaxy, float).reshape(-1))  # fmt: skip
+    detections = np.asarray(detection_positions, float).reshape(-1, 2)
+    k = len(child_positions)
+    p_galaxy = np.full(k, np.nan) if child_p_galaxy is None else np.asarray(child_p_galaxy, float).reshape(-1)
     fluxes = np.nan_to_num(np.asarray(child_fluxes, float).reshape(-1), nan=-np.inf)
-    pieces = np.zeros(len(child_stamps), bool)
-    detections_of: dict[int, list[int]] = {}
-    for row, stamp in enumerate(stamps):
-        detections_of.setdefault(int(stamp), []).append(row)
-    children_of: dict[int, list[int]] = {}
-    for k, stamp in enumerate(child_stamps):
-        children_of.setdefault(int(stamp), []).append(k)
-    for stamp, children in children_of.items():
-        on_stamp = positions[detections_of.get(stamp, [])] if stamp > 0 else positions[:0]
-        for k in children:
-            others = np.array([j for j in children if j != k], int)
-            # a brighter child of the stamp (of equal fluxes, the first)
-            brighter = others[(fluxes[others] > fluxes[k]) | ((fluxes[others] == fluxes[k]) & (others < k))]
-            if len(brighter) and np.hypot(*(child_positions[brighter] - child_positions[k]).T).min() <= max_distance:
-                pieces[k] = True
-            elif len(on_stamp) and np.hypot(*(on_stamp - child_positions[k]).T).min() > max_distance:
-                pieces[k] = len(on_stamp) >= 2 or bool(p_galaxy[k] < min_p_galaxy)
+    index = np.arange(k)
+    pieces = np.zeros(k, bool)
+    for j in range(k):
+        # a brighter child (of equal fluxes, the first)
+        brighter = (fluxes > fluxes[j]) | ((fluxes == fluxes[j]) & (index < j))
+        if brighter.any() and np.hypot(*(child_positions[brighter] - child_positions[j]).T).min() <= max_distance:
+            pieces[j] = True
+        elif len(detections) and np.hypot(*(detections - child_positions[j]).T).min() > max_distance:
+            pieces[j] = len(detections) >= 2 or bool(p_galaxy[j] < min_p_galaxy)
     return pieces
 
 

@@ -146,11 +146,16 @@ def test_pieces_are_listed_never_primary_and_no_galaxy_of_their_detection():
     ])  # fmt: skip
     fluxes = np.array([100.0, 90.0, 10.0, 20.0, 100.0, 30.0, 100.0, 30.0])
     p_galaxy = np.array([1.0, 1.0, 0.99, 1.0, 1.0, 0.3, 1.0, 0.95])
-    pieces = piece_children(child_stamps, child_positions, fluxes, p_galaxy, stamps, positions)
+
+    def per_stamp(probabilities):
+        return np.concatenate([piece_children(child_positions[child_stamps == s], fluxes[child_stamps == s],
+                                              None if probabilities is None else probabilities[child_stamps == s],
+                                              positions[stamps == s]) for s in (1, 2, 3)])  # fmt: skip
+
+    pieces = per_stamp(p_galaxy)
     assert pieces.tolist() == [False, False, True, True, False, True, False, False]
     assert 0.3 < PIECE_P_GALAXY < 0.95
-    no_probability = piece_children(child_stamps, child_positions, fluxes, None, stamps, positions)
-    assert no_probability.tolist() == [False, False, True, True, False, False, False, False]
+    assert per_stamp(None).tolist() == [False, False, True, True, False, False, False, False]
     answered = answered_detections(numbers, positions, parents, child_positions)
     summary = parent_summary(numbers, parents, np.ones(4, bool), alone=np.array([False, False, True, True]),
                              answered=answered, pieces=pieces)

@@ -72,7 +72,6 @@ from ..parents import (
     child_index,
     id_stride,
     parent_summary,
-    piece_children,
 )
 
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
@@ -144,14 +143,12 @@ def build_catalog(detections: Table, components: Table, meta: dict[str, Any], mo
     alone = np.asarray(detections["blend_ndet"]) == 1 if n_det else np.zeros(0, bool)
     refused = (np.asarray(components["split_refused"]) > 0 if len(components) and "split_refused" in components.colnames
                else None)  # fmt: skip
-    answered = pieces = None
+    # pieces: decided per stamp with the deblender's result (parents.group_children), as in the viewer
+    pieces = np.asarray(components["piece"], bool) if len(components) and "piece" in components.colnames else None
+    answered = None
     if n_det and len(components):
-        positions = np.column_stack([detections["y"], detections["x"]])
-        child_positions = np.column_stack([components["y"], components["x"]])
-        answered = answered_detections(numbers, positions, parents, child_positions)
-        p_galaxy = np.asarray(components["p_galaxy"], float) if "p_galaxy" in components.colnames else None
-        pieces = piece_children(components["blend_id"], child_positions, components["flux"], p_galaxy,
-                                detections["blend_id"], positions)
+        answered = answered_detections(numbers, np.column_stack([detections["y"], detections["x"]]), parents,
+                                       np.column_stack([components["y"], components["x"]]))
     summary = parent_summary(numbers, parents, offered, alone, refused, answered, pieces)
 
     det = to_sextractor_table(detections) if n_det else Table()

@@ -412,6 +412,8 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
         table["split_refused"] = np.full(len(table), int(result.info.get("split_refused", 0)), np.int16)
         if "p_galaxy" not in table.colnames:  # peeling's split verifier gives it (measure); NaN: not asked
             table["p_galaxy"] = np.full(len(table), np.nan)
+        # no galaxy of its own (parents.piece_children, set by group_children as in the viewer)
+        table["piece"] = np.asarray(result.info.get("pieces", np.zeros(len(table), bool)), bool).reshape(len(table))
         tables.append(table)
     if not tables or not sum(len(t) for t in tables):
         return _empty_components()
@@ -426,9 +428,9 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
 
 def _empty_components() -> Table:
     names = ("model", "component", "x", "y", "flux", "mag", "mu20", "mu02", "mu11", "e1", "e2", "quality",
-             "masked_frac", "blend_id", "parent_id", "split_refused", "p_galaxy", "ra", "dec")  # fmt: skip
+             "masked_frac", "blend_id", "parent_id", "split_refused", "p_galaxy", "piece", "ra", "dec")  # fmt: skip
     dtypes = ("U40", int, float, float, float, float, float, float, float, float, float, "U8", float, np.int32,
-              np.int32, np.int16, float, float, float)  # fmt: skip
+              np.int32, np.int16, float, bool, float, float)  # fmt: skip
     return Table(names=names, dtype=dtypes)
 
 
