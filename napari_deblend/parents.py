@@ -27,8 +27,8 @@ deblender makes of them are their *children*. Every galaxy has exactly one
 
 A detection split into two or more children is an *unrecognised blend*: sep
 saw one object where the deblender found several galaxies. A detection
-deblended alone is split only when the deblender is sure enough
-(:func:`confirm_split`); else its components are summed into one.
+deblended alone is split only by the components the deblender is sure of
+(:func:`confirm_split`); the others are summed into their host.
 
 Which detection a component belongs to (:func:`assign_parents`), within the
 group it was deblended with (a sep blend, or one detection offered alone):
@@ -80,7 +80,7 @@ PIECE_P_GALAXY = 0.8
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
                       "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma",
-                      "galaxy_probabilities")  # fmt: skip
+                      "galaxy_probabilities", "source_probabilities")  # fmt: skip
 
 
 def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -247,43 +247,71 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     return kept
 
 
-def split_probability(result: Any) -> float | None:
-    """The deblender's probability that its stamp holds two or more galaxies (None: the model gives none).
+def galaxy_scores(result: Any) -> np.ndarray | None:
+    """``(K,)``: how sure the deblender is that each component is a galaxy of its own (None: it does not say).
 
-    ``peeling``: its counter's first look at the stamp (``info["count_probabilities"]``).
+    ``unet`` and ``vae``: the learned source finder's probability of a galaxy
+    centre at each component, on the stamp as given
+    (``info["source_probabilities"]``); ``peeling``: its counter's first look at
+    the stamp, the probability of two or more galaxies
+    (``info["count_probabilities"]``), the same for every component.
     """
+    centres = result.info.get("source_probabilities")
+    if centres is not None and np.size(centres) == result.n_components:
+        return np.asarray(centres, float).reshape(-1)
     probabilities = result.info.get("count_probabilities")
     if probabilities is None:
         return None
-    return float(np.sum(np.asarray(probabilities, float)[2:]))
+    return np.full(result.n_components, float(np.sum(np.asarray(probabilities, float)[2:])))
 
 
 def confirm_split(result: Any) -> Any:
-    """Sum the children of a detection deblended alone into one unless the deblender is sure of the split.
+    """Keep the fainter children of a detection deblended alone only where the deblender is sure of them.
 
     A detection that sep saw as one object is split (an unrecognised blend) only
-    when the model's probability of two or more galaxies
-    (:func:`split_probability`) reaches ``info["min_split_probability"]``; else
-    its components are knots, arms or clumps of one galaxy, summed into the
-    brightest (position: the centroid of the sum) and ``info["split_refused"]``
-    is set. Results without those entries are returned unchanged.
+    by its fainter components whose :func:`galaxy_scores` reach
+    ``info["min_split_probability"]``; the others are knots, arms or clumps of a
+    galaxy and are summed into their host (the kept component brightest at
+    their centroid). When only the brightest is left, it is the sum of all (its
+    position: the centroid of the sum) and ``info["split_refused"]`` holds how
+    many components there were. Results without those entries are returned unchanged.
     """
     threshold = result.info.get("min_split_probability")
-    probability = split_probability(result)
-    if result.n_components < 2 or threshold is None or probability is None or probability >= threshold:
+    scores = galaxy_scores(result)
+    if result.n_components < 2 or threshold is None or scores is None:
         return result
     fluxes = result.components.reshape(result.n_components, -1).sum(axis=1)
     brightest = int(np.argmax(fluxes))
-    merged = subset_result(result, [brightest])
-    total = result.components.sum(axis=0, keepdims=True)
-    position = np.array([centroid(total[0])])
-    if not np.isfinite(position).all():  # no positive pixel: the brightest's own position
-        position = np.asarray(result.positions, float)[[brightest]]
-    masks = None if result.masks is None else np.any(np.asarray(result.masks, bool), axis=0, keepdims=True)
-    merged = replace(merged, components=total, positions=position, residual=result.blend - total[0], masks=masks)
-    if "parents" in result.info:  # one detection: its children's parent
-        merged.info["parents"] = np.asarray(result.info["parents"])[[brightest]]
-    merged.info["split_refused"] = result.n_components
+    keep = scores >= threshold
+    keep[brightest] = True
+    if keep.all():
+        return result
+    if keep.sum() == 1:
+        merged = subset_result(result, [brightest])
+        total = result.components.sum(axis=0, keepdims=True)
+        position = np.array([centroid(total[0])])
+        if not np.isfinite(position).all():  # no positive pixel: the brightest's own position
+            position = np.asarray(result.positions, float)[[brightest]]
+        masks = None if result.masks is None else np.any(np.asarray(result.masks, bool), axis=0, keepdims=True)
+        merged = replace(merged, components=total, positions=position, residual=result.blend - total[0], masks=masks)
+        merged.info["split_refused"] = result.n_components
+        if "parents" in result.info:  # one detection: its children's parent
+            merged.info["parents"] = np.asarray(result.info["parents"])[[brightest]]
+        return merged
+    kept = np.flatnonzero(keep)
+    images = result.components.sum(axis=1)  # (K, H, W): the bands summed
+    components = result.components.copy()
+    masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
+    for j in np.flatnonzero(~keep):
+        y, x = (min(max(int(round(v)), 0), n - 1) for v, n in zip(np.nan_to_num(centroid(images[j])),
+                                                                   images.shape[-2:]))
+        host = kept[int(np.argmax(images[kept, y, x]))]
+        components[host] += components[j]
+        if masks is not None:
+            masks[host] |= masks[j]
+    merged = subset_result(replace(result, components=components, masks=masks), kept)
+    if "parents" in result.info:
+        merged.info["parents"] = np.asarray(result.info["parents"])[kept]
     return merged
 
 

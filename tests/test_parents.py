@@ -192,6 +192,31 @@ def test_an_unsure_split_of_a_detection_alone_is_summed_into_one_galaxy():
     assert confirm_split(_two_blobs([0.05, 0.35, 0.5, 0.1], threshold=0.0)).n_components == 2
 
 
+def test_a_detection_alone_keeps_only_the_sources_the_finder_is_sure_of():
+    yy, xx = np.mgrid[:32, :40]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)[None]  # noqa: E731
+    components = np.stack([blob(16, 10) * 100, blob(16, 30) * 60, blob(16, 13) * 20]).astype(np.float32)
+
+    def result(probabilities):
+        return DeblendResult(blend=components.sum(axis=0), components=components.copy(),
+                             positions=[[16, 10], [16, 30], [16, 13]], masks=components[:, 0] > 5,
+                             info={"source_probabilities": np.asarray(probabilities), "min_split_probability": 0.85,
+                                   "parents": np.array([7, 7, 7])})  # fmt: skip
+
+    partly = confirm_split(result([0.97, 0.9, 0.4]))  # the third is a knot of the first: summed into it
+    assert partly.n_components == 2 and "split_refused" not in partly.info
+    np.testing.assert_allclose(partly.components[0], components[0] + components[2], rtol=1e-6)
+    np.testing.assert_allclose(partly.components[1], components[1])
+    np.testing.assert_allclose(partly.residual, 0.0, atol=1e-4)  # no light lost
+    assert partly.info["source_probabilities"].tolist() == [0.97, 0.9] and partly.info["parents"].tolist() == [7, 7]
+    assert partly.masks[0].sum() == (components[0, 0] > 5).sum() + (components[2, 0] > 5).sum() - (
+        (components[0, 0] > 5) & (components[2, 0] > 5)).sum()
+    refused = confirm_split(result([0.97, 0.6, 0.4]))
+    assert refused.n_components == 1 and refused.info["split_refused"] == 3
+    np.testing.assert_allclose(refused.components[0], components.sum(axis=0), rtol=1e-6)
+    assert confirm_split(result([0.3, 0.9, 0.86])).n_components == 3  # the brightest always stays
+
+
 def test_group_children_of_a_detection_alone_confirms_the_split():
     result = _two_blobs([0.05, 0.35, 0.5, 0.1])
     segmentation = np.zeros((32, 32), np.int32)

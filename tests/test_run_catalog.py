@@ -122,23 +122,31 @@ def test_give_back_pieces_merges_the_doubted_components_and_is_recorded(tmp_path
     assert "--give-back-pieces 1.5: expected a galaxy probability above 0 and at most 1" in capsys.readouterr().err
 
 
-def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
+def _refused_splits_of_the_mix(tmp_path, model):
+    """Run ``model`` on a 512² field of the realistic mix; check its refused splits; return the catalogue."""
     from napari_deblend.parents import SPLIT_REFUSED
     from napari_deblend.simulate import simulate_field
 
     field, _ = simulate_field(512, seed=77)  # the realistic mix: knotty, spiral and irregular galaxies
     path = write_field(field, tmp_path / "mix.fits")
-    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--model", "peeling", "--device", "cpu",
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--model", model, "--device", "cpu",
                  "--quiet"]) == 0  # fmt: skip
     cat = Table.read(tmp_path / "run" / "mix" / "catalog.ecsv")
     det, comp = cat[cat["KIND"] == "detection"], cat[cat["KIND"] == "component"]
     refused = det[(det["DEBLEND_FLAGS"] & SPLIT_REFUSED) > 0]
-    assert len(refused) >= 1 and cat.meta["deblend_flags"][SPLIT_REFUSED] == "split refused"
+    assert cat.meta["deblend_flags"][SPLIT_REFUSED] == "split refused"
     for row in refused:  # one galaxy: sep's measurement answers, the summed child is listed beside it
         assert row["BLEND_NDET"] == 1 and row["DEBLEND_NCHILD"] == 1 and row["IS_PRIMARY"]
         assert not row["DEBLEND_FLAGS"] & UNRECOGNISED_BLEND and row["FLUX_BEST"] == row["FLUX_AUTO"]
         (child,) = comp[comp["PARENT"] == row["NUMBER"]]
         assert child["DEBLEND_FLAGS"] & SPLIT_REFUSED and not child["IS_PRIMARY"]
+    return cat, len(refused)
+
+
+def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
+    cat, n_refused = _refused_splits_of_the_mix(tmp_path, "peeling")
+    assert n_refused >= 1
+    det, comp = cat[cat["KIND"] == "detection"], cat[cat["KIND"] == "component"]
     # a detection of a sep blend is primary itself exactly when it has children and none lies on it
     for row in det[(det["BLEND_NDET"] >= 2) & (det["DEBLEND_NCHILD"] >= 1)]:
         children = comp[comp["PARENT"] == row["NUMBER"]]
@@ -158,3 +166,8 @@ def test_an_unsure_split_of_a_detection_alone_is_refused_and_flagged(tmp_path):
         assert not off or (child["DEBLEND_FLAGS"] & PIECE and not child["IS_PRIMARY"])
     pieces = comp[(comp["DEBLEND_FLAGS"] & PIECE) > 0]
     assert len(pieces) >= 1 and not pieces["IS_PRIMARY"].any() and cat.meta["deblend_flags"][PIECE] == "piece"
+
+
+def test_unet_splits_a_detection_alone_only_where_its_source_finder_is_sure(tmp_path):
+    _, n_refused = _refused_splits_of_the_mix(tmp_path, "unet")
+    assert n_refused >= 5  # 12 when this test was written: knots and arms the finder was not sure of

@@ -120,6 +120,20 @@ def test_deblends_without_positions(model, blends):
         assert np.all(np.diff(result.info["flux_pred"]) <= 0)  # detected: brightest first
 
 
+def test_found_sources_carry_the_finders_probability_given_ones_do_not(model, blends):
+    results = model.deblend_batch(blends.images, noise=blends.noise_sigma)
+    split = [r for r in results if r.n_components >= 2]
+    assert split  # the source finder sees both galaxies of most of these pairs
+    for result in split:
+        probabilities = result.info["source_probabilities"]
+        assert probabilities.shape == (result.n_components,) and np.all((probabilities > 0) & (probabilities <= 1))
+        assert result.info["min_split_probability"] == UNetDeblender.min_split_probability
+    positions = [np.stack([t["y"], t["x"]], axis=1) for t in (blends.truth[blends.truth["stamp"] == i]
+                                                              for i in range(len(blends)))]
+    given = model.deblend_batch(blends.images, positions=positions, noise=blends.noise_sigma)
+    assert not any("source_probabilities" in r.info for r in given)  # the caller's positions are trusted
+
+
 def test_empty_stamp_falls_back_to_the_peak(model):
     stamp = np.random.default_rng(0).normal(0, SIGMA, (1, 1, 32, 40)).astype(np.float32)  # not a multiple of 8
     result = model.deblend_batch(stamp, noise=SIGMA)[0]

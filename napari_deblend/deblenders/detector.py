@@ -152,6 +152,29 @@ class SourceFinder:
         return [find_peaks(p, threshold, self.min_distance) for p in self.probability(stamps, sigmas)]
 
 
+def attach_source_probabilities(results: list, stamps: np.ndarray, sigmas: np.ndarray,
+                                sources: list[tuple[np.ndarray, str]], finder: SourceFinder,
+                                min_split_probability: float) -> None:
+    """Give each result of two or more components the finder's probability of a galaxy centre at each, in place.
+
+    ``info["source_probabilities"]`` ``(K,)``: the highest value of the
+    finder's map (on the stamp as given) within one pixel of each component's
+    position, and ``info["min_split_probability"]``: with them a detection
+    deblended alone keeps only the components the finder is sure of
+    (:func:`napari_deblend.parents.confirm_split`). Stamps whose sources were
+    given by the caller are left as they are.
+    """
+    rows = [i for i, r in enumerate(results) if r.n_components >= 2 and sources[i][1] != "given"]
+    if not rows:
+        return
+    for i, prob in zip(rows, finder.probability(stamps[rows], sigmas[rows])):
+        padded = np.pad(prob, 1)  # the 3x3 box around each position, zero outside the stamp
+        pos = np.asarray(results[i].positions, float).reshape(-1, 2)
+        yy, xx = (np.clip(np.round(np.nan_to_num(c)).astype(int), 0, n - 1) for c, n in zip(pos.T, prob.shape))
+        results[i].info["source_probabilities"] = np.array([padded[y:y + 3, x:x + 3].max() for y, x in zip(yy, xx)])
+        results[i].info["min_split_probability"] = float(min_split_probability)
+
+
 def check_given_positions(name: str, given: Any, shape: tuple[int, int], index: int) -> np.ndarray:
     """Validate caller positions of stamp ``index``: ``(K, 2)`` finite ``(y, x)`` inside the stamp."""
     h, w = shape

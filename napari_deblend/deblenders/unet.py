@@ -71,6 +71,9 @@ class UNetDeblender(Deblender):
     uses_positions: ClassVar[bool] = True
     batch_size: int = 64  # (stamp, source) pairs per forward pass
     mask_threshold: float = 0.5
+    # a detection deblended alone keeps a second source only where the source finder's map reaches this
+    # (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
+    min_split_probability: float = 0.85
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
         super().__init__(device=device, preset=preset)
@@ -95,15 +98,17 @@ class UNetDeblender(Deblender):
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
         """Deblend ``(N, 1, H, W)`` stamps; ``positions[i]`` ``(K, 2)`` ``(y, x)`` or None (find them)."""
-        from .detector import resolve_sources
+        from .detector import attach_source_probabilities, resolve_sources
 
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
         n = len(stamps)
         sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder)
-        return self.run_in_chunks(
+        results = self.run_in_chunks(
             n, lambda chunk, size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk], size)
         )
+        attach_source_probabilities(results, stamps, sigmas, sources, self.finder, self.min_split_probability)
+        return results
 
     def _deblend(self, stamps: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],
                  pair_batch: int) -> list[DeblendResult]:

@@ -81,6 +81,9 @@ class VAEDeblender(Deblender):
     fit_amplitudes: bool = True
     residual_detection: bool = True
     residual_threshold: float = 0.8  # stricter than the first look: residuals of drawn galaxies are not sky
+    # a detection deblended alone keeps a second source only where the source finder's map (on the stamp as
+    # given) reaches this (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
+    min_split_probability: float = 0.85
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
         super().__init__(device=device, preset=preset)
@@ -104,14 +107,16 @@ class VAEDeblender(Deblender):
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
         """Deblend ``(N, 1, H, W)`` stamps; ``positions[i]`` ``(K, 2)`` ``(y, x)`` or None (find them)."""
-        from .detector import resolve_sources
+        from .detector import attach_source_probabilities, resolve_sources
 
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
         sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder)
-        return self.run_in_chunks(
+        results = self.run_in_chunks(
             len(stamps), lambda chunk, _size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk])
         )
+        attach_source_probabilities(results, stamps, sigmas, sources, self.finder, self.min_split_probability)
+        return results
 
     def _subtract_in_order(self, residual: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],
                            order: list[np.ndarray], components: list[np.ndarray], comp_sigma: list[np.ndarray]) -> None:
