@@ -152,27 +152,26 @@ class SourceFinder:
         return [find_peaks(p, threshold, self.min_distance) for p in self.probability(stamps, sigmas)]
 
 
-def attach_source_probabilities(results: list, stamps: np.ndarray, sigmas: np.ndarray,
-                                sources: list[tuple[np.ndarray, str]], finder: SourceFinder,
-                                min_split_probability: float) -> None:
+def attach_source_probabilities(results: list, maps: dict[int, np.ndarray], min_split_probability: float) -> None:
     """Give each result of two or more components the finder's probability of a galaxy centre at each, in place.
 
     ``info["source_probabilities"]`` ``(K,)``: the highest value of the
-    finder's map (on the stamp as given) within one pixel of each component's
-    position, and ``info["min_split_probability"]``: with them a detection
-    deblended alone keeps only the components the finder is sure of
-    (:func:`napari_deblend.parents.confirm_split`). Stamps whose sources were
-    given by the caller are left as they are.
+    finder's map ``maps[i]`` (of the stamp as given, from :func:`resolve_sources`)
+    within one pixel of each component's position, and
+    ``info["min_split_probability"]``: with them a detection deblended alone
+    keeps only the components the finder is sure of
+    (:func:`napari_deblend.parents.confirm_split`). Stamps without a map (their
+    sources were given by the caller) are left as they are.
     """
-    rows = [i for i, r in enumerate(results) if r.n_components >= 2 and sources[i][1] != "given"]
-    if not rows:
-        return
-    for i, prob in zip(rows, finder.probability(stamps[rows], sigmas[rows])):
+    for i, result in enumerate(results):
+        prob = maps.get(i)
+        if prob is None or result.n_components < 2:
+            continue
         padded = np.pad(prob, 1)  # the 3x3 box around each position, zero outside the stamp
-        pos = np.asarray(results[i].positions, float).reshape(-1, 2)
+        pos = np.asarray(result.positions, float).reshape(-1, 2)
         yy, xx = (np.clip(np.round(np.nan_to_num(c)).astype(int), 0, n - 1) for c, n in zip(pos.T, prob.shape))
-        results[i].info["source_probabilities"] = np.array([padded[y:y + 3, x:x + 3].max() for y, x in zip(yy, xx)])
-        results[i].info["min_split_probability"] = float(min_split_probability)
+        result.info["source_probabilities"] = np.array([padded[y:y + 3, x:x + 3].max() for y, x in zip(yy, xx)])
+        result.info["min_split_probability"] = float(min_split_probability)
 
 
 def check_given_positions(name: str, given: Any, shape: tuple[int, int], index: int) -> np.ndarray:
@@ -203,12 +202,14 @@ def brightest_pixel(image: np.ndarray) -> np.ndarray:
 
 
 def resolve_sources(name: str, stamps: np.ndarray, positions: Any, sigmas: np.ndarray,
-                    finder: SourceFinder) -> list[tuple[np.ndarray, str]]:
+                    finder: SourceFinder, maps: dict[int, np.ndarray] | None = None) -> list[tuple[np.ndarray, str]]:
     """Per stamp, ``(K, 2)`` positions (``K >= 1``) and where they came from.
 
     Given positions are validated and kept in their order (``"given"``); a stamp
     without them (None or an empty array) gets the :class:`SourceFinder`'s
     (``"detector"``), or its brightest pixel if the finder sees nothing (``"peak"``).
+    ``maps``, when given, receives the finder's probability map of each stamp it
+    looked at (by stamp index), for :func:`attach_source_probabilities`.
     """
     n = len(stamps)
     if positions is None:
@@ -218,7 +219,10 @@ def resolve_sources(name: str, stamps: np.ndarray, positions: Any, sigmas: np.nd
     given = [None if p is None else check_given_positions(name, p, stamps.shape[-2:], i)
              for i, p in enumerate(positions)]
     missing = [i for i, p in enumerate(given) if p is None or not len(p)]
-    found = finder.find(stamps[missing], sigmas[missing]) if missing else []
+    probabilities = finder.probability(stamps[missing], sigmas[missing]) if missing else []
+    found = [find_peaks(p, finder.threshold, finder.min_distance) for p in probabilities]
+    if maps is not None:
+        maps.update(zip(missing, probabilities))
     sources: list[tuple[np.ndarray, str]] = [(p, "given") if p is not None else (p, "") for p in given]
     for i, pos in zip(missing, found):
         sources[i] = (pos, "detector") if len(pos) else (brightest_pixel(stamps[i].sum(axis=0)), "peak")

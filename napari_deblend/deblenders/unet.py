@@ -103,11 +103,12 @@ class UNetDeblender(Deblender):
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
         n = len(stamps)
-        sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder)
+        maps: dict[int, np.ndarray] = {}
+        sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder, maps)
         results = self.run_in_chunks(
             n, lambda chunk, size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk], size)
         )
-        attach_source_probabilities(results, stamps, sigmas, sources, self.finder, self.min_split_probability)
+        attach_source_probabilities(results, maps, self.min_split_probability)
         return results
 
     def _deblend(self, stamps: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],

@@ -111,11 +111,12 @@ class VAEDeblender(Deblender):
 
         stamps = self.check_stamps(stamps)
         sigmas = self.noise_levels(stamps, noise)
-        sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder)
+        maps: dict[int, np.ndarray] = {}
+        sources = resolve_sources(self.name, stamps, positions, sigmas, self.finder, maps)
         results = self.run_in_chunks(
             len(stamps), lambda chunk, _size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk])
         )
-        attach_source_probabilities(results, stamps, sigmas, sources, self.finder, self.min_split_probability)
+        attach_source_probabilities(results, maps, self.min_split_probability)
         return results
 
     def _subtract_in_order(self, residual: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],
