@@ -135,6 +135,21 @@ def centroid(image: np.ndarray, region: np.ndarray | None = None) -> tuple[float
     return float((weights * ys).sum() / total), float((weights * xs).sum() / total)
 
 
+def host_of(images: np.ndarray, index: int) -> int:
+    """The image other than ``index`` of ``images`` ``(K, H, W)`` brightest at the centroid of ``images[index]``.
+
+    The centroid is :func:`centroid`'s; an image with no positive pixel is taken at the stamp's centre.
+    """
+    cy, cx = centroid(images[index])
+    h, w = images.shape[-2:]
+    if not np.isfinite(cy):
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    y, x = min(max(int(round(cy)), 0), h - 1), min(max(int(round(cx)), 0), w - 1)
+    levels = images[:, y, x].astype(np.float64).copy()
+    levels[index] = -np.inf
+    return int(np.argmax(levels))
+
+
 def image_moments(
     images: np.ndarray, noise: float, nsigma: float = ISOPHOTE_NSIGMA, mask: np.ndarray | None = None
 ) -> np.ndarray:

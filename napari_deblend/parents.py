@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from .measurements import MATCH_RADIUS, match_positions
-from .moments import centroid
+from .moments import centroid, host_of
 
 #: ``DEBLEND_FLAGS`` bits.
 UNRECOGNISED_BLEND = 1  # a detection the deblender split into two or more galaxies (set on it and its children)
@@ -286,32 +286,23 @@ def confirm_split(result: Any) -> Any:
     keep[brightest] = True
     if keep.all():
         return result
-    if keep.sum() == 1:
-        merged = subset_result(result, [brightest])
-        total = result.components.sum(axis=0, keepdims=True)
-        position = np.array([centroid(total[0])])
-        if not np.isfinite(position).all():  # no positive pixel: the brightest's own position
-            position = np.asarray(result.positions, float)[[brightest]]
-        masks = None if result.masks is None else np.any(np.asarray(result.masks, bool), axis=0, keepdims=True)
-        merged = replace(merged, components=total, positions=position, residual=result.blend - total[0], masks=masks)
-        merged.info["split_refused"] = result.n_components
-        if "parents" in result.info:  # one detection: its children's parent
-            merged.info["parents"] = np.asarray(result.info["parents"])[[brightest]]
-        return merged
     kept = np.flatnonzero(keep)
     images = result.components.sum(axis=1)  # (K, H, W): the bands summed
     components = result.components.copy()
     masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
-    for j in np.flatnonzero(~keep):
-        y, x = (min(max(int(round(v)), 0), n - 1) for v, n in zip(np.nan_to_num(centroid(images[j])),
-                                                                   images.shape[-2:]))
-        host = kept[int(np.argmax(images[kept, y, x]))]
+    for j in np.flatnonzero(~keep):  # each piece goes to the kept component brightest at its centroid
+        host = kept[host_of(images[np.append(kept, j)], len(kept))]
         components[host] += components[j]
         if masks is not None:
             masks[host] |= masks[j]
     merged = subset_result(replace(result, components=components, masks=masks), kept)
-    if "parents" in result.info:
+    if "parents" in result.info:  # one detection: its children's parent
         merged.info["parents"] = np.asarray(result.info["parents"])[kept]
+    if len(kept) == 1:  # one galaxy after all: at the centroid of the sum (no positive pixel: the brightest's)
+        position = np.array([centroid(merged.components[0])])
+        if np.isfinite(position).all():
+            merged = replace(merged, positions=position)
+        merged.info["split_refused"] = result.n_components
     return merged
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..moments import centroid, ellipticity, second_moments
+from ..moments import centroid, ellipticity, host_of, second_moments
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 
 #: Features of a component measured against its host, after the calibration features.
@@ -54,16 +54,6 @@ def _moments(image: np.ndarray) -> tuple[float, float, float, float, float]:
         return (h - 1) / 2.0, (w - 1) / 2.0, 1.0, 1.0, 0.0
     mxx, myy, mxy = second_moments(image, image > 0)
     return cy, cx, myy, mxx, mxy
-
-
-def host_of(components: np.ndarray, index: int) -> int:
-    """The component other than ``index`` that is brightest at ``index``'s centroid (``components``: ``(K, H, W)``)."""
-    cy, cx = _moments(components[index])[:2]
-    h, w = components.shape[-2:]
-    y, x = min(max(int(round(cy)), 0), h - 1), min(max(int(round(cx)), 0), w - 1)
-    levels = components[:, y, x].astype(np.float64).copy()
-    levels[index] = -np.inf
-    return int(np.argmax(levels))
 
 
 def host_features(components: np.ndarray, sigma: float, count_probabilities: np.ndarray | None) -> np.ndarray:
