@@ -202,6 +202,47 @@ def fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: to
     return best
 
 
+def start_perceptron_fit(config: CalibrationTrainConfig, out_dir: str | Path) -> tuple[Path, Any, dict, Any, str]:
+    """The common start of fitting a perceptron part of the ``config.init`` peeling weights.
+
+    Checks the ensemble options, resolves ``init`` (default: the shipped weights) and
+    starts the run directory. Returns ``(out, preset, checkpoint, deblender, tag)``:
+    the ``init`` checkpoint, its deblender, and a cache tag of its networks.
+    """
+    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
+    from .peeling_joint import _networks_hash
+
+    if config.members < 1 or config.epochs < 1:
+        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
+    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
+    config.init = str(init)
+    out, _device, preset = start_run(config, out_dir)
+    deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
+    networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+    return out, preset, load_checkpoint(init), deblender, f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
+
+
+def fit_members(model: Any, tensors: list[torch.Tensor], config: CalibrationTrainConfig, log: Callable[[str], None],
+                progress: Callable[[float], None] | None, loss_name: str,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _l1) -> list[dict[str, Any]]:
+    """Fit every member of ``model`` in turn (:func:`fit_member`, seeds of their own, one ``config.minutes`` budget).
+
+    ``tensors``: training features and targets, validation features and targets.
+    Returns each member's best validation loss as ``{"member": m, "val_<loss_name>": loss}``.
+    """
+    deadline = time.perf_counter() + config.minutes * 60.0
+    key = "val_" + loss_name.lower().replace("-", "_")
+    history = []
+    for m in range(config.members):
+        torch.manual_seed(config.seed * 1000 + m)
+        loss = fit_member(model.member_forward(m), *tensors, config, deadline, log, loss_fn)
+        history.append({"member": m, key: loss})
+        log(f"member {m + 1} / {config.members}: validation {loss_name} {loss:.4f}")
+        if progress:
+            progress((m + 1) / config.members)
+    return history
+
+
 def train_calibration(config: CalibrationTrainConfig, out_dir: str | Path, resume: bool = False,
                       log: Callable[[str], None] = print, progress: Callable[[float], None] | None = None) -> Path:
     """Fit the flux calibration of the ``config.init`` peeling weights; return the new weights file.
@@ -211,19 +252,9 @@ def train_calibration(config: CalibrationTrainConfig, out_dir: str | Path, resum
     validation loss and the validation figures before and after.
     """
     from ..deblenders.flux_calibration import FluxCalibrator
-    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
-    from .peeling_joint import _networks_hash
 
-    if config.members < 1 or config.epochs < 1:
-        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
-    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
-    config.init = str(init)
-    out, _device, preset = start_run(config, out_dir)
-    base = load_checkpoint(init)
-    deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
-    networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+    out, preset, base, deblender, tag = start_perceptron_fit(config, out_dir)
     mix = data_mix(config)
-    tag = f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
     if mix.tag() != "parametric":
         tag += f"_{mix.tag()}"
     data, val = (
@@ -242,15 +273,7 @@ def train_calibration(config: CalibrationTrainConfig, out_dir: str | Path, resum
                                 settings=deblender.calibration_settings())
     calibrator.set_standardisation(x)
     tensors = [torch.as_tensor(a, dtype=torch.float32) for a in (x, y, x_val, y_val)]
-    deadline = time.perf_counter() + config.minutes * 60.0
-    history = []
-    for m in range(config.members):
-        torch.manual_seed(config.seed * 1000 + m)
-        loss = fit_member(calibrator.member_forward(m), *tensors, config, deadline, log)
-        history.append({"member": m, "val_l1": loss})
-        log(f"member {m + 1} / {config.members}: validation L1 {loss:.4f}")
-        if progress:
-            progress((m + 1) / config.members)
+    history = fit_members(calibrator, tensors, config, log, progress, "L1")
     calibrator.eval()
     factors = _factors_for(calibrator, val)
     summary = {"before": flux_scatter_by_rank(val), "after": flux_scatter_by_rank(val, factors),

@@ -19,7 +19,6 @@ in it stays: it corrects whatever components it is given).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,15 @@ import torch
 
 from ..errors import DeblendInputError
 from .data_mix import DataMix, data_mix
-from .flux_calibration import CalibrationTrainConfig, deblended_simulations, fit_member, multiplicity_counts
+from .flux_calibration import (
+    CalibrationTrainConfig,
+    deblended_simulations,
+    fit_members,
+    multiplicity_counts,
+    start_perceptron_fit,
+)
 from .loop import save_weights
-from .peeling import cached_npz, start_run
+from .peeling import cached_npz
 
 VERIFIER_SEED = 6_000_000  # simulation seeds of the verifier's data; never the evaluation's
 VERIFIER_VALIDATION_SEED = 6_999_999
@@ -118,20 +123,12 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
     The simulated and deblended data are cached in ``OUT/cache``; ``OUT/history.jsonl``
     holds each member's validation loss and the validation figures of :func:`verifier_figures`.
     """
-    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
     from ..deblenders.split_verifier import SplitVerifier
-    from .peeling_joint import _networks_hash
 
-    if config.members < 1 or config.epochs < 1:
-        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
-    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
-    config.init = str(init)
-    out, _device, preset = start_run(config, out_dir)
-    base = {k: v for k, v in load_checkpoint(init).items() if not k.startswith("split_verifier")}
-    deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
-    networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+    out, preset, checkpoint, deblender, tag = start_perceptron_fit(config, out_dir)
+    base = {k: v for k, v in checkpoint.items() if not k.startswith("split_verifier")}
     mix = data_mix(config)
-    tag = f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}_{mix.tag()}"
+    tag += f"_{mix.tag()}"
     data, val = (
         cached_npz(out / "cache", f"verifier_{name}_{tag}_{n}_{seed}.npz",
                    lambda n=n, seed=seed, split=split: verifier_samples(
@@ -148,15 +145,7 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
     verifier.set_standardisation(data["features"])
     tensors = [torch.as_tensor(np.nan_to_num(a), dtype=torch.float32)
                for a in (data["features"], data["label"], val["features"], val["label"])]
-    deadline = time.perf_counter() + config.minutes * 60.0
-    history = []
-    for m in range(config.members):
-        torch.manual_seed(config.seed * 1000 + m)
-        loss = fit_member(verifier.member_forward(m), *tensors, config, deadline, log, torch.nn.BCEWithLogitsLoss())
-        history.append({"member": m, "val_cross_entropy": loss})
-        log(f"member {m + 1} / {config.members}: validation cross-entropy {loss:.4f}")
-        if progress:
-            progress((m + 1) / config.members)
+    history = fit_members(verifier, tensors, config, log, progress, "cross-entropy", torch.nn.BCEWithLogitsLoss())
     verifier.eval()
     summary = {"validation": verifier_figures(val, verifier.probabilities(val["features"])),
                "n_train_samples": int(len(data["label"])), "n_val_samples": int(len(val["label"])),
