@@ -25,8 +25,9 @@ SEED = 7_700_001  # a seed of its own (not a training, validation or test seed)
 
 # spurious components per galaxy the shipped weights must stay under on these bright galaxies: the
 # weights trained on the realistic mix give 0.33 (0.75 without merging pieces back), the parametric
-# weights shipped before them 0.60 (1.15 without)
-MAX_SPURIOUS = {"peeling": 0.45}
+# weights shipped before them 0.60 (1.15 without); unet and vae take the source finder's peaks, which
+# still fall on bright knots and arms: 1.125 and 1.25 with the field-like finder (1.17 and 1.31 before)
+MAX_SPURIOUS = {"peeling": 0.45, "unet": 1.3, "vae": 1.4}
 
 
 @pytest.fixture(scope="module")

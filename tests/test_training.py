@@ -111,6 +111,10 @@ def test_train_command_bad_input(capsys, tmp_path):
     assert "--vae-share=1.0" in capsys.readouterr().err
     assert main(["train", "unet", "--vae-share", "0.2", "--out", str(tmp_path)]) == 2
     assert "only vae" in capsys.readouterr().err
+    assert main(["train", "unet", "--field-like", "0.5", "--out", str(tmp_path)]) == 2
+    assert "only detector" in capsys.readouterr().err
+    assert main(["train", "detector", "--field-like", "1.5", "--out", str(tmp_path)]) == 2
+    assert "--field-like=1.5" in capsys.readouterr().err
 
 
 def test_recorded_training_command_reproduces_the_options():
@@ -127,6 +131,9 @@ def test_recorded_training_command_reproduces_the_options():
     again = parser.parse_args(shlex.split(train.training_command(args))[1:])
     assert vars(again) | {"install": False} == vars(args) | {"install": False}
     assert again.install
+    args = parser.parse_args(["train", "detector", "--minutes", "30", "--out", "runs/d", "--field-like", "0.5"])
+    again = parser.parse_args(shlex.split(train.training_command(args))[1:])
+    assert again.field_like == 0.5 and vars(again) | {"install": False} == vars(args) | {"install": False}
 
 
 def _warm_started_from(given, started, path) -> tuple[str, torch.Tensor]:

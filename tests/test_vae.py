@@ -18,7 +18,13 @@ from napari_deblend.deblenders.detector import SourceFinder, find_peaks, resolve
 from napari_deblend.deblenders.vae import VAEDeblender
 from napari_deblend.deblenders.vae_nets import Decoder, Encoder, from_asinh, recentre, to_asinh
 from napari_deblend.simulate import simulate_blends
-from napari_deblend.training.detector import DetectorTrainConfig, match_counts, train_detector
+from napari_deblend.training.detector import (
+    DetectorTrainConfig,
+    field_like_batch,
+    match_counts,
+    train_detector,
+)
+from napari_deblend.training.unet import UNetBatchMaker
 from napari_deblend.training.vae import VAETrainConfig, train_vae
 
 
@@ -77,6 +83,29 @@ def test_detector_training_stores_the_best_threshold(tmp_path):
     assert set(checkpoint["scores"]) == {"0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
     assert checkpoint["min_distance"] == 1
     assert SourceFinder("cpu", weights=weights).min_distance == 1
+
+
+def test_field_like_stamps_put_galaxies_at_the_border_and_drop_those_that_leave():
+    """--field-like: own galaxies moved, a neighbour stamp's galaxies added off the centre; targets stay on the light."""
+    yy, xx = np.mgrid[:48, :48]
+    components = np.zeros((4, 2, 48, 48), np.float32)
+    components[:, 0] = 1e5 * np.exp(-((yy - 24.0) ** 2 + (xx - 24.0) ** 2) / 8.0)
+    maker = UNetBatchMaker({"components": components, "n_components": np.ones(4, int)}, 446.0, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    plain = field_like_batch(maker, 32, 0.0, generator, 446.0)
+    centre = 23.5  # the galaxy sits at pixel 24, or 23 once flipped
+    assert plain["valid"].sum() == 32 and ((plain["positions"][:, 0] - centre).abs() <= 0.5 + 1e-4).all()
+    batch = field_like_batch(maker, 64, 1.0, generator, 446.0)
+    assert batch["x"].shape == (64, 1, 48, 48) and batch["positions"].shape == (64, 4, 2)
+    own, neighbour = batch["positions"][:, 0], batch["positions"][:, 2]
+    assert (own - centre).abs().max() <= 12.5 and (own - centre).abs().max() > 0.5
+    assert ((neighbour - centre).abs().amax(dim=1) >= 15.5).all()
+    inside = ((neighbour >= 0) & (neighbour <= 47)).all(dim=1)
+    assert torch.equal(batch["valid"][:, 2], inside) and 0 < int(inside.sum()) < 64
+    assert not batch["valid"][:, [1, 3]].any()  # the stamps' empty slots stay empty
+    for i in range(64):  # every target sits on its galaxy's light (a bright peak over the noise)
+        for y, x in batch["positions"][i][batch["valid"][i]].round().long().tolist():
+            assert batch["x"][i, 0, y, x] > 20 * 446.0
 
 
 def test_shipped_source_finder_finds_both_galaxies_of_separated_pairs(blends):

@@ -78,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--continue-joint", action="store_true",
                    help="peeling-joint only: fine-tune the --init weights' joint refiner (e.g. with another "
                         "--flux-weight) instead of starting from their RDN sweep")
+    p.add_argument("--field-like", type=float, default=0.0, metavar="SHARE",
+                   help="detector only: share of training stamps composed like a field run's (galaxies moved off "
+                        "the centre, a neighbour's galaxies at and across the border; default 0)")
     p.add_argument("--morphology", default="realistic", metavar="MIX",
                    help="morphology mix of the simulated galaxies: realistic (default), parametric (bulge+disk only) "
                         "or weights such as 'bulge_disk=0.5,knots=0.5'")
@@ -143,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise DeblendInputError(f"--counter-residual-weight: only peeling has it, not {args.model!r}")
     if args.counter_residual_weight < 0:
         raise DeblendInputError(f"--counter-residual-weight={args.counter_residual_weight}: expected a weight >= 0")
+    if args.field_like and (args.model != "detector" or not 0.0 <= args.field_like <= 1.0):
+        raise DeblendInputError(f"--field-like={args.field_like}: only detector has it, a share from 0 to 1")
     if args.vae_share is not None and (args.model != "vae" or not 0.0 <= args.vae_share < 1.0):
         raise DeblendInputError(f"--vae-share={args.vae_share}: only vae has it, a share from 0 to below 1")
     if args.texture_leftover and args.model != "peeling":
@@ -181,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.vae_share is not None:
             config.vae_share = args.vae_share
+        if args.field_like:
+            config.field_like = args.field_like
         train = module.train_vae if args.model == "vae" else module.train_detector
     elif args.model == "peeling-joint":
         from ..training.peeling_joint import JointTrainConfig, train_joint
@@ -300,6 +307,8 @@ def training_command(args: argparse.Namespace) -> str:
         parts.append(f"--blocks {args.blocks}")
     if getattr(args, "vae_share", None) is not None:
         parts.append(f"--vae-share {args.vae_share:g}")
+    if getattr(args, "field_like", 0.0):
+        parts.append(f"--field-like {args.field_like:g}")
     if getattr(args, "data_sweeps", 0):
         parts.append(f"--data-sweeps {args.data_sweeps}")
     if getattr(args, "continue_joint", False):

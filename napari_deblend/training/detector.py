@@ -30,16 +30,23 @@ from .peeling import VALIDATION_SEED, prepare_run
 from .unet import UNetBatchMaker
 
 CENTRE_WEIGHT = 20.0
+MAX_SHIFT = 12  # pixels: how far a field-like stamp's own galaxies move off the centre
+NEIGHBOUR_OFFSET = (16, 40)  # pixels: how far off the centre a field-like stamp's neighbour stamp lies
 MATCH_RADIUS = 2.0  # pixels
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 @dataclass
 class DetectorTrainConfig(TrainConfig):
-    """Options of ``napari-deblend train detector``: the shared ones and the network's widths."""
+    """Options of ``napari-deblend train detector``: the shared ones, the network's widths, ``field_like``.
+
+    ``field_like``: the share of training stamps composed like the stamps of a field run
+    (:func:`field_like_batch`), with galaxies at and across the stamp's border.
+    """
 
     minutes: float = 25.0
     widths: tuple[int, int, int] = (16, 32, 64)
+    field_like: float = 0.0
 
 
 def centre_target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -47,6 +54,54 @@ def centre_target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     blobs = gaussian_blobs(batch["positions"], tuple(batch["x"].shape[-2:]), TARGET_SIGMA)
     blobs = blobs * batch["valid"][..., None, None].to(blobs.dtype)
     return blobs.amax(dim=1, keepdim=True)
+
+
+def _shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``(C, S, S)`` images moved by ``(dy, dx)`` pixels, zero where nothing moved in."""
+    out = torch.zeros_like(images)
+    s = images.shape[-1]
+    ys, yd = (slice(0, s - dy), slice(dy, s)) if dy >= 0 else (slice(-dy, s), slice(0, s + dy))
+    xs, xd = (slice(0, s - dx), slice(dx, s)) if dx >= 0 else (slice(-dx, s), slice(0, s + dx))
+    out[:, yd, xd] = images[:, ys, xs]
+    return out
+
+
+def field_like_batch(maker: UNetBatchMaker, size: int, share: float, generator: torch.Generator,
+                     sigma: float) -> dict[str, torch.Tensor]:
+    """A batch of which ``share`` of the stamps look like a field run's: galaxies near and across the border.
+
+    In a field run the finder sees stamps cut around sep's detections, with
+    neighbours and galaxies cut by the stamp's edge; the simulated stamps hold
+    centred blends only. A field-like stamp moves its own galaxies by up to
+    :data:`MAX_SHIFT` pixels and adds a second stamp's galaxies
+    :data:`NEIGHBOUR_OFFSET` pixels off the centre, then draws fresh noise over
+    the whole stamp. Galaxies whose centre leaves the stamp are no target.
+    """
+    first, second = maker.batch(size, jitter=0.0), maker.batch(size, jitter=0.0)
+    chosen = torch.rand(size, generator=generator) < share
+    if not bool(chosen.any()):
+        return first
+    s = first["x"].shape[-1]
+    clean = first["truth"].sum(dim=1, keepdim=True)
+    positions = torch.cat([first["positions"], second["positions"]], dim=1)
+    valid = torch.cat([first["valid"], torch.zeros_like(second["valid"])], dim=1)
+    low, high = NEIGHBOUR_OFFSET
+    for i in torch.nonzero(chosen).flatten().tolist():
+        dy, dx = (int(v) for v in torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (2,), generator=generator))
+        ny, nx = (int(v) for v in torch.randint(-high, high + 1, (2,), generator=generator))
+        while max(abs(ny), abs(nx)) < low:
+            ny, nx = (int(v) for v in torch.randint(-high, high + 1, (2,), generator=generator))
+        clean[i] = _shifted(first["truth"][i].sum(dim=0, keepdim=True), dy, dx) \
+            + _shifted(second["truth"][i].sum(dim=0, keepdim=True), ny, nx)
+        k = first["positions"].shape[1]
+        positions[i, :k] += torch.tensor([dy, dx], dtype=positions.dtype)
+        positions[i, k:] += torch.tensor([ny, nx], dtype=positions.dtype)
+        valid[i, k:] = second["valid"][i]
+    inside = ((positions >= 0) & (positions <= s - 1)).all(dim=-1)
+    valid = valid & (inside | ~chosen[:, None])
+    noisy = clean + torch.randn(clean.shape, generator=generator) * (sigma**2 + clean.clamp(min=0)).sqrt()
+    x = torch.where(chosen[:, None, None, None], noisy, first["x"])
+    return {"x": x, "positions": positions, "valid": valid, "sigma": first["sigma"]}
 
 
 def detector_loss(net: CentreNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -120,9 +175,11 @@ def train_detector(config: DetectorTrainConfig, out_dir: str | Path, resume: boo
         net.load_state_dict(load_checkpoint(Path(config.init))["net"])
         log(f"warm start from {config.init}")
 
+    generator = torch.Generator().manual_seed(config.seed + 1)
+
     def step() -> torch.Tensor:
-        batch = {k: v.to(device) for k, v in maker.batch(config.batch_size, jitter=0.0).items()}
-        return detector_loss(net, batch)
+        batch = field_like_batch(maker, config.batch_size, config.field_like, generator, preset.background_sigma)
+        return detector_loss(net, {k: v.to(device) for k, v in batch.items()})
 
     def validate(model: CentreNet) -> dict[str, float]:
         val_cpu = {k: v.cpu() for k, v in val.items()}
