@@ -28,20 +28,6 @@ MATCH = 3.0  # pixels
 BORDER = 2.0  # pixels: true galaxies this close to the stamp's edge are not counted
 
 
-def matched_counts(found: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
-    """``(extra, missed)``: found sources with no true galaxy within MATCH px, and true galaxies with no source."""
-    if not len(found) or not len(truth):
-        return len(found), len(truth)
-    d = np.hypot(*(found[:, None, :] - truth[None, :, :]).transpose(2, 0, 1))
-    pairs = sorted((d[i, j], i, j) for i in range(len(found)) for j in range(len(truth)) if d[i, j] <= MATCH)
-    used_f, used_t = set(), set()
-    for _, i, j in pairs:
-        if i not in used_f and j not in used_t:
-            used_f.add(i)
-            used_t.add(j)
-    return len(found) - len(used_f), len(truth) - len(used_t)
-
-
 def main() -> None:
     from astropy.table import Table
 
@@ -52,6 +38,7 @@ def main() -> None:
     from napari_deblend.deblending import DEFAULT_STAMP, field_noise, stamp_side
     from napari_deblend.detection import run_detection
     from napari_deblend.presets import get_preset
+    from napari_deblend.training.detector import match_counts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("field")
@@ -92,8 +79,8 @@ def main() -> None:
         found = extra = missed = 0
         for (image, sigma), true in zip(stamps, truths):
             peaks = find_peaks(finder.probability(image[None], np.array([sigma]))[0], level, finder.min_distance)
-            e, m = matched_counts(peaks, true)
-            found, extra, missed = found + len(peaks), extra + e, missed + m
+            hits, _ = match_counts(peaks, true, radius=MATCH)
+            found, extra, missed = found + len(peaks), extra + len(peaks) - hits, missed + len(true) - hits
         print(f"{spec} (threshold {level:g}): {found} sources found, {extra} extra ({100 * extra / max(found, 1):.1f} %), "
               f"{missed} true galaxies missed ({100 * missed / max(n_true, 1):.1f} %)", flush=True)
 

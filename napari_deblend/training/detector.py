@@ -77,11 +77,13 @@ def field_like_batch(maker: UNetBatchMaker, size: int, share: float, generator: 
     :data:`NEIGHBOUR_OFFSET` pixels off the centre, then draws fresh noise over
     the whole stamp. Galaxies whose centre leaves the stamp are no target.
     """
+    if share <= 0:  # the plain stamps, drawn as before the option existed
+        return maker.batch(size, jitter=0.0)
     first, second = maker.batch(size, jitter=0.0), maker.batch(size, jitter=0.0)
     chosen = torch.rand(size, generator=generator) < share
     if not bool(chosen.any()):
         return first
-    s = first["x"].shape[-1]
+    s, k = first["x"].shape[-1], first["positions"].shape[1]
     clean = first["truth"].sum(dim=1, keepdim=True)
     positions = torch.cat([first["positions"], second["positions"]], dim=1)
     valid = torch.cat([first["valid"], torch.zeros_like(second["valid"])], dim=1)
@@ -93,7 +95,6 @@ def field_like_batch(maker: UNetBatchMaker, size: int, share: float, generator: 
             ny, nx = (int(v) for v in torch.randint(-high, high + 1, (2,), generator=generator))
         clean[i] = _shifted(first["truth"][i].sum(dim=0, keepdim=True), dy, dx) \
             + _shifted(second["truth"][i].sum(dim=0, keepdim=True), ny, nx)
-        k = first["positions"].shape[1]
         positions[i, :k] += torch.tensor([dy, dx], dtype=positions.dtype)
         positions[i, k:] += torch.tensor([ny, nx], dtype=positions.dtype)
         valid[i, k:] = second["valid"][i]
