@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -66,6 +67,9 @@ def _run(args: argparse.Namespace, caught: list | None) -> int:
         code = int(args.func(args) or 0)
     except DeblendInputError as exc:
         return _error(args.command, str(exc), caught)
+    except BrokenPipeError:  # whoever read the output went away (`| head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141
     except OSError as exc:  # the system's word on a file: full disk, read-only folder, ...
         from .checks import describe_os_error
 
@@ -82,6 +86,15 @@ def _run(args: argparse.Namespace, caught: list | None) -> int:
     for text in _warning_texts(caught):
         print(f"napari-deblend {args.command}: warning: {text}", file=sys.stderr)
     return code
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that flushing it at exit does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests): nothing to flush
+        pass
 
 
 def _warning_texts(caught: list | None) -> list[str]:

@@ -48,3 +48,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     field = write_field(gaussian_field([(20, 20, 3e5, 2)], shape=(64, 64)), tmp_path / "small.fits")
     assert main(["detect", str(field), "-o", str(tmp_path / "c.ecsv"), "--back-size", "128"]) == 2
     assert "back_size=128" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, blend_field):
+    """``napari-deblend detect ... | head -0``: the work is done, no error line, exit 141 as Unix tools give."""
+    import subprocess
+    import sys
+
+    path = write_field(blend_field, tmp_path / "f.fits")
+    out = tmp_path / "cat.ecsv"
+    code = f"import sys; from napari_deblend.cli import main; sys.exit(main(['detect', {str(path)!r}, '-o', {str(out)!r}]))"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # nobody reads what it prints
+    err = process.stderr.read().decode()
+    process.wait()
+    assert process.returncode == 141 and "error" not in err and "Traceback" not in err
+    assert len(Table.read(out)) >= 4  # the catalogue was written before the line that could not be

@@ -41,8 +41,12 @@ def test_judging_a_catalogue_counts_found_blended_flux_errors_and_spurious_rows(
     s = result.summary
     assert (s["found_isolated"], s["found_blended"], s["by_component_blended"]) == (0.5, 1.0, 1.0)
     assert s["primary_rows"] == 4 and s["spurious"] == pytest.approx(1 / 4) and len(result.spurious_rows) == 1
+    assert s["spurious_detections"] == 0  # the spurious row is a component, not one of sep's detections
     assert s["bias_isolated"] == pytest.approx(0.1) and s["bias_blended"] == pytest.approx(-0.05)
     assert s["unrecognised_blends"] == 1
+    catalog.add_row(("detection", True, 250.0, 20.0, 300.0, 300.0, 21.0, 251.0, 6, 0))  # a noise peak sep detected
+    s = judge_run(catalog, truth, blend_distance_pixels=15.0).summary
+    assert (s["spurious"], s["spurious_detections"]) == (pytest.approx(2 / 4), pytest.approx(1 / 4))
 
 
 def test_grouped_matching_is_the_global_hungarian_one_and_the_scatter_is_the_68_percent_half_width():
