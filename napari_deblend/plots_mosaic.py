@@ -30,6 +30,7 @@ from .plots_panels import (
     IMAGE_CMAP,
     RESIDUAL_CMAP,
     RESIDUAL_NSIGMA,
+    TITLE_SEPARATOR,
     _flux_ticks,
     _label_colormap,
     _label_places,
@@ -142,6 +143,14 @@ def _over_white(rgba: np.ndarray) -> np.ndarray:
 _SHORTER = ((" unmatched", "*"), ("component ", "comp. "), ("components", "comps"), ("segmentation", "segm."),
             ("noiseless sum", "Σ truth"), (" mag", ""), (" e⁻", ""))
 _CHAR_WIDTH = 0.62  # average glyph width of the sans-serif text (DejaVu digits: 0.636), in font sizes
+
+
+def fit_title(title: str, width_px: float, size_pt: float, pt: float) -> str:
+    """A figure's one-line title fitted to ``width_px``: its last parts dropped first, then cut with "…"."""
+    parts = title.split(TITLE_SEPARATOR)
+    while len(parts) > 1 and len(TITLE_SEPARATOR.join(parts)) * _CHAR_WIDTH * size_pt * pt > width_px:
+        parts.pop()
+    return fit_text(TITLE_SEPARATOR.join(parts), width_px, size_pt, pt)
 
 
 def fit_text(text: str, width_px: float, size_pt: float, pt: float) -> str:
@@ -351,7 +360,7 @@ def _mosaic(
         label = f"residual (σ = {_short_number(sigma)} e⁻)" if wide else f"σ = {_short_number(sigma)} e⁻"
         painter.colourbar(box, resid_cmap, resid_norm, ticks * sigma, [f"{t:+g}σ" if t else "0" for t in ticks],
                           label)
-    painter.text(suptitle, width / 2, 0.02 * height, 10, ha="center", va="top")
+    painter.text(fit_title(suptitle, 0.98 * width, 10, pt), width / 2, 0.02 * height, 10, ha="center", va="top")
     return ComparisonMosaic(painter.pixels, painter.texts, boxes, kinds, float(dpi))
 
 

@@ -249,7 +249,8 @@ def _plan(
 
 
 def _short_model(result: Any) -> str:
-    return str(result.model) or "model"
+    """The deblender's name without its version (``peeling sha256:…`` → ``peeling``), for an axis label."""
+    return str(result.model).split(" ")[0] or "model"
 
 
 def _component_panels(
@@ -379,9 +380,13 @@ def _flux_ticks(norm: mcolors.Normalize, min_gap: float = 0.09) -> list[float]:
     return sorted(chosen)
 
 
+#: Between the parts of a figure's title (a narrow figure drops the last parts first).
+TITLE_SEPARATOR = "  ·  "
+
+
 def _suptitle(result: Any, other: Any, stretch: str) -> str:
     """The figure's title: model, quality, blend and its origin, device, the second model, the stretch."""
-    parts = [_short_model(result)]
+    parts = [str(result.model) or "model"]
     if result.quality:
         parts.append(f"quality: {result.quality}")
     origin = tuple(int(v) for v in result.origin)
@@ -389,6 +394,6 @@ def _suptitle(result: Any, other: Any, stretch: str) -> str:
         parts.append(f"blend {result.blend_id} at (y, x) = {origin}")
     parts.append(f"device {result.device}")
     if other is not None:
-        parts.append(f"vs {_short_model(other)}" + (f" ({other.quality})" if other.quality else ""))
+        parts.append(f"vs {str(other.model) or 'model'}" + (f" ({other.quality})" if other.quality else ""))
     parts.append(f"{stretch} stretch")
-    return "  ·  ".join(parts)
+    return TITLE_SEPARATOR.join(parts)

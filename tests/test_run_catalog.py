@@ -86,6 +86,10 @@ def test_a_pair_sep_merged_is_split_flagged_and_each_galaxy_has_one_primary_row(
     assert set(comp["MODEL_VERSION"]) == {f"sha256:{digest}"}
     with fits.open(out / "pair" / "components.fits") as hdul:
         assert hdul[0].header["MODELVER"] == f"sha256:{digest}"
+        # a result names the same weights (the viewer's comparison figure, labels, evaluation reports)
+        stamp = hdul[1].data.sum(axis=0, keepdims=True) if hdul[1].data.ndim == 3 else hdul[1].data[None]
+        (result,) = PeelingDeblender(device="cpu").deblend_batch(stamp[None].astype(np.float32), noise=[10.0])
+        assert result.model == f"peeling sha256:{digest}"
         for hdu in hdul[1:]:
             rows = comp[comp["BLEND_ID"] == hdu.ver]
             assert hdu.header["NCOMP"] == len(rows) == (len(hdu.data) if hdu.data.ndim == 3 else 1)

@@ -9,10 +9,14 @@
 - :func:`build_network`: a network from its saved config and tensors, checked on torch's
   ``meta`` device first, so a config of unknown keys or absurd sizes allocates nothing.
 - :func:`record_weights_sha256`: what installing new weights calls to update the card.
+- :func:`weights_version`, :func:`deblender_version`: the version string of weights files or of a
+  deblender (``sha256:`` and 12 hex digits): the catalogue's ``MODEL_VERSION`` and what a result's
+  ``model`` names.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -31,6 +35,37 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_version(*files: str | Path) -> str:
+    """``sha256:`` and 12 hex digits naming the weights in ``files`` (one file: its own SHA-256).
+
+    Several files (a deblender and its source finder) are named by the SHA-256 of
+    their digests. The digests are cached per path, size and modification time.
+    """
+    digests = []
+    for file in files:
+        path = Path(file).resolve()
+        stat = path.stat()
+        digests.append(_cached_sha256(str(path), stat.st_size, stat.st_mtime_ns))
+    if len(digests) == 1:
+        return f"sha256:{digests[0][:12]}"
+    return f"sha256:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
+
+
+def deblender_version(deblender: Any) -> str:
+    """A deblender's version: :func:`weights_version` of its ``weights`` and, for the models that find their
+    sources with the learned source finder (``vae``, ``unet``), its ``finder.weights`` too; else its ``version``.
+    """
+    files = [getattr(deblender, "weights", None), getattr(getattr(deblender, "finder", None), "weights", None)]
+    files = [f for f in files if f is not None]
+    return weights_version(*files) if files else str(getattr(deblender, "version", ""))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`file_sha256` of ``path``, remembered while its size and modification time stay."""
+    return file_sha256(path)
 
 
 def record_weights_sha256(weights: str | Path) -> str:

@@ -68,7 +68,7 @@ import numpy as np
 
 from ..measurements import MATCH_RADIUS
 from .base import Deblender, DeblendError, DeblendResult
-from .checkpoints import build_network, load_weights
+from .checkpoints import build_network, deblender_version, load_weights
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 from .inference import FLIPS, autocast_dtype_for, flip_outputs, fold_batchnorm, memory_format_for
 from .refit import refit_component
@@ -284,7 +284,7 @@ class PeelingDeblender(Deblender):
             comps = stacked[i] if factors is None else stacked[i] * factors[i].astype(np.float32)[:, None, None, None]
             results.append(DeblendResult(
                 blend=stamps[i], components=comps, positions=positions[i], quality=histories[i].quality,
-                model=f"{self.name} v{self.version}", device=self.device, noise=float(sigmas[i]), info=info,
+                model=f"{self.name} {deblender_version(self)}", device=self.device, noise=float(sigmas[i]), info=info,
             ))
         return results
 

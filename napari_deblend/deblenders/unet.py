@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendResult
-from .checkpoints import build_network, load_weights
+from .checkpoints import build_network, deblender_version, load_weights
 from .inference import fold_batchnorm
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -172,7 +172,7 @@ class UNetDeblender(Deblender):
             components=components[order][:, None].astype(np.float32),
             positions=pos[order],
             masks=soft32 > self.mask_threshold,
-            model=f"{self.name} v{self.version}",
+            model=f"{self.name} {deblender_version(self)}",
             device=self.device,
             noise=sigma,
             info={"flux_pred": flux[order], "soft_masks": soft32, "positions_from": origin},

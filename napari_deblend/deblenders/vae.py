@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Deblender, DeblendResult
-from .checkpoints import build_network, load_weights
+from .checkpoints import build_network, deblender_version, load_weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train vae --preset lsst-i --minutes 20 --out runs/vae --install"
@@ -197,7 +197,7 @@ class VAEDeblender(Deblender):
                 blend=stamps[i],
                 components=components[i][keep],
                 positions=pos[keep],
-                model=f"{self.name} v{self.version}",
+                model=f"{self.name} {deblender_version(self)}",
                 device=self.device,
                 noise=float(sigmas[i]),
                 info={

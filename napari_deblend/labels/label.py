@@ -100,7 +100,7 @@ class Label:
     detection: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        """``bad (merged) · peeling v1 · alice · 2024-05-01 12:00`` and the note."""
+        """``bad (merged) · peeling sha256:59395eeef700 · alice · 2024-05-01 12:00`` and the note."""
         verdict = f"{self.verdict} ({self.failure})" if self.failure else self.verdict
         parts = [verdict]
         if self.model:

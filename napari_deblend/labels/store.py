@@ -413,7 +413,8 @@ _WEIGHT_DIGESTS: dict[str, str] = {}
 
 
 def model_version(model: str, result_model: str = "") -> str:
-    """What identifies the judged model: the result's ``model`` (e.g. ``peeling v1``) and the shipped weights' SHA-1.
+    """What identifies the judged model: the result's ``model`` (e.g. ``peeling sha256:59395eeef700``, which names
+    its weights), else the registry name and the shipped weights' SHA-1.
 
     Parameters
     ----------
@@ -425,9 +426,12 @@ def model_version(model: str, result_model: str = "") -> str:
     Returns
     -------
     str
-        e.g. ``"peeling v1 weights 1a2b3c4d5e"`` (no weights part for models without a weights file).
+        ``result_model`` when it names its weights (``sha256:``), else e.g. ``"peeling weights 1a2b3c4d5e"``
+        (no weights part for models without a weights file).
     """
     text = result_model or model
+    if "sha256:" in text:
+        return text
     if model not in _WEIGHT_DIGESTS:
         weights = Path(__file__).resolve().parent.parent / "deblenders" / "weights" / f"{model}.pt"
         digest = ""

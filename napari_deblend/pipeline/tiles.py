@@ -27,11 +27,9 @@ interrupted half-way is simply redone.  Extensions:
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +41,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from ..blends import Blend, Stamp, cut_stamp, find_blends, kron_axes, stamp_noise, stamp_variances
 from ..candidates import find_candidates, psf_fwhm_pixels
 from ..deblenders.base import Deblender, DeblendResult, get_deblender, resolve_device
+from ..deblenders.checkpoints import deblender_version
 from ..deblending import DEFAULT_STAMP, stamp_side
 from ..detection import (
     KRON_INTEGRATION_RADIUS,
@@ -81,32 +80,6 @@ class TileDetection:
     blends: list[Blend]  # groups the tile owns, field pixels: sep's blends, then single detections
     stamps: list[Stamp]  # one per owned group, cut from the field (origins in field pixels)
     boxes: np.ndarray  # (N, 4) field boxes of everything owned (sources, apertures, stamps)
-
-
-def weights_version(deblender: Deblender) -> str:
-    """``MODEL_VERSION`` of a deblender: ``sha256:`` and 12 hex digits of its weights, else its ``version``.
-
-    The digest covers the model's weights file and, for the models that find
-    their sources with the learned source finder (``vae``, ``unet``), its file too.
-    """
-    files = [getattr(deblender, "weights", None), getattr(getattr(deblender, "finder", None), "weights", None)]
-    files = [Path(f) for f in files if f is not None]
-    if not files:
-        return str(deblender.version)
-    digests = [_file_digest(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    if len(digests) == 1:
-        return f"sha256:{digests[0][:12]}"
-    return f"sha256:{hashlib.sha256(''.join(digests).encode()).hexdigest()[:12]}"
-
-
-@functools.lru_cache(maxsize=16)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file (hex), cached per path, size and modification time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def field_wcs(info: dict[str, Any]) -> WCS | None:
@@ -194,7 +167,7 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
         "components": len(components),
         "halo": found.tile.halo,
         "model": deblender.name,
-        "model_version": weights_version(deblender),
+        "model_version": deblender_version(deblender),
         "device": deblender.device,
     }
     write_tile(part, detections, components, found, results, summary, timings)
