@@ -92,9 +92,14 @@ def _silence_stdout() -> None:
     """Point standard output at the null device, so that flushing it at exit does not fail on the closed pipe."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests): nothing to flush
         pass
+    finally:
+        os.close(devnull)
 
 
 def _warning_texts(caught: list | None) -> list[str]:

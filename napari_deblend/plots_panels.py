@@ -248,9 +248,14 @@ def _plan(
     return panels, c_resid + 1
 
 
+def _model_name(result: Any) -> str:
+    """The deblender and the version of its weights (``peeling sha256:…``), for a title."""
+    return str(result.model) or "model"
+
+
 def _short_model(result: Any) -> str:
     """The deblender's name without its version (``peeling sha256:…`` → ``peeling``), for an axis label."""
-    return str(result.model).split(" ")[0] or "model"
+    return _model_name(result).split(" ")[0]
 
 
 def _component_panels(
@@ -386,7 +391,7 @@ TITLE_SEPARATOR = "  ·  "
 
 def _suptitle(result: Any, other: Any, stretch: str) -> str:
     """The figure's title: model, quality, blend and its origin, device, the second model, the stretch."""
-    parts = [str(result.model) or "model"]
+    parts = [_model_name(result)]
     if result.quality:
         parts.append(f"quality: {result.quality}")
     origin = tuple(int(v) for v in result.origin)
@@ -394,6 +399,6 @@ def _suptitle(result: Any, other: Any, stretch: str) -> str:
         parts.append(f"blend {result.blend_id} at (y, x) = {origin}")
     parts.append(f"device {result.device}")
     if other is not None:
-        parts.append(f"vs {str(other.model) or 'model'}" + (f" ({other.quality})" if other.quality else ""))
+        parts.append(f"vs {_model_name(other)}" + (f" ({other.quality})" if other.quality else ""))
     parts.append(f"{stretch} stretch")
     return TITLE_SEPARATOR.join(parts)

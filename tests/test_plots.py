@@ -337,3 +337,19 @@ def test_crowded_mosaic_titles_do_not_overlap(case):
     for t in titles:
         widest = max(len(line) for line in t.text.split("\n")) * _CHAR_WIDTH * t.size
         assert widest <= step  # within its column: no title runs into the next one
+
+
+def test_a_narrow_mosaic_keeps_the_title_s_first_parts_whole(case):
+    """A docked panel narrower than the title drops its last parts instead of clipping both ends."""
+    from dataclasses import replace
+
+    from napari_deblend.plots import figure_mosaic
+
+    neural = replace(case["neural"], model="peeling sha256:59395eeef700", blend_id=6, origin=(54, 710))
+    full = suptitle(comparison_figure(neural, sextractor=case["sep"]))
+    fig = Figure(figsize=(5.0, 4.0), dpi=100)
+    comparison_figure(neural, figure=fig, layout="mosaic", sextractor=case["sep"])
+    title = figure_mosaic(fig).texts[-1].text
+    assert title.startswith("peeling sha256:59395eeef700  ·  quality: High") and full.startswith(title)
+    assert "stretch" in full and "stretch" not in title and "…" not in title
+    assert {t.text for t in figure_mosaic(fig).texts} >= {"peeling"}  # the row label names the deblender only

@@ -274,6 +274,7 @@ class PeelingDeblender(Deblender):
         for v in verified:
             v.pop("_features", None)
         results = []
+        label = f"{self.name} {deblender_version(self)}"  # the weights' version, as MODEL_VERSION
         for i in range(n):
             info = {"counts": counts[i], "merged_inner": merged[i], "count_probabilities": first_look[i],
                     "min_split_probability": self.min_split_probability, **verified[i]}
@@ -284,7 +285,7 @@ class PeelingDeblender(Deblender):
             comps = stacked[i] if factors is None else stacked[i] * factors[i].astype(np.float32)[:, None, None, None]
             results.append(DeblendResult(
                 blend=stamps[i], components=comps, positions=positions[i], quality=histories[i].quality,
-                model=f"{self.name} {deblender_version(self)}", device=self.device, noise=float(sigmas[i]), info=info,
+                model=label, device=self.device, noise=float(sigmas[i]), info=info,
             ))
         return results
 

@@ -148,15 +148,16 @@ class UNetDeblender(Deblender):
                 log_flux[sel] = flux.float().cpu().numpy()
             scale_np = scale.view(-1).float().cpu().numpy().astype(np.float64)
         results = []
+        label = f"{self.name} {deblender_version(self)}"  # the weights' version, as MODEL_VERSION
         offsets = np.concatenate([[0], np.cumsum(counts)])
         for i in range(n):
             pairs = slice(offsets[i], offsets[i + 1])
             results.append(self._result(stamps[i], sources[i], logits[pairs], log_flux[pairs], scale_np[i],
-                                        float(sigmas[i])))
+                                        float(sigmas[i]), label))
         return results
 
     def _result(self, stamp: np.ndarray, source: tuple[np.ndarray, str], logits: np.ndarray,
-                log_flux: np.ndarray, scale: float, sigma: float) -> DeblendResult:
+                log_flux: np.ndarray, scale: float, sigma: float, label: str) -> DeblendResult:
         pos, origin = source
         h, w = stamp.shape[-2:]
         soft = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60.0, 60.0)))
@@ -172,7 +173,7 @@ class UNetDeblender(Deblender):
             components=components[order][:, None].astype(np.float32),
             positions=pos[order],
             masks=soft32 > self.mask_threshold,
-            model=f"{self.name} {deblender_version(self)}",
+            model=label,
             device=self.device,
             noise=sigma,
             info={"flux_pred": flux[order], "soft_masks": soft32, "positions_from": origin},

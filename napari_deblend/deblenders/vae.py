@@ -191,13 +191,14 @@ class VAEDeblender(Deblender):
                 components[i] *= gains[:, None, None, None]
                 comp_sigma[i] *= gains[:, None, None, None]
         results = []
+        label = f"{self.name} {deblender_version(self)}"  # the weights' version, as MODEL_VERSION
         for i, (pos, origin) in enumerate(sources):
             keep = order[i] if origin != "given" else np.arange(len(pos))
             results.append(DeblendResult(
                 blend=stamps[i],
                 components=components[i][keep],
                 positions=pos[keep],
-                model=f"{self.name} {deblender_version(self)}",
+                model=label,
                 device=self.device,
                 noise=float(sigmas[i]),
                 info={
