@@ -27,12 +27,12 @@ def load(spec: str):
     """A CPU deblender from ``name``, ``name=weights.pt``, either followed by ``@attr=value,...`` settings."""
     spec, _, settings = spec.partition("@")
     name, _, weights = spec.partition("=")
-    if not weights:
+    if not weights and not settings:
         model = get_deblender(name, device="cpu")
-    else:
+    else:  # an instance of its own: settings must not leak into the shared, cached one that later specs get
         from napari_deblend.deblenders.base import _load_class
 
-        model = _load_class(name)(device="cpu", weights=weights)
+        model = _load_class(name)(device="cpu", **({"weights": weights} if weights else {}))
     for item in filter(None, settings.split(",")):
         attr, _, value = item.partition("=")
         if not hasattr(model, attr) or not value:

@@ -74,3 +74,21 @@ def test_giving_pieces_back_removes_split_components(isolated_structured_galaxie
     assert given_back["spurious_per_stamp"] <= 0.25 < plain["spurious_per_stamp"]
     assert given_back["ranks"]["0"]["recovered"] == 1.0
     assert given_back["ranks"]["0"]["scatter"] <= plain["ranks"]["0"]["scatter"]
+
+
+def test_vae_counts_the_light_its_decoder_cannot_draw(isolated_structured_galaxies):
+    """vae's flux re-distribution: on these galaxies Δf/f scatter 17.6 → 14.2 % when it was shipped; the
+    component images stay the decoder's drawings (scaled), so the residual still shows the knots."""
+    from napari_deblend.deblenders.vae import VAEDeblender
+
+    model = VAEDeblender(device="cpu")  # its own instance: get_deblender's is shared, and this one is changed
+    assert model.redistribute_flux
+    measured = summarize_model(evaluate_model(model, isolated_structured_galaxies, device="cpu")[0])
+    drawn = model.deblend_batch(isolated_structured_galaxies.images[:4])
+    model.redistribute_flux = False
+    plain = summarize_model(evaluate_model(model, isolated_structured_galaxies, device="cpu")[0])
+    assert measured["ranks"]["0"]["scatter"] < 0.9 * plain["ranks"]["0"]["scatter"]
+    for result, unscaled in zip(drawn, model.deblend_batch(isolated_structured_galaxies.images[:4])):
+        for component, original in zip(result.components, unscaled.components):  # the same image, rescaled
+            gain = component.sum() / original.sum()
+            np.testing.assert_allclose(component, gain * original, rtol=1e-4, atol=1e-3 * float(original.max()))

@@ -404,6 +404,14 @@ def inference_settings(model: str) -> dict:
                 "give_back_pieces": PeelingDeblender.give_back_pieces, "split_threshold": PeelingDeblender.split_threshold,
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
+    if model == "vae":
+        from ..deblenders.vae import VAEDeblender
+
+        return {"refine_sweeps": VAEDeblender.refine_sweeps, "residual_detection": VAEDeblender.residual_detection,
+                "residual_threshold": VAEDeblender.residual_threshold, "fit_amplitudes": VAEDeblender.fit_amplitudes,
+                "redistribute_flux": VAEDeblender.redistribute_flux,
+                "redistribution_level": VAEDeblender.redistribution_level,
+                "source_finder": "detector.pt (threshold 0.5, min_distance 1)"}
     return {}
 
 
