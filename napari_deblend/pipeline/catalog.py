@@ -77,7 +77,7 @@ from ..parents import (
 #: Columns of the neural-component rows of the catalogue: our name -> (catalogue name, description).
 COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
     "flux": ("FLUX_MODEL", "Component flux: sum of its pixels"),
-    "flux_err": ("FLUX_MODEL_ERR", "The model's own flux uncertainty (vae: its sigma image in quadrature)"),
+    "flux_err": ("FLUX_MODEL_ERR", "The model's own flux uncertainty (vae: the pixel noise shared out as its flux is)"),
     "mag": ("MAG_MODEL", "Component magnitude (AB)"),
     "mu20": ("MU20", "Isophotal second moment along x (3 sigma isophote)"),
     "mu02": ("MU02", "Isophotal second moment along y"),
