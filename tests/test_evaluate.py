@@ -26,7 +26,7 @@ from napari_deblend.training.evaluate import (
     summarize_model,
     update_model_card,
 )
-from napari_deblend.training.evaluation_stats import family_stats
+from napari_deblend.training.evaluation_stats import count_stats, family_stats
 
 NOISE = 446.0
 
@@ -215,6 +215,10 @@ def test_markdown_tables_side_by_side(sextractor_run):
     text = markdown_tables(summary)
     assert "### 2-galaxy blends" in text and "### 3-galaxy blends" in text
     assert "| recovered, third |" in text and "| spurious per stamp |" in text
+    assert "| stamps: right count / too many / too few components |" in text
+    assert "| Δf/f scatter, brightest: right count / too many |" in text
+    fractions = summary["models"]["sextractor"]["2"]["by_count"]
+    assert sum(fractions[name]["fraction"] for name in ("right", "too many", "too few")) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +279,19 @@ def test_family_table_counts_spurious_per_family():
     stats = family_stats(t)
     assert stats["knots"]["spurious_per_stamp"] == 1.0 and stats["sersic"]["spurious_per_stamp"] == 0.0
     assert stats["sersic"]["n_true"] == 2 and stats["knots"]["recovered"] == 1.0
+
+
+def test_count_stats_separate_the_right_count_from_a_split_galaxy():
+    """Pairs: stamp 0 counted right, stamp 1 split its brighter galaxy (a third component took 30 % of its
+    light), stamp 2 missed the fainter one."""
+    t = Table({"stamp": [0, 0, 1, 1, 2, 2], "rank": [0, 1, 0, 1, 0, 1], "n_galaxies": [2] * 6,
+               "n_pred": [2, 2, 3, 3, 1, 1], "matched": [True, True, True, True, True, False],
+               "dflux_frac": [0.01, -0.02, -0.3, 0.05, 0.2, -1.0], "quality": [""] * 6})
+    stats = count_stats(t)
+    assert [stats[name]["fraction"] for name in ("right", "too many", "too few")] == pytest.approx([1 / 3] * 3)
+    assert stats["right"]["ranks"]["0"]["bias"] == pytest.approx(0.01)
+    assert stats["too many"]["ranks"]["0"]["bias"] == pytest.approx(-0.3)
+    assert stats["too few"]["ranks"]["1"]["recovered"] == 0.0
 
 
 @pytest.mark.parametrize(

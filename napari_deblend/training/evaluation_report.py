@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeblendInputError
-from .evaluation_stats import QUALITY_CLASSES, RANK_NAMES, TRUTH_MASK_NSIGMA, nan_to_none
+from .evaluation_stats import COUNT_CLASSES, QUALITY_CLASSES, RANK_NAMES, TRUTH_MASK_NSIGMA, nan_to_none
 
 # ---- Markdown -------------------------------------------------------------------------------------
 
@@ -36,6 +36,14 @@ def _metric_rows(block: dict[str, dict[str, Any]], k: int) -> list[tuple[str, li
         rows.append((f"Δf/f scatter, {label}", [_pct(s.get("scatter")) for s in ranks]))
         rows.append((f"scatter (matched only), {label}", [_pct(s.get("scatter_matched")) for s in ranks]))
     rows.append(("spurious per stamp", [_num(block[m]["spurious_per_stamp"], ".3f") for m in names]))
+    by_count = [block[m].get("by_count") for m in names]
+    if all(by_count):
+        rows.append(("stamps: right count / too many / too few components",
+                     [" / ".join(_pct(c[name]["fraction"]) for name in COUNT_CLASSES) for c in by_count]))
+        for r in range(k):
+            rows.append((f"Δf/f scatter, {RANK_NAMES[r]}: right count / too many",
+                         [" / ".join(_pct(c[name]["ranks"].get(str(r), {}).get("scatter")) for name in COUNT_CLASSES[:2])
+                          for c in by_count]))
     for metric, fmt in (("psnr", ".1f"), ("ssim", ".3f"), ("mask_iou", ".3f")):
         label = {"psnr": "PSNR (matched) [dB]", "ssim": "SSIM (matched)",
                  "mask_iou": f"mask IoU vs truth > {TRUTH_MASK_NSIGMA:g}σ (matched)"}[metric]

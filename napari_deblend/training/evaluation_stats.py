@@ -121,8 +121,34 @@ def summarize_model(t: Table) -> dict[str, Any]:
         "near_equal": {"n_stamps": int(near.sum() // 2), **_group_stats(t[near])},
         "de1_scatter": flux_stats(np.asarray(t["de1"])[matched])["scatter"],
         "de2_scatter": flux_stats(np.asarray(t["de2"])[matched])["scatter"],
+        "by_count": count_stats(t),
         **({"by_family": family_stats(t)} if "family" in t.colnames and len(set(t["family"])) > 1 else {}),
     }
+
+
+#: How a stamp's number of components compares with its number of true galaxies.
+COUNT_CLASSES = ("right", "too many", "too few")
+
+
+def count_stats(t: Table) -> dict[str, Any]:
+    """The stamps grouped by whether the deblender returned as many components as there are galaxies.
+
+    Per class of :data:`COUNT_CLASSES`: the fraction of stamps and the per-rank statistics of
+    their galaxies. It separates the flux error of a deblender that counted right from what a
+    wrong count costs (a knot taken for a galaxy takes light from its host).
+    """
+    n_pred, n_true = np.asarray(t["n_pred"]), np.asarray(t["n_galaxies"])
+    classes = {"right": n_pred == n_true, "too many": n_pred > n_true, "too few": n_pred < n_true}
+    _, _, stamps = _stamp_table(t)
+    out: dict[str, Any] = {}
+    for name in COUNT_CLASSES:
+        rows = t[classes[name]]
+        ranks = np.asarray(rows["rank"])
+        out[name] = {
+            "fraction": float(len(np.unique(np.asarray(rows["stamp"])))) / len(stamps) if len(stamps) else float("nan"),
+            "ranks": {str(r): _group_stats(rows[ranks == r]) for r in sorted(set(ranks))},
+        }
+    return out
 
 
 def family_stats(t: Table) -> dict[str, Any]:
