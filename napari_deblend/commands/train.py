@@ -405,13 +405,16 @@ def inference_settings(model: str) -> dict:
                 "refine_with": "joint_sweeps of the joint refiner when the weights have one, else refine_sweeps "
                                "of the RDN"}
     if model == "vae":
+        from ..deblenders.detector import SourceFinder
         from ..deblenders.vae import VAEDeblender
 
+        finder = SourceFinder("cpu")  # its threshold and peak spacing are stored with its weights
         return {"refine_sweeps": VAEDeblender.refine_sweeps, "residual_detection": VAEDeblender.residual_detection,
                 "residual_threshold": VAEDeblender.residual_threshold, "fit_amplitudes": VAEDeblender.fit_amplitudes,
                 "redistribute_flux": VAEDeblender.redistribute_flux,
                 "redistribution_level": VAEDeblender.redistribution_level,
-                "source_finder": "detector.pt (threshold 0.5, min_distance 1)"}
+                "source_finder": f"{finder.weights.name} (threshold {finder.threshold:g}, "
+                                 f"min_distance {finder.min_distance})"}
     return {}
 
 

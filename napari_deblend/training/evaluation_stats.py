@@ -139,13 +139,13 @@ def count_stats(t: Table) -> dict[str, Any]:
     """
     n_pred, n_true = np.asarray(t["n_pred"]), np.asarray(t["n_galaxies"])
     classes = {"right": n_pred == n_true, "too many": n_pred > n_true, "too few": n_pred < n_true}
-    _, _, stamps = _stamp_table(t)
+    n_stamps = len(np.unique(np.asarray(t["stamp"])))
     out: dict[str, Any] = {}
     for name in COUNT_CLASSES:
         rows = t[classes[name]]
         ranks = np.asarray(rows["rank"])
         out[name] = {
-            "fraction": float(len(np.unique(np.asarray(rows["stamp"])))) / len(stamps) if len(stamps) else float("nan"),
+            "fraction": len(np.unique(np.asarray(rows["stamp"]))) / n_stamps if n_stamps else float("nan"),
             "ranks": {str(r): _group_stats(rows[ranks == r]) for r in sorted(set(ranks))},
         }
     return out
