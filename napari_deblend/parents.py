@@ -244,7 +244,43 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
     kept_centres = np.asarray(kept.positions, float).reshape(-1, 2) + np.asarray(kept.origin, float)
     kept.info["pieces"] = piece_children(kept_centres, np.asarray(kept.fluxes, float).sum(axis=1),
                                          kept.info.get("galaxy_probabilities"), blend.positions)
+    if kept.info.get("pieces_to_host"):
+        kept = absorb_pieces(kept)
     return kept
+
+
+def absorb_pieces(result: Any) -> Any:
+    """Give each piece's light to a galaxy child of the same detection (the one brightest at its centroid).
+
+    For deblenders that ask for it (``info["pieces_to_host"]``): the light the
+    deblender gave a knot, arm or clump of a galaxy then counts in that galaxy's
+    measurement, as sep's ``FLUX_AUTO`` counts it. A piece whose detection has no
+    galaxy child stays a piece. ``info["parents"]`` and ``info["pieces"]`` are
+    required; ``info["absorbed_pieces"]`` holds how many pieces each kept child took.
+    """
+    pieces = np.asarray(result.info["pieces"], bool).reshape(-1)
+    parents = np.asarray(result.info["parents"]).reshape(-1)
+    images = result.components.sum(axis=1)  # (K, H, W): the bands summed
+    components = result.components.copy()
+    masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
+    absorbed = np.zeros(len(pieces), np.int32)
+    keep = np.ones(len(pieces), bool)
+    for j in np.flatnonzero(pieces):
+        galaxies = np.flatnonzero(~pieces & (parents == parents[j]))
+        if not len(galaxies):
+            continue
+        host = galaxies[host_of(images[np.append(galaxies, j)], len(galaxies))]
+        components[host] += components[j]
+        if masks is not None:
+            masks[host] |= masks[j]
+        absorbed[host] += 1
+        keep[j] = False
+    if keep.all():
+        return result
+    merged = subset_result(replace(result, components=components, masks=masks), keep)
+    merged.info["parents"], merged.info["pieces"] = parents[keep], pieces[keep]
+    merged.info["absorbed_pieces"] = absorbed[keep]
+    return merged
 
 
 def galaxy_scores(result: Any) -> np.ndarray | None:

@@ -108,6 +108,17 @@ def test_real_family_draws_pool_galaxies(tmp_path):
     assert "real" in set(blends.truth["family"]) and blends.truth.meta["real_split"] == "validation"
 
 
+def test_real_galaxies_follow_the_size_magnitude_relation(tmp_path):
+    """A bright galaxy draws a large pool image, a faint one a small image: no faint, huge, diffuse galaxies."""
+    pool = sim.resolve_pool(_tiny_pool(tmp_path), "lsst-i", "test")
+    pool.hlr = np.array([0.42, 0.5, 0.6, 0.8, 1.0, 1.4])
+    bright = sim.sample_galaxies(400, PRESET, rng=3, mag_range=(19.5, 20.5), morphology="real", real_pool=pool)
+    faint = sim.sample_galaxies(400, PRESET, rng=3, mag_range=(25.0, 26.0), morphology="real", real_pool=pool)
+    assert np.median(bright["hlr"]) >= 0.8 and np.median(faint["hlr"]) <= 0.5
+    assert np.mean(faint["hlr"] >= 1.0) < 0.01
+    assert len(np.unique(faint["real_index"])) >= 2  # several images at one size, not always the nearest
+
+
 def test_real_family_errors(tmp_path):
     with pytest.raises(DeblendInputError, match="give a real-galaxy pool"):
         sim.simulate_blends(2, morphology="real")

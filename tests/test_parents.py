@@ -89,6 +89,13 @@ def test_group_children_marks_pieces_as_the_catalogue_does():
     kept = group_children(result, blend, segmentation)
     # the second lies on no detection of the sep blend, the third within 2 px of the brighter first
     assert kept.info["pieces"].tolist() == [False, True, True]
+    # a deblender that asks for it: the pieces' light goes to the galaxy child of their detection
+    result.info["pieces_to_host"] = True
+    absorbed = group_children(result, blend, segmentation)
+    assert absorbed.n_components == 1 and absorbed.info["parents"].tolist() == [5]
+    assert absorbed.info["pieces"].tolist() == [False] and absorbed.info["absorbed_pieces"].tolist() == [2]
+    np.testing.assert_allclose(absorbed.components[0], components.sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(absorbed.residual, 0.0, atol=1e-5)  # components + residual still make the stamp
 
 
 def test_primary_rows_and_flags():

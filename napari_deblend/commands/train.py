@@ -413,6 +413,8 @@ def inference_settings(model: str) -> dict:
                 "residual_threshold": VAEDeblender.residual_threshold, "fit_amplitudes": VAEDeblender.fit_amplitudes,
                 "redistribute_flux": VAEDeblender.redistribute_flux,
                 "redistribution_level": VAEDeblender.redistribution_level,
+                "min_split_probability": VAEDeblender.min_split_probability,
+                "pieces_to_host": VAEDeblender.pieces_to_host,
                 "source_finder": f"{finder.weights.name} (threshold {finder.threshold:g}, "
                                  f"min_distance {finder.min_distance})"}
     return {}

@@ -97,6 +97,9 @@ class VAEDeblender(Deblender):
     # a detection deblended alone keeps a second source only where the source finder's map (on the stamp as
     # given) reaches this (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
     min_split_probability: float = 0.85
+    # in a run or the viewer, a piece (parents.piece_children) gives its light to a galaxy child of its detection
+    # (parents.absorb_pieces); chosen on a validation field (docs/evaluation/field/README.md)
+    pieces_to_host: bool = True
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
         super().__init__(device=device, preset=preset)
@@ -130,6 +133,8 @@ class VAEDeblender(Deblender):
             len(stamps), lambda chunk, _size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk])
         )
         attach_source_probabilities(results, maps, self.min_split_probability)
+        for result in results:
+            result.info["pieces_to_host"] = self.pieces_to_host
         return results
 
     def _subtract_in_order(self, residual: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],

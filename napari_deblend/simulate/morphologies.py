@@ -178,7 +178,7 @@ def assign_families(gal: dict[str, np.ndarray], uniforms: np.ndarray, seeds: np.
         if real_pool is None:
             raise DeblendInputError("the morphology mix has 'real' galaxies: give a real-galaxy pool "
                                     "(real_pool=..., --real-pool DIR; made by `napari-deblend real-pool build`)")
-        real_index[real] = np.minimum((u_shape[real] * len(real_pool)).astype(np.int64), len(real_pool) - 1)
+        real_index[real] = real_pool.pick_by_size(gal["hlr"][real], preset, u_shape[real])
         cap = real_pool.flux_cap(real_index[real], preset)
         flux = np.minimum(gal["flux"][real], cap)
         gal["flux"][real] = flux

@@ -6,6 +6,13 @@ by galaxy into ``train``, ``validation`` and ``test``.  A simulated ``real``
 galaxy is one of them, turned by a random angle, flipped at random, moved to its
 sub-pixel position and scaled to the flux the population gave it.
 
+A galaxy keeps the magnitude the population gave it, and the pool image is
+chosen to have the size the population gave it at that magnitude (the pool's
+half-light radii are measured through the PSF, so they are compared with the
+population's radius broadened by the PSF; :meth:`RealPool.pick_by_size`): real
+galaxies then follow the simulator's size-magnitude relation, and a large, bright
+galaxy of the pool is not drawn as a faint, low-surface-brightness one.
+
 Real stamps keep their own noise inside the galaxy's footprint; a galaxy is
 never made so bright that this noise exceeds ``NOISE_CAP`` of the preset's
 background noise (its flux is lowered instead), so the noise of a blend stays
@@ -26,6 +33,10 @@ from ..errors import DeblendInputError
 from ..presets import SurveyPreset, get_preset
 from ._pixels import add_stamp
 
+SIZE_MATCH_SCATTER = 0.15
+"""Log-normal width (natural log) of the size match between a pool galaxy and the population's size."""
+KOLMOGOROV_HLR_PER_FWHM = 0.569
+"""Half-light radius of a Kolmogorov PSF in units of its FWHM (GalSim's ``Kolmogorov``)."""
 NOISE_CAP = 0.5
 """Largest noise of a real stamp, scaled to its simulated flux, as a fraction of the preset's background noise."""
 SPLITS = ("train", "validation", "test")
@@ -66,6 +77,37 @@ class RealPool:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def pick_by_size(self, hlr: np.ndarray, preset: SurveyPreset, uniforms: np.ndarray) -> np.ndarray:
+        """Pool images whose half-light radii match the population's ``hlr``, one per galaxy.
+
+        Image ``j`` is chosen for galaxy ``i`` with a probability proportional to
+        ``exp(-((ln r_j - ln t_i) / SIZE_MATCH_SCATTER)**2 / 2)``, where ``r_j`` is the
+        image's half-light radius and ``t_i`` galaxy ``i``'s intrinsic ``hlr`` broadened
+        by the preset's PSF (in quadrature).  Below the smallest image the smallest ones
+        are chosen.
+
+        Parameters
+        ----------
+        hlr : numpy.ndarray
+            ``(n,)`` intrinsic half-light radii, arcsec.
+        preset : SurveyPreset
+            The preset (its PSF FWHM).
+        uniforms : numpy.ndarray
+            ``(n,)`` uniform deviates in [0, 1) choosing among the matching images.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` int64 indices into the pool.
+        """
+        target = np.hypot(np.asarray(hlr, float), KOLMOGOROV_HLR_PER_FWHM * preset.psf_fwhm)
+        pool_log = np.log(np.maximum(self.hlr, 1e-6))
+        log_weight = -0.5 * ((pool_log[None, :] - np.log(target)[:, None]) / SIZE_MATCH_SCATTER) ** 2
+        weight = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weight, axis=1)
+        chosen = (cumulative < np.asarray(uniforms, float)[:, None] * cumulative[:, -1:]).sum(axis=1)
+        return np.minimum(chosen, len(self) - 1).astype(np.int64)
 
     def flux_cap(self, index: np.ndarray, preset: SurveyPreset) -> np.ndarray:
         """Largest flux (e-) at which image ``index``'s own noise stays under ``NOISE_CAP`` of the preset's."""
