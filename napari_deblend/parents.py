@@ -80,7 +80,7 @@ PIECE_P_GALAXY = 0.8
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
                       "calibration_features", "flux_pred", "soft_masks", "component_sigma", "flux_sigma",
-                      "galaxy_probabilities", "source_probabilities")  # fmt: skip
+                      "galaxy_probabilities", "source_probabilities", "parents", "pieces")  # fmt: skip
 
 
 def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -260,27 +260,36 @@ def absorb_pieces(result: Any) -> Any:
     """
     pieces = np.asarray(result.info["pieces"], bool).reshape(-1)
     parents = np.asarray(result.info["parents"]).reshape(-1)
+    hosts = {int(j): np.flatnonzero(~pieces & (parents == parents[j])) for j in np.flatnonzero(pieces)}
+    hosts = {j: galaxies for j, galaxies in hosts.items() if len(galaxies)}
+    if not hosts:
+        return result
+    merged, taken = _sum_into_hosts(result, hosts)
+    merged.info["absorbed_pieces"] = taken
+    return merged
+
+
+def _sum_into_hosts(result: Any, hosts: dict[int, np.ndarray]) -> tuple[Any, np.ndarray]:
+    """Add each component ``j`` of ``hosts`` to the one of ``hosts[j]`` brightest at its centroid, and drop it.
+
+    The hosts are chosen on the components as given (the bands summed); masks
+    are joined too. Returns the result of the components left (per-component
+    ``info`` subset with them, :func:`subset_result`) and how many components
+    each of them took.
+    """
     images = result.components.sum(axis=1)  # (K, H, W): the bands summed
     components = result.components.copy()
     masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
-    absorbed = np.zeros(len(pieces), np.int32)
-    keep = np.ones(len(pieces), bool)
-    for j in np.flatnonzero(pieces):
-        galaxies = np.flatnonzero(~pieces & (parents == parents[j]))
-        if not len(galaxies):
-            continue
-        host = galaxies[host_of(images[np.append(galaxies, j)], len(galaxies))]
+    taken = np.zeros(result.n_components, np.int32)
+    keep = np.ones(result.n_components, bool)
+    for j, candidates in hosts.items():
+        host = candidates[host_of(images[np.append(candidates, j)], len(candidates))]
         components[host] += components[j]
         if masks is not None:
             masks[host] |= masks[j]
-        absorbed[host] += 1
+        taken[host] += 1
         keep[j] = False
-    if keep.all():
-        return result
-    merged = subset_result(replace(result, components=components, masks=masks), keep)
-    merged.info["parents"], merged.info["pieces"] = parents[keep], pieces[keep]
-    merged.info["absorbed_pieces"] = absorbed[keep]
-    return merged
+    return subset_result(replace(result, components=components, masks=masks), keep), taken[keep]
 
 
 def galaxy_scores(result: Any) -> np.ndarray | None:
@@ -323,17 +332,7 @@ def confirm_split(result: Any) -> Any:
     if keep.all():
         return result
     kept = np.flatnonzero(keep)
-    images = result.components.sum(axis=1)  # (K, H, W): the bands summed
-    components = result.components.copy()
-    masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
-    for j in np.flatnonzero(~keep):  # each piece goes to the kept component brightest at its centroid
-        host = kept[host_of(images[np.append(kept, j)], len(kept))]
-        components[host] += components[j]
-        if masks is not None:
-            masks[host] |= masks[j]
-    merged = subset_result(replace(result, components=components, masks=masks), kept)
-    if "parents" in result.info:  # one detection: its children's parent
-        merged.info["parents"] = np.asarray(result.info["parents"])[kept]
+    merged, _ = _sum_into_hosts(result, {int(j): kept for j in np.flatnonzero(~keep)})
     if len(kept) == 1:  # one galaxy after all: at the centroid of the sum (no positive pixel: the brightest's)
         position = np.array([centroid(merged.components[0])])
         if np.isfinite(position).all():

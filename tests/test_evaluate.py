@@ -210,6 +210,16 @@ def test_the_shipped_peeling_card_records_how_its_metrics_were_made():
     assert facts["precision"] in ("bfloat16", "float32") and facts["device"] == "cpu"
 
 
+def test_the_shipped_vae_card_records_its_inference_settings():
+    """The settings its metrics depend on (flux re-distribution, split threshold, pieces given to their galaxy)."""
+    from napari_deblend.commands.train import inference_settings
+    from napari_deblend.deblenders.vae import WEIGHTS_DIR
+
+    card = json.loads((WEIGHTS_DIR / "vae.json").read_text())
+    assert card["inference"] == inference_settings("vae")
+    assert card["inference"]["pieces_to_host"] is True and card["inference"]["redistribute_flux"] is True
+
+
 def test_markdown_tables_side_by_side(sextractor_run):
     _, summary = sextractor_run
     text = markdown_tables(summary)

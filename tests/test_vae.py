@@ -234,6 +234,7 @@ def test_sigma_image_becomes_a_layer_and_amplitudes_are_fitted(vae, blends):
     from napari_deblend.layers import deblend_result_layers
 
     (result,) = vae.deblend_batch(blends.images[:1], noise=blends.noise_sigma)
+    assert result.info["pieces_to_host"] is True  # runs and the viewer give its pieces' light to their galaxy
     layers = {kwargs["name"]: (data, kind) for data, kwargs, kind in deblend_result_layers(result, "vae")}
     data, kind = layers["blend 0 · vae · sigma"]
     assert kind == "image" and data.shape == (48, 48) and np.all(data >= 0)
