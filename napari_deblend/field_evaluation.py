@@ -27,6 +27,11 @@ and their ``FLUX_BEST``. Definitions:
   them that are sep's detections answering for themselves (``KIND``
   detection: noise peaks and pieces of galaxies that sep split off, which
   every run of the same field shares for the most part) is reported beside it;
+  a spurious row whose nearest true galaxy is isolated and within
+  ``blend_distance`` is *beside an isolated galaxy* (most often a piece of
+  it taken for a galaxy), counted per isolated galaxy and, in
+  ``galaxies_<run>.ecsv``, per galaxy (``spurious_beside``, with the truth's
+  ``family`` when it has one);
 - **by a component**: found galaxies answered by a deblender's component
   rather than by a sep detection.
 
@@ -71,6 +76,7 @@ METRICS: dict[str, str] = {
     "sep_scatter_blended": "blended: sep FLUX_AUTO Δf/f 68% scatter (where the row has it)",
     "spurious": "spurious primary rows / true galaxies",
     "spurious_detections": "spurious primary rows that are sep detections / true galaxies",
+    "spurious_isolated": "spurious primary rows beside an isolated galaxy / isolated galaxies",
     "unrecognised_blends": "detections split by the deblender (unrecognised blends)",
 }
 MAG_BINS = np.arange(18.0, 27.01, 0.5)
@@ -249,9 +255,21 @@ def judge_run(catalog: Table, truth: Table, blend_distance_pixels: float, name: 
         galaxies["dflux_sep"] = (pick("FLUX_AUTO") - true_flux) / true_flux
     unmatched = np.ones(len(primary), bool)
     unmatched[paired[found]] = False
+    galaxies["spurious_beside"] = _spurious_beside(np.c_[ty, tx], rows_yx[unmatched], blend_distance_pixels)
+    if "family" in truth.colnames:
+        galaxies["family"] = np.asarray(truth["family"]).astype(str)
     summary = _summary(galaxies, len(primary), primary[unmatched], catalog)
     model = str(catalog.meta.get("model", ""))
     return RunResult(name, Path("."), model, galaxies, summary, primary[unmatched])
+
+
+def _spurious_beside(truth_yx: np.ndarray, spurious_yx: np.ndarray, max_distance: float) -> np.ndarray:
+    """How many spurious rows have each true galaxy as their nearest, within ``max_distance`` pixels."""
+    counts = np.zeros(len(truth_yx), np.int64)
+    if len(truth_yx) and len(spurious_yx):
+        distance, nearest = cKDTree(truth_yx).query(spurious_yx)
+        np.add.at(counts, nearest[distance <= max_distance], 1)
+    return counts
 
 
 def _magnitudes(flux: np.ndarray, catalog: Table) -> np.ndarray:
@@ -274,6 +292,8 @@ def _summary(galaxies: Table, n_primary: int, spurious: Table, catalog: Table) -
     out["spurious"] = len(spurious) / max(len(galaxies), 1)
     spurious_kinds = np.asarray(spurious["KIND"]) if "KIND" in spurious.colnames else np.zeros(0, str)
     out["spurious_detections"] = float(np.sum(spurious_kinds == "detection")) / max(len(galaxies), 1)
+    beside = np.asarray(galaxies["spurious_beside"])[~blended]
+    out["spurious_isolated"] = float(beside.sum() / len(beside)) if len(beside) else float("nan")
     flags = np.asarray(catalog["DEBLEND_FLAGS"]) if "DEBLEND_FLAGS" in catalog.colnames else np.zeros(0, int)
     kinds = np.asarray(catalog["KIND"]) if "KIND" in catalog.colnames else np.zeros(0, str)
     out["unrecognised_blends"] = float(np.sum((flags & 1 > 0) & (kinds == "detection")))

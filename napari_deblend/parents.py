@@ -83,6 +83,12 @@ PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x
                       "galaxy_probabilities", "source_probabilities", "parents", "pieces")  # fmt: skip
 
 
+#: Per-component ``info`` entries that add up when one component is summed into another (fluxes) ...
+ADDED_INFO = ("flux_pred",)
+#: ... and those that add in quadrature (independent uncertainties: ``FLUX_MODEL_ERR`` and the sigma images).
+QUADRATURE_INFO = ("flux_sigma", "component_sigma")
+
+
 def position_numbers(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Catalogue numbers of detections: 1-based rank by position (``y``, then ``x``), whatever their input order.
 
@@ -273,23 +279,31 @@ def _sum_into_hosts(result: Any, hosts: dict[int, np.ndarray]) -> tuple[Any, np.
     """Add each component ``j`` of ``hosts`` to the one of ``hosts[j]`` brightest at its centroid, and drop it.
 
     The hosts are chosen on the components as given (the bands summed); masks
-    are joined too. Returns the result of the components left (per-component
+    are joined too, ``flux_pred`` added and the uncertainties (``flux_sigma``,
+    ``component_sigma``) added in quadrature. Returns the result of the components left (per-component
     ``info`` subset with them, :func:`subset_result`) and how many components
     each of them took.
     """
     images = result.components.sum(axis=1)  # (K, H, W): the bands summed
     components = result.components.copy()
     masks = None if result.masks is None else np.asarray(result.masks, bool).copy()
-    taken = np.zeros(result.n_components, np.int32)
-    keep = np.ones(result.n_components, bool)
+    k = result.n_components
+    info = dict(result.info)
+    summed = {key: np.asarray(info[key], np.float64).copy() for key in (*ADDED_INFO, *QUADRATURE_INFO)
+              if info.get(key) is not None and np.ndim(info[key]) >= 1 and len(info[key]) == k}
+    taken = np.zeros(k, np.int32)
+    keep = np.ones(k, bool)
     for j, candidates in hosts.items():
         host = candidates[host_of(images[np.append(candidates, j)], len(candidates))]
         components[host] += components[j]
         if masks is not None:
             masks[host] |= masks[j]
+        for key, values in summed.items():
+            values[host] = values[host] + values[j] if key in ADDED_INFO else np.hypot(values[host], values[j])
         taken[host] += 1
         keep[j] = False
-    return subset_result(replace(result, components=components, masks=masks), keep), taken[keep]
+    info.update({key: values.astype(np.asarray(result.info[key]).dtype) for key, values in summed.items()})
+    return subset_result(replace(result, components=components, masks=masks, info=info), keep), taken[keep]
 
 
 def galaxy_scores(result: Any) -> np.ndarray | None:

@@ -49,6 +49,25 @@ def test_judging_a_catalogue_counts_found_blended_flux_errors_and_spurious_rows(
     assert (s["spurious"], s["spurious_detections"]) == (pytest.approx(2 / 4), pytest.approx(1 / 4))
 
 
+def test_a_spurious_row_beside_an_isolated_galaxy_is_counted_for_it_and_its_family():
+    truth = Table({"x": [10.0, 100.0, 108.0, 200.0], "y": [10.0, 100.0, 100.0, 200.0],
+                   "flux": [1000.0, 2000.0, 1000.0, 500.0], "family": ["knots", "real", "sersic", "spiral"]})  # fmt: skip
+    catalog = _catalog([
+        ("component", True, 10.0, 10.5, 900.0, np.nan),    # the isolated knotty galaxy ...
+        ("component", True, 10.0, 16.0, 100.0, np.nan),    # ... and a knot of it taken for a galaxy
+        ("component", True, 100.0, 100.0, 2000.0, np.nan),
+        ("component", True, 100.0, 108.0, 1000.0, np.nan),
+        ("component", True, 96.0, 104.0, 50.0, np.nan),    # a piece beside the pair: not an isolated galaxy's
+        ("component", True, 200.0, 200.0, 500.0, np.nan),
+        ("component", True, 400.0, 400.0, 70.0, np.nan),   # far from every galaxy
+    ])  # fmt: skip
+    result = judge_run(catalog, truth, blend_distance_pixels=15.0)
+    assert result.galaxies["spurious_beside"].tolist() == [1, 1, 0, 0]
+    assert result.galaxies["family"].tolist() == ["knots", "real", "sersic", "spiral"]
+    assert result.summary["spurious"] == pytest.approx(3 / 4)
+    assert result.summary["spurious_isolated"] == pytest.approx(1 / 2)  # two isolated galaxies, one split
+
+
 def test_grouped_matching_is_the_global_hungarian_one_and_the_scatter_is_the_68_percent_half_width():
     rng = np.random.default_rng(4)
     truth = rng.uniform(0, 300, (300, 2))

@@ -226,6 +226,7 @@ def test_wheel_carries_the_sample_data_the_manifest_and_the_weights(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("napari_deblend-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("sample_data/sample_field.fits", "sample_data/sample_field_truth.ecsv", "napari.yaml",
-                     "deblenders/weights/peeling.pt", "deblenders/weights/peeling.json", "_widgets/__init__.py"):
+                     "deblenders/weights/peeling.pt", "deblenders/weights/peeling.json", "_widgets/__init__.py",
+                     "realpool/split_register.json"):
         assert f"{PACKAGE}/{expected}" in names, expected
     assert not any(name.startswith("sample_data/") for name in names)

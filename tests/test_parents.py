@@ -224,6 +224,26 @@ def test_a_detection_alone_keeps_only_the_sources_the_finder_is_sure_of():
     assert confirm_split(result([0.3, 0.9, 0.86])).n_components == 3  # the brightest always stays
 
 
+def test_a_summed_piece_brings_its_flux_and_its_uncertainty_to_its_host():
+    """FLUX_MODEL_ERR of the host: its own and the piece's in quadrature; a model's own flux adds up."""
+    yy, xx = np.mgrid[:32, :40]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)[None]  # noqa: E731
+    components = np.stack([blob(16, 10) * 100, blob(16, 30) * 60, blob(16, 13) * 20]).astype(np.float32)
+    sigma_images = np.stack([np.full((1, 32, 40), s, np.float32) for s in (3.0, 2.0, 4.0)])
+    result = DeblendResult(blend=components.sum(axis=0), components=components.copy(),
+                           positions=[[16, 10], [16, 30], [16, 13]],
+                           info={"source_probabilities": np.array([0.97, 0.9, 0.4]), "min_split_probability": 0.85,
+                                 "flux_sigma": np.array([30.0, 20.0, 40.0], np.float32),
+                                 "component_sigma": sigma_images, "flux_pred": np.array([900.0, 500.0, 150.0])})  # fmt: skip
+    merged = confirm_split(result)
+    assert merged.n_components == 2
+    np.testing.assert_allclose(merged.info["flux_sigma"], [50.0, 20.0], rtol=1e-6)  # hypot(30, 40)
+    assert merged.info["flux_sigma"].dtype == np.float32
+    np.testing.assert_allclose(merged.info["component_sigma"][:, 0, 0, 0], [5.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(merged.info["flux_pred"], [1050.0, 500.0])
+    assert result.info["flux_sigma"].tolist() == [30.0, 20.0, 40.0]  # the input result is left as it was
+
+
 def test_group_children_of_a_detection_alone_confirms_the_split():
     result = _two_blobs([0.05, 0.35, 0.5, 0.1])
     segmentation = np.zeros((32, 32), np.int32)

@@ -22,6 +22,13 @@ from napari_deblend.presets import get_preset
 from napari_deblend.realpool import SPLITS, SourceSpec, build_real_pool, load_real_pool, split_by_galaxy
 from napari_deblend.realpool.detect import _moffat_fwhm
 from napari_deblend.realpool.sources import jpeg_luminance, sha256
+from napari_deblend.realpool.split_register import (
+    MATCH_RADIUS,
+    apply_split_register,
+    load_split_register,
+    uses_register,
+    write_split_register,
+)
 from napari_deblend.realpool.stamps import matching_kernel, path_psf_fwhm, source_star
 
 SCALE = 0.3  # arcsec per pixel of the fake survey
@@ -311,3 +318,49 @@ def test_pair_in_one_segment_is_a_companion(pair):
     index = int(np.argmax(det.flux))
     box = ndimage.find_objects(det.segmentation)[index]
     assert has_companion(det, index, box) is pair
+
+
+def test_split_register_keeps_a_galaxy_in_its_split_when_others_are_dropped(pool, tmp_path):
+    register_path = write_split_register(pool.parent, tmp_path / "register.json")
+    register = load_split_register(register_path)
+    splits = _all(pool)
+    arrays = {key: np.concatenate([getattr(part, key) for part in splits.values()])
+              for key in ("galaxy_id", "origin", "x", "y")}
+    truth = np.concatenate([np.full(len(part), index) for index, part in enumerate(splits.values())])
+    # the pool's own galaxies, redrawn with another seed and one galaxy dropped, keep their registered split
+    keep = arrays["galaxy_id"] != arrays["galaxy_id"][0]
+    kept = {key: value[keep] for key, value in arrays.items()}
+    drawn = split_by_galaxy(kept["galaxy_id"], kept["origin"], (0.5, 0.25, 0.25), seed=11)
+    assigned, n_registered = apply_split_register(drawn, kept["galaxy_id"], kept["origin"],
+                                                  kept["x"] + 0.7, kept["y"] - 0.7, register)
+    assert n_registered == len(np.unique(kept["galaxy_id"]))
+    assert np.array_equal(assigned, truth[keep])
+    # a galaxy the register does not know keeps the drawn split
+    far = apply_split_register(drawn, kept["galaxy_id"], kept["origin"], kept["x"] + 50, kept["y"], register)
+    assert far[1] == 0 and np.array_equal(far[0], drawn)
+    assert uses_register(register, 3, (0.5, 0.25, 0.25)) and not uses_register(register, 0, (0.5, 0.25, 0.25))
+
+
+def test_shipped_split_register_covers_the_training_pool():
+    register = load_split_register()
+    assert register["seed"] == 0 and register["fractions"] == (0.7, 0.15, 0.15)
+    assert set(register["galaxies"]) <= {spec.name for spec in napari_deblend.realpool.DEFAULT_SOURCES}
+    splits = np.concatenate([rows[:, 2] for rows in register["galaxies"].values()]).astype(int)
+    assert len(splits) == 523 and np.bincount(splits).tolist() == [365, 79, 79]
+    for rows in register["galaxies"].values():  # one entry per galaxy: no two closer than the match radius
+        gaps = np.hypot(rows[:, None, 0] - rows[None, :, 0], rows[:, None, 1] - rows[None, :, 1])
+        assert (gaps + np.eye(len(rows)) * 1e9 > 2 * MATCH_RADIUS).all()
+
+
+def test_bad_split_register_named(tmp_path):
+    path = tmp_path / "register.json"
+    path.write_text("{not json")
+    with pytest.raises(DeblendInputError, match="register.json: not a readable split register"):
+        load_split_register(path)
+
+
+def test_pool_split_record_says_how_the_pool_was_split(pool):
+    record = napari_deblend.realpool.pool_split_record(pool.parent)
+    assert record["seed"] == 3 and record["registered_galaxies"] == 0  # seed 3: not the register's
+    assert sum(record["galaxies"].values()) == len(np.unique(np.concatenate(
+        [part.galaxy_id for part in _all(pool).values()])))

@@ -20,6 +20,7 @@ from .pool import (
     default_pool_dir,
     default_source_dir,
     load_real_pool,
+    pool_split_record,
     split_by_galaxy,
 )
 from .sources import DEFAULT_SOURCES, SourceSpec
@@ -36,5 +37,6 @@ __all__ = [
     "default_pool_dir",
     "default_source_dir",
     "load_real_pool",
+    "pool_split_record",
     "split_by_galaxy",
 ]

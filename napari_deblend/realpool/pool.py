@@ -25,7 +25,11 @@ kept / rejected by reason, the split seed, fractions and counts.
 
 Galaxies are assigned to splits per source (so each split gets its share of
 every source), by a seeded permutation of their ids: all variants of a galaxy
-(magnifications, bands) land in the same split.
+(magnifications, bands) land in the same split. With the default seed and
+fractions, a galaxy the split register knows (:mod:`.split_register`: the
+galaxies of the pool the shipped weights learned from) keeps its registered
+split, so a change of the builder's selection never moves a training galaxy
+into the test split.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ..errors import DeblendInputError
 from ..presets import SurveyPreset, get_preset
 from .build import COLUMNS, StampSet, build_stamps
 from .sources import DEFAULT_SOURCES, SourceSpec
+from .split_register import apply_split_register, load_split_register, uses_register
 from .stamps import BuildSettings
 
 SPLITS = ("train", "validation", "test")
@@ -142,7 +147,9 @@ def build_real_pool(source_dir: str | Path | None = None, preset: str | SurveyPr
     seed : int
         Seed of the split.
     split : sequence of float
-        Fractions of galaxies in train, validation and test.
+        Fractions of galaxies in train, validation and test. With the
+        register's seed and fractions (0; 0.7, 0.15, 0.15) the split register
+        decides for the galaxies it knows.
     min_snr : float
         Minimum isophotal S/N of a galaxy.
     sources : sequence of SourceSpec
@@ -180,6 +187,13 @@ def build_real_pool(source_dir: str | Path | None = None, preset: str | SurveyPr
         raise DeblendInputError(f"--source {root}: no galaxy passed the selection; nothing written")
     arrays = _arrays(stamps, int(stamp_size))
     assignment = split_by_galaxy(arrays["galaxy_id"], arrays["origin"], fractions, int(seed))
+    register = load_split_register()
+    n_registered = 0
+    if uses_register(register, int(seed), fractions):
+        assignment, n_registered = apply_split_register(assignment, arrays["galaxy_id"], arrays["origin"],
+                                                        arrays["x"], arrays["y"], register)
+        log(f"split register: {n_registered} of {len(np.unique(arrays['galaxy_id']))} galaxies keep their "
+            "registered split")
     manifest = {
         "preset": {"name": survey.name, "pixel_scale": survey.pixel_scale, "psf_fwhm": survey.psf_fwhm},
         "settings": asdict(settings),
@@ -188,7 +202,7 @@ def build_real_pool(source_dir: str | Path | None = None, preset: str | SurveyPr
         "images": reports,
         "per_source": _per_source(reports),
         "split": {"seed": int(seed), "fractions": dict(zip(SPLITS, fractions)),
-                  "counts": _split_counts(arrays, assignment)},
+                  "registered_galaxies": n_registered, "counts": _split_counts(arrays, assignment)},
         "build_seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -341,3 +355,29 @@ def load_real_pool(path: str | Path | None = None, split: str = "train", preset:
                     arrays["hlr"].astype(np.float32), arrays["snr"].astype(np.float32),
                     arrays["magnification"].astype(np.float32), arrays["psf_fwhm"].astype(np.float32),
                     linear.astype(bool), band.astype(str), origin.astype(str), x, y, file)
+
+
+def pool_split_record(path: str | Path | None = None, preset: str = "lsst-i") -> dict:
+    """What a figure measured on a pool's split says of the pool: its split seed, counts and register use.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Pool root (holding ``<preset>/``) or a preset folder; default :func:`default_pool_dir`.
+    preset : str
+        Survey preset the pool was built for.
+
+    Returns
+    -------
+    dict
+        ``seed``, ``registered_galaxies`` (None for a pool built before the
+        split register) and the galaxies of each split; empty when the pool
+        has no readable ``pool.json``.
+    """
+    manifest_file = pool_file(path, "test", preset).parent / "pool.json"
+    try:
+        split = json.loads(manifest_file.read_text())["split"]
+        return {"seed": split["seed"], "registered_galaxies": split.get("registered_galaxies"),
+                "galaxies": {name: split["counts"][name]["galaxies"] for name in SPLITS}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -380,6 +380,7 @@ def evaluate_models(
         "settings": {
             "n": n, "blends": blends, "seed": default_seed(test_set) if seed is None else seed, "preset": p.name, "stamp_size": stamp_size,
             "test_set": test_set, "real_pool": str(real_pool) if real_pool and test_set == "realistic" else None,
+            "real_pool_split": _pool_split(real_pool, p.name) if real_pool and test_set == "realistic" else None,
             "noise_sigma": p.background_sigma, "match_radius": MATCH_RADIUS, "isophote_nsigma": ISOPHOTE_NSIGMA,
             "near_equal_ratio": list(NEAR_EQUAL_RATIO), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
@@ -387,6 +388,13 @@ def evaluate_models(
     }
     summary["files"] = _write_outputs(components, summary, out_dir, figures)
     return nan_to_none(summary)
+
+
+def _pool_split(real_pool: str | Path, preset: str) -> dict:
+    """The pool's split seed, counts and register use (see ``realpool.pool_split_record``)."""
+    from ..realpool import pool_split_record
+
+    return pool_split_record(real_pool, preset)
 
 
 def _vstack(tables: list[Table]) -> Table:

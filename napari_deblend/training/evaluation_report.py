@@ -126,6 +126,12 @@ def markdown_report(summary: dict[str, Any], figure_files: dict[str, str] | None
     described = ("parametric bulge + disk galaxies" if test_set == "parametric" else
                  "the realistic morphology mix" + (" with real galaxies of the pool's test split"
                                                    if s.get("real_pool") else ""))
+    split = s.get("real_pool_split") or {}
+    if split.get("galaxies"):
+        registered = split.get("registered_galaxies")
+        described += (f" ({split['galaxies']['test']} galaxies; "
+                      + (f"{registered} galaxies of the pool in their registered split"
+                         if registered is not None else "a pool built without the split register") + ")")
     lines = [
         f"# Deblender evaluation: {test_set} test set",
         "",
