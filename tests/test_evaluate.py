@@ -149,6 +149,19 @@ def test_evaluate_models_writes_every_file(sextractor_run):
     assert "flux_recovered_vs_true.png" in report
 
 
+def test_report_says_how_the_real_pool_was_split(sextractor_run):
+    from napari_deblend.training.evaluation_report import markdown_report
+
+    _, summary = sextractor_run
+    settings = {**summary["settings"], "test_set": "realistic", "real_pool": "POOL"}
+    registered = {"seed": 0, "registered_galaxies": 500, "galaxies": {"train": 348, "validation": 76, "test": 76}}
+    report = markdown_report({**summary, "settings": {**settings, "real_pool_split": registered}})
+    assert "test split (76 galaxies; 500 galaxies of the pool in their registered split)" in report
+    unregistered = {**registered, "registered_galaxies": None}
+    report = markdown_report({**summary, "settings": {**settings, "real_pool_split": unregistered}})
+    assert "(76 galaxies; a pool built without the split register)" in report
+
+
 def test_evaluate_models_numbers_are_consistent(sextractor_run):
     out, summary = sextractor_run
     table = Table.read(out / "components.ecsv")

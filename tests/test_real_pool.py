@@ -292,6 +292,7 @@ def test_cli_build_refuses_repository_and_show_prints_counts(pool, tmp_path):
                            capture_output=True, text=True, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "fake_survey" in shown.stdout and "total" in shown.stdout
+    assert "splits: seed 3, 0 galaxies in their registered split" in shown.stdout
     assert sheet.stat().st_size > 1000
 
 

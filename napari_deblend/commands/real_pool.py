@@ -72,6 +72,7 @@ def run_build(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     """Print counts per split and source; write the contact sheet when asked."""
     from ..errors import DeblendInputError
+    from ..realpool import pool_split_record
     from ..realpool.sheet import contact_sheet, pool_counts
 
     if args.n < 1:
@@ -84,6 +85,11 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"{origin:16s}" + "".join(f"{f'{s} stamps / {g} gal.':>22s}" for s, g in cells))
     totals = [tuple(map(sum, zip(*per_split.values()))) if per_split else (0, 0) for per_split in counts.values()]
     print(f"{'total':16s}" + "".join(f"{f'{s} stamps / {g} gal.':>22s}" for s, g in totals))
+    record = pool_split_record(args.directory, args.preset)
+    if record:
+        registered = record["registered_galaxies"]
+        print(f"splits: seed {record['seed']}, " + (f"{registered} galaxies in their registered split"
+                                                   if registered is not None else "built without the split register"))
     if args.sheet is not None:
         if args.origin and not any(args.origin in per_split for per_split in counts.values()):
             raise DeblendInputError(f"--origin {args.origin}: no such source in the pool (sources: {', '.join(origins)})")
