@@ -19,7 +19,12 @@ import time
 import numpy as np
 
 from napari_deblend.deblenders.base import get_deblender
-from napari_deblend.training.evaluate import evaluate_model, make_test_set, summarize_model
+from napari_deblend.training.evaluate import (
+    evaluate_model,
+    make_test_set,
+    summarize_model,
+    warn_if_unregistered,
+)
 from napari_deblend.training.testsets import VALIDATION_SEEDS
 
 
@@ -51,6 +56,8 @@ def main() -> None:
     parser.add_argument("--real-pool", default=None, help="real-galaxy pool (its validation split)")
     parser.add_argument("--cache-dir", default="runs/valsets", help="where the validation stamps are cached")
     args = parser.parse_args()
+    if args.real_pool:
+        warn_if_unregistered(args.real_pool, "lsst-i")
     for test_set in args.sets:
         for k in args.blends:
             test = make_test_set(args.n, k, stamp_size=48, cache_dir=args.cache_dir, test_set=test_set,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import galsim
@@ -365,3 +366,19 @@ def test_pool_split_record_says_how_the_pool_was_split(pool):
     assert record["seed"] == 3 and record["registered_galaxies"] == 0  # seed 3: not the register's
     assert sum(record["galaxies"].values()) == len(np.unique(np.concatenate(
         [part.galaxy_id for part in _all(pool).values()])))
+
+
+def test_an_evaluation_on_a_pool_not_split_by_the_register_warns(pool, tmp_path):
+    from napari_deblend.training.evaluate import PoolSplitWarning, warn_if_unregistered
+
+    with pytest.warns(PoolSplitWarning, match="not split by the split register"):
+        warn_if_unregistered(pool.parent, "lsst-i")  # built with seed 3: the register did not apply
+    registered = tmp_path / "registered" / "lsst-i"
+    registered.mkdir(parents=True)
+    (registered / "test.npz").write_bytes(b"")
+    manifest = json.loads((pool / "pool.json").read_text())
+    manifest["split"]["registered_galaxies"] = 5
+    (registered / "pool.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_unregistered(registered.parent, "lsst-i")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,8 @@ def evaluate_models(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = out_dir / "testsets" if cache_dir is None else Path(cache_dir)
     tables, summary_models = [], {name: {} for name, _ in resolved}
+    if real_pool and test_set == "realistic":
+        warn_if_unregistered(real_pool, p.name)
     for k in blends:
         test = make_test_set(n, k, seed=seed, stamp_size=stamp_size, preset=p.name, cache_dir=cache_dir,
                              test_set=test_set, real_pool=real_pool)
@@ -388,6 +391,28 @@ def evaluate_models(
     }
     summary["files"] = _write_outputs(components, summary, out_dir, figures)
     return nan_to_none(summary)
+
+
+class PoolSplitWarning(UserWarning):
+    """The real-galaxy pool's test split may hold galaxies the shipped networks learned from."""
+
+
+def warn_if_unregistered(real_pool: str | Path, preset: str) -> None:
+    """Warn (:class:`PoolSplitWarning`) when a pool's splits did not follow the split register (docs/real-pool.md).
+
+    Parameters
+    ----------
+    real_pool : str or Path
+        The pool root.
+    preset : str
+        The preset folder of the pool.
+    """
+    record = _pool_split(real_pool, preset)
+    if record and not record.get("registered_galaxies"):
+        warnings.warn(PoolSplitWarning(
+            f"{real_pool}: this real-galaxy pool was not split by the split register (built before it, or with "
+            "another seed or fractions): its test split may hold galaxies the shipped networks learned from; "
+            "rebuild it with `napari-deblend real-pool build` and the default --seed and --split"), stacklevel=3)
 
 
 def _pool_split(real_pool: str | Path, preset: str) -> dict:
