@@ -372,7 +372,8 @@ def test_an_evaluation_on_a_pool_not_split_by_the_register_warns(pool, tmp_path)
     from napari_deblend.training.evaluate import PoolSplitWarning, warn_if_unregistered
 
     with pytest.warns(PoolSplitWarning, match="not split by the split register"):
-        warn_if_unregistered(pool.parent, "lsst-i")  # built with seed 3: the register did not apply
+        record = warn_if_unregistered(pool.parent, "lsst-i")  # built with seed 3: the register did not apply
+    assert record["seed"] == 3 and record["registered_galaxies"] == 0  # what evaluate records in its summary
     registered = tmp_path / "registered" / "lsst-i"
     registered.mkdir(parents=True)
     (registered / "test.npz").write_bytes(b"")

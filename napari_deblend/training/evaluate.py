@@ -365,8 +365,8 @@ def evaluate_models(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = out_dir / "testsets" if cache_dir is None else Path(cache_dir)
     tables, summary_models = [], {name: {} for name, _ in resolved}
-    if real_pool and test_set == "realistic":
-        warn_if_unregistered(real_pool, p.name)
+    # the pool's split seed, counts and register use, read once: recorded in the summary, warned about
+    pool_split = warn_if_unregistered(real_pool, p.name) if real_pool and test_set == "realistic" else None
     for k in blends:
         test = make_test_set(n, k, seed=seed, stamp_size=stamp_size, preset=p.name, cache_dir=cache_dir,
                              test_set=test_set, real_pool=real_pool)
@@ -383,7 +383,7 @@ def evaluate_models(
         "settings": {
             "n": n, "blends": blends, "seed": default_seed(test_set) if seed is None else seed, "preset": p.name, "stamp_size": stamp_size,
             "test_set": test_set, "real_pool": str(real_pool) if real_pool and test_set == "realistic" else None,
-            "real_pool_split": _pool_split(real_pool, p.name) if real_pool and test_set == "realistic" else None,
+            "real_pool_split": pool_split,
             "noise_sigma": p.background_sigma, "match_radius": MATCH_RADIUS, "isophote_nsigma": ISOPHOTE_NSIGMA,
             "near_equal_ratio": list(NEAR_EQUAL_RATIO), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
@@ -397,7 +397,7 @@ class PoolSplitWarning(UserWarning):
     """The real-galaxy pool's test split may hold galaxies the shipped networks learned from."""
 
 
-def warn_if_unregistered(real_pool: str | Path, preset: str) -> None:
+def warn_if_unregistered(real_pool: str | Path, preset: str) -> dict:
     """Warn (:class:`PoolSplitWarning`) when a pool's splits did not follow the split register (docs/real-pool.md).
 
     Parameters
@@ -406,20 +406,21 @@ def warn_if_unregistered(real_pool: str | Path, preset: str) -> None:
         The pool root.
     preset : str
         The preset folder of the pool.
+
+    Returns
+    -------
+    dict
+        The pool's split record (``realpool.pool_split_record``; empty without a readable ``pool.json``).
     """
-    record = _pool_split(real_pool, preset)
+    from ..realpool import pool_split_record
+
+    record = pool_split_record(real_pool, preset)
     if record and not record.get("registered_galaxies"):
         warnings.warn(PoolSplitWarning(
             f"{real_pool}: this real-galaxy pool was not split by the split register (built before it, or with "
             "another seed or fractions): its test split may hold galaxies the shipped networks learned from; "
             "rebuild it with `napari-deblend real-pool build` and the default --seed and --split"), stacklevel=3)
-
-
-def _pool_split(real_pool: str | Path, preset: str) -> dict:
-    """The pool's split seed, counts and register use (see ``realpool.pool_split_record``)."""
-    from ..realpool import pool_split_record
-
-    return pool_split_record(real_pool, preset)
+    return record
 
 
 def _vstack(tables: list[Table]) -> Table:
