@@ -67,6 +67,7 @@ METRICS: dict[str, str] = {
     "primary_rows": "primary rows of the catalogue",
     "found_isolated": "isolated galaxies found",
     "found_blended": "blended galaxies found",
+    "near_row_blended": "blended galaxies with some catalogue row within the match radius (any row, not one-to-one)",
     "by_component_blended": "found blended galaxies answered by a component",
     "bias_isolated": "isolated: median Δf/f",
     "scatter_isolated": "isolated: Δf/f 68% scatter",
@@ -253,6 +254,9 @@ def judge_run(catalog: Table, truth: Table, blend_distance_pixels: float, name: 
         galaxies["flux_best"] = pick("FLUX_BEST")
         galaxies["dflux"] = (galaxies["flux_best"] - true_flux) / true_flux
         galaxies["dflux_sep"] = (pick("FLUX_AUTO") - true_flux) / true_flux
+    all_yx = np.c_[np.asarray(catalog["Y_IMAGE"], float) - 1, np.asarray(catalog["X_IMAGE"], float) - 1]
+    nearest_row = cKDTree(all_yx).query(np.c_[ty, tx])[0] if len(all_yx) else np.full(len(truth), np.inf)
+    galaxies["near_row"] = nearest_row <= radius  # any row, primary or not, shared or not (a looser "found")
     unmatched = np.ones(len(primary), bool)
     unmatched[paired[found]] = False
     galaxies["spurious_beside"] = _spurious_beside(np.c_[ty, tx], rows_yx[unmatched], blend_distance_pixels)
@@ -287,6 +291,8 @@ def _summary(galaxies: Table, n_primary: int, spurious: Table, catalog: Table) -
         bias, scatter = robust_stats(np.asarray(galaxies["dflux"])[chosen & found])
         out[f"bias_{label}"], out[f"scatter_{label}"] = bias, scatter
         out[f"sep_scatter_{label}"] = robust_stats(np.asarray(galaxies["dflux_sep"])[chosen & found])[1]
+    near = np.asarray(galaxies["near_row"], bool)
+    out["near_row_blended"] = float(near[blended].mean()) if blended.any() else float("nan")
     chosen = blended & found
     out["by_component_blended"] = float(np.asarray(galaxies["by_component"])[chosen].mean()) if chosen.any() else float("nan")
     out["spurious"] = len(spurious) / max(len(galaxies), 1)

@@ -14,8 +14,11 @@ deblender makes of them are their *children*. Every galaxy has exactly one
   :data:`~napari_deblend.measurements.MATCH_RADIUS` of its position) is primary
   too: the deblender did not find the galaxy sep saw there (its children are
   other light of the blend), so sep's measurement answers for it;
-- a child that is a *piece* (:func:`piece_children`) is never primary: in a sep
-  blend, one that lies on none of the blend's detections (the network's extra
+- a child that is a *piece* (:func:`piece_children`) is never primary: one
+  closer to a brighter child than the PSF's FWHM (:func:`min_child_separation`:
+  in one band, two galaxies that close cannot be told from one galaxy with a
+  knot; their light is one answer); in a sep blend, one that lies on none of
+  the blend's detections (the network's extra
   light of a galaxy another row answers for); of a detection deblended alone,
   one that lies off it and that the deblender doubts is a galaxy of its own
   (``P_GALAXY`` below :data:`PIECE_P_GALAXY`). Of a detection deblended alone
@@ -76,6 +79,22 @@ FLAG_NAMES = {UNRECOGNISED_BLEND: "unrecognised blend", NOT_OFFERED: "not offere
 #: with at least this ``P_GALAXY`` (chosen on the validation field: fewest missed
 #: galaxies plus spurious rows; docs/evaluation/field/README.md).
 PIECE_P_GALAXY = 0.8
+
+
+
+def min_child_separation(fwhm_pixels: float | None) -> float:
+    """The least distance (pixels) between two children that are both galaxies: the PSF's FWHM.
+
+    Never below :data:`~napari_deblend.measurements.MATCH_RADIUS` (how near a
+    child lies *on* a detection); ``None`` or a non-positive FWHM gives that
+    radius. Chosen on the validation field: at one FWHM (3.5 px at ``lsst-i``)
+    instead of 3 px the spurious primary rows fell by a fifth to a quarter for
+    one or two blended galaxies lost (docs/evaluation/field/README.md).
+    """
+    if fwhm_pixels is None or not np.isfinite(fwhm_pixels) or fwhm_pixels <= 0:
+        return float(MATCH_RADIUS)
+    return max(float(MATCH_RADIUS), float(fwhm_pixels))
+
 
 #: Per-component entries of ``DeblendResult.info`` (first axis = component), subset with the components.
 PER_COMPONENT_INFO = ("flux_auto", "fluxerr_auto", "kron_radius", "flux_iso", "x2", "y2", "xy", "flux_correction",
@@ -217,7 +236,8 @@ def subset_result(result: Any, keep: np.ndarray) -> Any:
                    residual=result.blend - components.sum(axis=0), info=info)
 
 
-def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
+def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tuple[int, int] = (0, 0),
+                   min_separation: float = MATCH_RADIUS) -> Any:
     """Keep a group's own components and record their parents in ``info["parents"]``.
 
     Parameters
@@ -230,6 +250,9 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
         Segmentation map whose labels are the catalogue ids.
     offset : tuple of int
         ``(y, x)`` of the segmentation map's pixel (0, 0) in the pixels of ``result.origin`` and ``blend``.
+    min_separation : float
+        A child closer than this (pixels) to a brighter one is a piece
+        (:func:`min_child_separation` of the PSF's FWHM in a run and in the viewer).
 
     Returns
     -------
@@ -249,7 +272,8 @@ def group_children(result: Any, blend: Any, segmentation: np.ndarray, offset: tu
         kept = confirm_split(kept)
     kept_centres = np.asarray(kept.positions, float).reshape(-1, 2) + np.asarray(kept.origin, float)
     kept.info["pieces"] = piece_children(kept_centres, np.asarray(kept.fluxes, float).sum(axis=1),
-                                         kept.info.get("galaxy_probabilities"), blend.positions)
+                                         kept.info.get("galaxy_probabilities"), blend.positions,
+                                         min_separation=min_separation)
     if kept.info.get("pieces_to_host"):
         kept = absorb_pieces(kept)
     return kept
@@ -374,10 +398,10 @@ def answered_detections(numbers: np.ndarray, positions: np.ndarray, child_parent
 
 def piece_children(child_positions: np.ndarray, child_fluxes: np.ndarray, child_p_galaxy: np.ndarray | None,
                    detection_positions: np.ndarray, max_distance: float = MATCH_RADIUS,
-                   min_p_galaxy: float = PIECE_P_GALAXY) -> np.ndarray:
+                   min_p_galaxy: float = PIECE_P_GALAXY, min_separation: float | None = None) -> np.ndarray:
     """``(K,)`` bool: which children of one stamp are pieces of a galaxy, not galaxies of their own.
 
-    A child within ``max_distance`` pixels of a brighter child is a piece (two
+    A child within ``min_separation`` pixels of a brighter child is a piece (two
     galaxies that close are one answer). A child farther than ``max_distance``
     from every detection of the stamp is a piece when the stamp is a sep blend
     (two or more detections: each galaxy sep saw there is answered by the child
@@ -396,6 +420,9 @@ def piece_children(child_positions: np.ndarray, child_fluxes: np.ndarray, child_
         How near a detection a child lies *on* it, pixels.
     min_p_galaxy : float
         The least ``P_GALAXY`` of a galaxy of its own off a detection deblended alone.
+    min_separation : float or None
+        The least distance of a galaxy of its own from a brighter child, pixels
+        (None: ``max_distance``; see :func:`min_child_separation`).
 
     Returns
     -------
@@ -408,10 +435,11 @@ def piece_children(child_positions: np.ndarray, child_fluxes: np.ndarray, child_
     fluxes = np.nan_to_num(np.asarray(child_fluxes, float).reshape(-1), nan=-np.inf)
     index = np.arange(k)
     pieces = np.zeros(k, bool)
+    separation = max_distance if min_separation is None else float(min_separation)
     for j in range(k):
         # a brighter child (of equal fluxes, the first)
         brighter = (fluxes > fluxes[j]) | ((fluxes == fluxes[j]) & (index < j))
-        if brighter.any() and np.hypot(*(child_positions[brighter] - child_positions[j]).T).min() <= max_distance:
+        if brighter.any() and np.hypot(*(child_positions[brighter] - child_positions[j]).T).min() <= separation:
             pieces[j] = True
         elif len(detections) and np.hypot(*(detections - child_positions[j]).T).min() > max_distance:
             pieces[j] = len(detections) >= 2 or bool(p_galaxy[j] < min_p_galaxy)

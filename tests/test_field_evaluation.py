@@ -40,6 +40,7 @@ def test_judging_a_catalogue_counts_found_blended_flux_errors_and_spurious_rows(
     np.testing.assert_allclose(g["dflux"][:3], [0.1, -0.1, 0.0])
     s = result.summary
     assert (s["found_isolated"], s["found_blended"], s["by_component_blended"]) == (0.5, 1.0, 1.0)
+    assert g["near_row"].tolist() == [True, True, True, False] and s["near_row_blended"] == 1.0
     assert s["primary_rows"] == 4 and s["spurious"] == pytest.approx(1 / 4) and len(result.spurious_rows) == 1
     assert s["spurious_detections"] == 0  # the spurious row is a component, not one of sep's detections
     assert s["bias_isolated"] == pytest.approx(0.1) and s["bias_blended"] == pytest.approx(-0.05)
@@ -66,6 +67,15 @@ def test_a_spurious_row_beside_an_isolated_galaxy_is_counted_for_it_and_its_fami
     assert result.galaxies["family"].tolist() == ["knots", "real", "sersic", "spiral"]
     assert result.summary["spurious"] == pytest.approx(3 / 4)
     assert result.summary["spurious_isolated"] == pytest.approx(1 / 2)  # two isolated galaxies, one split
+
+
+def test_a_row_shared_by_two_close_galaxies_is_near_both_but_finds_one():
+    truth = Table({"x": [50.0, 52.5], "y": [50.0, 50.0], "flux": [1000.0, 800.0]})
+    catalog = _catalog([("detection", True, 50.0, 51.2, 1800.0, 1800.0)])  # sep merged the pair into one row
+    result = judge_run(catalog, truth, blend_distance_pixels=15.0)
+    assert result.galaxies["near_row"].tolist() == [True, True]
+    assert result.galaxies["found"].sum() == 1  # one row answers one galaxy
+    assert (result.summary["near_row_blended"], result.summary["found_blended"]) == (1.0, 0.5)
 
 
 def test_grouped_matching_is_the_global_hungarian_one_and_the_scatter_is_the_68_percent_half_width():

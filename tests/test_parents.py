@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_deblend.blends import Blend
 from napari_deblend.deblenders.base import DeblendResult
+from napari_deblend.measurements import MATCH_RADIUS
 from napari_deblend.parents import (
     NO_CHILD,
     NOT_ANSWERED,
@@ -21,9 +23,11 @@ from napari_deblend.parents import (
     confirm_split,
     group_children,
     id_stride,
+    min_child_separation,
     parent_summary,
     piece_children,
 )
+from napari_deblend.presets import get_preset
 
 
 def test_ids_depend_only_on_the_detection_and_the_rank_of_the_child():
@@ -96,6 +100,21 @@ def test_group_children_marks_pieces_as_the_catalogue_does():
     assert absorbed.info["pieces"].tolist() == [False] and absorbed.info["absorbed_pieces"].tolist() == [2]
     np.testing.assert_allclose(absorbed.components[0], components.sum(axis=0), rtol=1e-6)
     np.testing.assert_allclose(absorbed.residual, 0.0, atol=1e-5)  # components + residual still make the stamp
+
+
+def test_two_children_closer_than_the_psf_fwhm_are_one_galaxy():
+    # lsst-i: 0.7" FWHM at 0.2" a pixel, 3.5 px; never below the 3 px of the match, whatever the PSF
+    lsst = get_preset("lsst-i")
+    assert min_child_separation(lsst.psf_fwhm / lsst.pixel_scale) == pytest.approx(3.5)
+    assert min_child_separation(1.7) == MATCH_RADIUS and min_child_separation(None) == MATCH_RADIUS
+    # one detection, deblended alone, split in two children 3.3 px apart, both sure to be galaxies
+    positions = np.array([[20.0, 20.0], [20.0, 23.3]])
+    fluxes, p_galaxy, detections = np.array([100.0, 30.0]), np.array([1.0, 0.99]), np.array([[20.0, 20.5]])
+    assert piece_children(positions, fluxes, p_galaxy, detections).tolist() == [False, False]
+    at_fwhm = piece_children(positions, fluxes, p_galaxy, detections, min_separation=min_child_separation(3.5))
+    assert at_fwhm.tolist() == [False, True]  # the fainter is a piece of the brighter
+    far = positions + [[0.0, 0.0], [0.0, 0.5]]  # 3.8 px apart: two galaxies
+    assert piece_children(far, fluxes, p_galaxy, detections, min_separation=3.5).tolist() == [False, False]
 
 
 def test_primary_rows_and_flags():

@@ -22,7 +22,14 @@ from ..blends import Blend
 from ..candidates import DEFAULT_CANDIDATES, check_mode, find_candidates, psf_fwhm_pixels
 from ..detection import DetectionResult
 from ..field import Field
-from ..parents import child_ids, child_index, group_children, id_stride, position_numbers
+from ..parents import (
+    child_ids,
+    child_index,
+    group_children,
+    id_stride,
+    min_child_separation,
+    position_numbers,
+)
 
 
 @dataclass
@@ -138,7 +145,8 @@ class DeblendSession:
         blend = self.blend(int(result.blend_id))
         if detections is None or blend is None:
             return result
-        kept = group_children(result, blend, detections.result.segmentation)
+        separation = min_child_separation(psf_fwhm_pixels(detections.field.preset, detections.field.pixel_scale))
+        kept = group_children(result, blend, detections.result.segmentation, min_separation=separation)
         parents = self.numbers[np.asarray(kept.info["parents"], int) - 1]  # sep's labels -> catalogue numbers
         kept.info["parents"] = parents
         kept.info["ids"] = child_ids(parents, child_index(parents), id_stride(len(self.numbers)))

@@ -37,7 +37,8 @@ Columns (one row per detection, then one per component; ``--`` = masked):
                     confidence: its components were summed into one; on it and its child),
                     16 not answered (in a sep blend, no child lies on it: sep's
                     measurement answers), 32 piece (a component that is no galaxy of its
-                    own: within 3 px of a brighter component of its stamp; in a sep blend,
+                    own: within a PSF FWHM (at least 3 px) of a brighter component of its
+                    stamp; in a sep blend,
                     on none of its detections; of a detection deblended alone, off it
                     with ``P_GALAXY`` < 0.8; never primary)
 ``FLUX_BEST``       the flux to use (electrons): ``FLUX_MODEL`` on a component,
@@ -108,7 +109,8 @@ DESCRIPTIONS = {
     "DEBLEND_FLAGS": "1 unrecognised blend, 2 not offered to the deblender, 4 no galaxy found in it, "
                      "8 split refused (components summed into one), 16 not answered (in a sep blend, no "
                      "component on it: sep's measurement is used), 32 piece (a component that is no galaxy "
-                     "of its own: within 3 px of a brighter component, off its sep blend's detections, or off its "
+                     "of its own: within a PSF FWHM (at least 3 px) of a brighter component, off its sep blend's "
+                     "detections, or off its "
                      "detection with P_GALAXY < 0.8)",
     "FLUX_BEST": "Flux to use: FLUX_MODEL on a component, FLUX_AUTO on a detection",
     "MAG_BEST": "AB magnitude of FLUX_BEST",

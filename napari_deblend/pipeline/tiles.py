@@ -55,7 +55,7 @@ from ..detection import (
 from ..errors import DetectionError
 from ..field import Field
 from ..measurements import measure
-from ..parents import group_children
+from ..parents import group_children, min_child_separation
 from ..presets import get_preset
 from ..regrid import GridMatch, deblend_on_grid, grid_match, trained_preset, warn_if_broader
 from .layout import FieldJob
@@ -154,7 +154,9 @@ def process_tile(job: FieldJob, info: dict[str, Any], tile: Tile) -> dict[str, A
 
     start = time.perf_counter()
     # each group keeps its own galaxies: a neighbour that fell on the stamp is that neighbour's answer
-    results = [group_children(r, g, found.segmentation, found.tile.origin) for r, g in zip(results, found.blends)]
+    separation = min_child_separation(psf_fwhm_pixels(get_preset(info["survey"]), info.get("pixel_scale")))
+    results = [group_children(r, g, found.segmentation, found.tile.origin, separation)
+               for r, g in zip(results, found.blends)]
     detections = owned_detections(found, field_wcs(info))
     components = measure_components(found, results, info)
     timings["measure"] = time.perf_counter() - start
