@@ -357,7 +357,7 @@ def _add_own_columns(table: Table, result: Any, meas: dict[str, np.ndarray], zp:
     table["e1"], table["e2"] = np.atleast_1d(e1), np.atleast_1d(e2)
     table["quality"] = [str(result.quality)] * k
     p_galaxy = getattr(result, "info", {}).get("galaxy_probabilities")
-    if p_galaxy is not None and np.size(p_galaxy) == k:  # peeling's split verifier
+    if p_galaxy is not None and np.size(p_galaxy) == k:  # the deblender's split verifier
         table["p_galaxy"] = np.asarray(p_galaxy, float).reshape(k)
     if "stamp_mask" in (getattr(result, "info", None) or {}):
         table["masked_frac"] = meas["masked_frac"]

@@ -333,14 +333,18 @@ def _sum_into_hosts(result: Any, hosts: dict[int, np.ndarray]) -> tuple[Any, np.
 def galaxy_scores(result: Any) -> np.ndarray | None:
     """``(K,)``: how sure the deblender is that each component is a galaxy of its own (None: it does not say).
 
-    ``unet`` and ``vae``: the learned source finder's probability of a galaxy
-    centre at each component, on the stamp as given
-    (``info["source_probabilities"]``); ``peeling``: its counter's first look at
-    the stamp, the probability of two or more galaxies
-    (``info["count_probabilities"]``), the same for every component.
+    ``unet`` and ``vae``: their split verifier's probability that each component
+    is a galaxy of its own (``info["galaxy_probabilities"]``) when their weights
+    have one, else the learned source finder's probability of a galaxy centre at
+    each component, on the stamp as given (``info["source_probabilities"]``);
+    ``peeling``: its counter's first look at the stamp, the probability of two or
+    more galaxies (``info["count_probabilities"]``), the same for every component.
     """
     centres = result.info.get("source_probabilities")
     if centres is not None and np.size(centres) == result.n_components:
+        verified = result.info.get("galaxy_probabilities")
+        if verified is not None and np.size(verified) == result.n_components:
+            return np.asarray(verified, float).reshape(-1)
         return np.asarray(centres, float).reshape(-1)
     probabilities = result.info.get("count_probabilities")
     if probabilities is None:

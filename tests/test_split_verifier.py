@@ -23,6 +23,8 @@ from napari_deblend.deblenders.split_verifier import (
 from napari_deblend.simulate import simulate_blends
 from napari_deblend.training.split_verifier import VerifierTrainConfig, train_verifier, verifier_figures
 
+from .verifier_files import assert_only_a_verifier_added, with_other_verifier
+
 
 def _blob(y: float, x: float, flux: float, width: float = 2.0, size: int = 48, q: float = 1.0) -> np.ndarray:
     yy, xx = np.indices((size, size))
@@ -88,11 +90,8 @@ def trained_verifier(tmp_path_factory):
 
 def test_train_verifier_few_steps_then_deblend(trained_verifier):
     out, weights = trained_verifier
-    checkpoint = torch.load(weights, weights_only=True)
-    shipped = torch.load(WEIGHTS_DIR / "peeling.pt", weights_only=True)
-    for key in ("rdn", "counter", "joint"):  # the deblender's networks are copied unchanged
-        assert all(torch.equal(checkpoint[key][k], shipped[key][k]) for k in shipped[key])
-    assert checkpoint["split_verifier_config"]["n_features"] == len(SPLIT_FEATURE_NAMES)
+    assert_only_a_verifier_added(weights, WEIGHTS_DIR / "peeling.pt", ("rdn", "counter", "joint"),
+                                 len(SPLIT_FEATURE_NAMES))
     summary = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
     assert set(summary["validation"]) == {"0.3", "0.5", "0.7"} and summary["n_train_samples"] > 0
     assert len(list((out / "cache").glob("verifier_*.npz"))) == 2
@@ -142,11 +141,8 @@ def test_train_verifier_command_and_options_it_does_not_take(capsys, tmp_path):
 
 
 def test_weights_with_a_verifier_of_other_features_name_the_file_and_the_command(trained_verifier, tmp_path):
-    checkpoint = torch.load(trained_verifier[1], weights_only=True)
-    other = SplitVerifier(n_features=len(SPLIT_FEATURE_NAMES) - 1, width=8, depth=1)
-    checkpoint["split_verifier"], checkpoint["split_verifier_config"] = other.state_dict(), other.config
     broken = tmp_path / "broken.pt"
-    torch.save(checkpoint, broken)
+    with_other_verifier(trained_verifier[1], len(SPLIT_FEATURE_NAMES) - 1, broken)
     with pytest.raises(DeblendError, match=f"broken.pt: the split verifier takes {len(SPLIT_FEATURE_NAMES) - 1} "
                                            "features.*train peeling-verifier"):
         PeelingDeblender(device="cpu", weights=broken)

@@ -13,7 +13,8 @@ from ..deblenders.checkpoints import file_sha256
 from ..errors import DeblendInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "deblenders" / "weights"
-TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "peeling-verifier", "unet", "vae", "detector")
+TRAINABLE = ("peeling", "peeling-joint", "peeling-calibration", "peeling-verifier", "unet", "vae", "detector",
+             "vae-verifier", "unet-verifier")
 DEFAULT_BATCH_SIZE = {"peeling": 32, "peeling-joint": 64, "peeling-calibration": 256, "peeling-verifier": 256,
                       "unet": 64, "vae": 64, "detector": 64}
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in TRAINABLE:
         raise DeblendInputError(f"cannot train {args.model!r}: expected one of {', '.join(TRAINABLE)}")
     joint = args.model == "peeling-joint"
-    if args.model in ("peeling-calibration", "peeling-verifier"):
+    if args.model in ("peeling-calibration", "peeling-verifier", "vae-verifier", "unet-verifier"):
         return _run_peeling_perceptrons(args)
     if args.lr is None:
         args.lr = 2e-4 if joint else 1e-3
@@ -229,12 +230,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_peeling_perceptrons(args: argparse.Namespace) -> int:
-    """``train peeling-calibration`` / ``peeling-verifier``: fit the flux calibration or the split verifier of
-    the --init (default: shipped) peeling weights."""
+    """``train peeling-calibration`` / ``peeling-verifier`` / ``vae-verifier`` / ``unet-verifier``: fit the flux
+    calibration or the split verifier of the --init (default: shipped) weights of that model."""
     from ..training.flux_calibration import CalibrationTrainConfig, train_calibration
     from ..training.split_verifier import VerifierTrainConfig, train_verifier
 
-    verifier = args.model == "peeling-verifier"
+    verifier = args.model.endswith("-verifier")
+    owner = args.model.removesuffix("-verifier").removesuffix("-calibration")  # whose weights: peeling, vae, unet
     what = "split verifier" if verifier else "flux calibration"
 
     given = [name for name, used in (("--resume", args.resume), ("--no-symmetric", args.no_symmetric),
@@ -246,28 +248,28 @@ def _run_peeling_perceptrons(args: argparse.Namespace) -> int:
                                      ("--real-galaxies", getattr(args, "real_galaxies", None))) if used]
     if given:
         raise DeblendInputError(f"{', '.join(given)}: not options of {args.model}, which fits the {what} "
-                                "of the peeling weights given by --init (default: the shipped ones)")
+                                f"of the {owner} weights given by --init (default: the shipped ones)")
     _check_budget(args)
     config_class = VerifierTrainConfig if verifier else CalibrationTrainConfig
     defaults = config_class()
     if args.n_train < 10:
         raise DeblendInputError(f"--n-train={args.n_train}: expected at least 10 blends")
     if args.batch_size is None:
-        args.batch_size = DEFAULT_BATCH_SIZE[args.model]
+        args.batch_size = DEFAULT_BATCH_SIZE["peeling-verifier" if verifier else args.model]
     if args.lr is None:
         args.lr = defaults.lr
     config = config_class(preset=args.preset, minutes=args.minutes, device=args.device,
                                     n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
                                     batch_size=args.batch_size, seed=args.seed,
                                     workers=args.workers, lr=args.lr, init=args.init, max_steps=args.steps,
-                                    **_mix_options(args))
+                                    **_mix_options(args), **({"model": owner} if verifier else {}))
     if verifier:
         weights = train_verifier(config, args.out)
     else:
         weights = train_calibration(config, args.out)
     if args.install:
         install_peeling_perceptrons(weights, asdict(config), Path(args.out), command=training_command(args),
-                                 section="split_verifier" if verifier else "flux_calibration")
+                                    section="split_verifier" if verifier else "flux_calibration", model=owner)
     return 0
 
 
@@ -467,16 +469,16 @@ def install_joint_refiner(weights: Path, config: dict, run_dir: Path, command: s
 
 
 def install_peeling_perceptrons(weights: Path, config: dict, run_dir: Path, command: str,
-                             section: str = "flux_calibration") -> Path:
-    """Install peeling weights with a new flux calibration or split verifier as the package's ``peeling.pt``.
+                                section: str = "flux_calibration", model: str = "peeling") -> Path:
+    """Install ``model`` weights with a new flux calibration or split verifier as the package's ``<model>.pt``.
 
     The card gains a ``flux_calibration`` (or ``split_verifier``) section (data,
     command, the validation figures); its metrics are filled by ``evaluate`` as for any model.
     """
-    target = WEIGHTS_DIR / "peeling.pt"
+    target = WEIGHTS_DIR / f"{model}.pt"
     shutil.copyfile(weights, target)
     card_path = target.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.exists() else {"model": "peeling"}
+    card = json.loads(card_path.read_text()) if card_path.exists() else {"model": model}
     record = _training_record(config, run_dir, command)
     record["validation"] = record.pop("validation_curve")
     samples = ("every fainter component of a stamp of two or more is a sample (target: 1 when it is matched to "
@@ -485,25 +487,25 @@ def install_peeling_perceptrons(weights: Path, config: dict, run_dir: Path, comm
                "flux)")
     card[section] = {
         "data": data_description(config, f"{config['n_train']} blends of 1-3 galaxies (seeds of their own)")
-                + f", noisy, deblended by the peeling weights {_weights_name(config['init'])} with no "
+                + f", noisy, deblended by the {model} weights {_weights_name(config['init'], model)} with no "
                 f"{section.replace('_', ' ')}; {samples}",
         **record,
     }
     card["size_bytes"] = target.stat().st_size
-    card["inference"] = inference_settings("peeling")
+    card["inference"] = inference_settings(model)
     card["sha256"] = file_sha256(target)  # checked at every load (deblenders/checkpoints.py)
     card_path.write_text(json.dumps(card, indent=2))
     print(f"installed {target} and {card_path}")
     return target
 
 
-def _weights_name(init: str | None) -> str:
+def _weights_name(init: str | None, model: str = "peeling") -> str:
     """How a card names the --init weights: the shipped file by name, others by their file name."""
     if not init:
-        return "shipped peeling.pt"
+        return f"shipped {model}.pt"
     path = Path(init)
-    if path.resolve() == (WEIGHTS_DIR / "peeling.pt").resolve():
-        return "shipped peeling.pt"
+    if path.resolve() == (WEIGHTS_DIR / f"{model}.pt").resolve():
+        return f"shipped {model}.pt"
     return path.name
 
 

@@ -23,9 +23,18 @@ The verifier is trained on simulated blends of the realistic morphology mix
 and of real galaxies, run through the deblender with nothing given back; a
 component matched to no true galaxy is a piece (``napari-deblend train
 peeling-verifier``, :mod:`napari_deblend.training.split_verifier`).
+
+The deblenders that take their sources from the learned source finder
+(``vae``, ``unet``) can carry a verifier of their own
+(``napari-deblend train vae-verifier``): :func:`source_split_features` adds
+the finder's map to the split features, :func:`verify_sources` gives their
+results ``info["galaxy_probabilities"]``, which in a run decide their splits
+(:func:`napari_deblend.parents.galaxy_scores`). They never merge components.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +49,10 @@ HOST_FEATURE_NAMES: tuple[str, ...] = (
 )
 #: The verifier's input, in order.
 SPLIT_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + HOST_FEATURE_NAMES
+#: The input of the verifier of a deblender that takes its sources from the learned source finder
+#: (``vae``, ``unet``): the split features, then the finder's probability of a galaxy centre at the
+#: component and at the stamp's brightest component.
+SOURCE_SPLIT_FEATURE_NAMES: tuple[str, ...] = SPLIT_FEATURE_NAMES + ("source_probability", "brightest_source_probability")
 
 
 def _moments(image: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -93,6 +106,56 @@ def split_features(stamp: np.ndarray, components: np.ndarray, positions: np.ndar
     """:data:`SPLIT_FEATURE_NAMES` of every component of one stamp, ``(K, F)`` float64 (see the module text)."""
     return np.concatenate([component_features(stamp, components, positions, sigma, history),
                            host_features(components, sigma, count_probabilities)], axis=1)
+
+
+def source_split_features(stamp: np.ndarray, components: np.ndarray, positions: np.ndarray, sigma: float,
+                          source_probabilities: np.ndarray) -> np.ndarray:
+    """:data:`SOURCE_SPLIT_FEATURE_NAMES` of every component of one stamp of a source-finder deblender.
+
+    Such a deblender draws its components in one pass: its history is that of a
+    peeling run that counted ``K`` galaxies once and never moved their fluxes.
+    ``source_probabilities`` ``(K,)`` is the finder's map at each component
+    (:func:`~napari_deblend.deblenders.detector.attach_source_probabilities`).
+    Returns ``(K, F)`` float64.
+    """
+    comps = np.asarray(components)
+    k = len(comps)
+    flux = comps.reshape(k, -1).sum(axis=1, dtype=np.float64)
+    history = PeelHistory([k], "High", flux.copy(), flux.copy(), flux.copy(), np.zeros(k))
+    scores = np.asarray(source_probabilities, np.float64).reshape(k)
+    brightest = int(np.argmax(flux)) if k else 0
+    return np.concatenate([split_features(stamp, comps, positions, sigma, history, None),
+                           np.c_[scores, np.full(k, scores[brightest] if k else 0.0)]], axis=1)
+
+
+def verify_sources(verifier: SplitVerifier | None, results: list, keep_features: bool = False) -> None:
+    """Give every result of a source-finder deblender its components' galaxy probabilities, in place.
+
+    For each result of two or more components with ``info["source_probabilities"]``:
+    ``info["galaxy_probabilities"]`` (the verifier's; the brightest component's is 1),
+    which decide, in a run's catalogue, which fainter components of a detection sep saw
+    alone are galaxies (:func:`napari_deblend.parents.galaxy_scores`); with
+    ``keep_features``, ``info["split_features"]`` (for training a verifier).
+    """
+    if verifier is None and not keep_features:
+        return
+    judged, features = [], []
+    for result in results:
+        scores = result.info.get("source_probabilities")
+        if result.n_components < 2 or scores is None or np.size(scores) != result.n_components:
+            continue
+        positions = np.asarray(result.positions, float).reshape(-1, 2)
+        features.append(source_split_features(result.blend, result.components, positions, float(result.noise), scores))
+        judged.append(result)
+        if keep_features:
+            result.info["split_features"] = features[-1]
+    if verifier is None or not judged:
+        return
+    probabilities = np.split(verifier.probabilities(np.concatenate(features)),  # one call for the batch
+                             np.cumsum([len(f) for f in features])[:-1])
+    for result, p in zip(judged, probabilities):
+        p[int(np.argmax(result.components.reshape(result.n_components, -1).sum(axis=1)))] = 1.0
+        result.info["galaxy_probabilities"] = p
 
 
 class SplitVerifier(FluxCalibrator):
@@ -149,3 +212,27 @@ def merge_pieces(components: list[np.ndarray], probabilities: np.ndarray, thresh
             if len(values) == len(keep) + merged:
                 setattr(history, name, np.asarray(values)[keep])
     return keep
+
+
+def load_source_verifier(checkpoint: dict, weights: Path, model: str, remedy: str) -> SplitVerifier | None:
+    """The split verifier of a source-finder deblender's weights (None when they have none).
+
+    A clear :class:`~napari_deblend.deblenders.base.DeblendError` naming ``weights``
+    when its configuration is missing, its tensors do not fit, or it takes other
+    features than :data:`SOURCE_SPLIT_FEATURE_NAMES`; ``remedy`` ends the message.
+    """
+    from .base import DeblendError
+    from .checkpoints import build_network
+
+    if "split_verifier" not in checkpoint:
+        return None
+    if "split_verifier_config" not in checkpoint:
+        raise DeblendError(f"{model} weights {weights}: the split verifier has no split_verifier_config; {remedy}")
+    verifier = build_network(SplitVerifier, checkpoint["split_verifier_config"], checkpoint["split_verifier"],
+                             refusal=f"{model} weights {weights}: the split verifier does not fit its network",
+                             remedy=remedy)
+    if verifier.config["n_features"] != len(SOURCE_SPLIT_FEATURE_NAMES):
+        raise DeblendError(f"{model} weights {weights}: the split verifier takes {verifier.config['n_features']} "
+                           f"features, this version measures {len(SOURCE_SPLIT_FEATURE_NAMES)}; {remedy}")
+    return verifier.eval()
+

@@ -48,9 +48,11 @@ import numpy as np
 from .base import Deblender, DeblendResult
 from .checkpoints import build_network, deblender_version, load_weights
 from .inference import fold_batchnorm
+from .split_verifier import load_source_verifier, verify_sources
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train unet --preset lsst-i --minutes 20 --out runs/unet --install"
+VERIFIER_RETRAIN_HINT = "napari-deblend train unet-verifier --preset lsst-i --out runs/unet-verifier --install"
 GUARD_SIGMAS = 3.0
 
 
@@ -74,6 +76,10 @@ class UNetDeblender(Deblender):
     # a detection deblended alone keeps a second source only where the source finder's map reaches this
     # (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
     min_split_probability: float = 0.85
+    # the split verifier (when the weights have one) gives each fainter component the probability that it is a
+    # galaxy of its own (info["galaxy_probabilities"], the catalogue's P_GALAXY), which then decides a split in a
+    # run (parents.galaxy_scores) in place of the finder's map; see split_verifier.verify_sources
+    keep_split_features: bool = False  # put each result's split features in its info (for training a verifier)
 
     def __init__(self, device: str = "auto", preset=None, weights: str | Path | None = None) -> None:
         super().__init__(device=device, preset=preset)
@@ -93,6 +99,7 @@ class UNetDeblender(Deblender):
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
         self.finder = SourceFinder(self.device)
+        self.verifier = load_source_verifier(checkpoint, self.weights, "unet", f"retrain it with `{VERIFIER_RETRAIN_HINT}`")
 
     # ---- inference -------------------------------------------------------------------------------
 
@@ -109,6 +116,7 @@ class UNetDeblender(Deblender):
             n, lambda chunk, size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk], size)
         )
         attach_source_probabilities(results, maps, self.min_split_probability)
+        verify_sources(self.verifier, results, self.keep_split_features)
         return results
 
     def _deblend(self, stamps: np.ndarray, sigmas: np.ndarray, sources: list[tuple[np.ndarray, str]],

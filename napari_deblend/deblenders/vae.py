@@ -62,9 +62,11 @@ import numpy as np
 from .base import Deblender, DeblendResult
 from .checkpoints import build_network, deblender_version, load_weights
 from .redistribution import REDISTRIBUTION_LEVEL, redistributed_gains
+from .split_verifier import load_source_verifier, verify_sources
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RETRAIN_HINT = "napari-deblend train vae --preset lsst-i --minutes 20 --out runs/vae --install"
+VERIFIER_RETRAIN_HINT = "napari-deblend train vae-verifier --preset lsst-i --out runs/vae-verifier --install"
 GAIN_LIMITS = (0.5, 2.0)
 NEW_SOURCE_DISTANCE = 3.0  # pixels: a peak on the residual this far from every known source is a new one
 
@@ -97,6 +99,10 @@ class VAEDeblender(Deblender):
     # a detection deblended alone keeps a second source only where the source finder's map (on the stamp as
     # given) reaches this (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
     min_split_probability: float = 0.85
+    # the split verifier (when the weights have one) gives each fainter component the probability that it is a
+    # galaxy of its own (info["galaxy_probabilities"], the catalogue's P_GALAXY), which then decides a split in a
+    # run (parents.galaxy_scores) in place of the finder's map; see split_verifier.verify_sources
+    keep_split_features: bool = False  # put each result's split features in its info (for training a verifier)
     # in a run or the viewer, a piece (parents.piece_children) gives its light to a galaxy child of its detection
     # (parents.absorb_pieces); chosen on a validation field (docs/evaluation/field/README.md)
     pieces_to_host: bool = True
@@ -119,6 +125,7 @@ class VAEDeblender(Deblender):
         self.encoder.eval().to(self.device)
         self.decoder.eval().to(self.device)
         self.finder = SourceFinder(self.device)
+        self.verifier = load_source_verifier(checkpoint, self.weights, "vae", f"retrain it with `{VERIFIER_RETRAIN_HINT}`")
         self.version = str(checkpoint.get("version", "1"))
 
     def deblend_batch(self, stamps, positions=None, noise=None) -> list[DeblendResult]:
@@ -133,6 +140,7 @@ class VAEDeblender(Deblender):
             len(stamps), lambda chunk, _size: self._deblend(stamps[chunk], sigmas[chunk], sources[chunk])
         )
         attach_source_probabilities(results, maps, self.min_split_probability)
+        verify_sources(self.verifier, results, self.keep_split_features)
         for result in results:
             result.info["pieces_to_host"] = self.pieces_to_host
         return results

@@ -87,7 +87,7 @@ COMPONENT_COLUMNS: dict[str, tuple[str, str]] = {
     "e2": ("E2", "2 mu11 / (mu20 + mu02)"),
     "quality": ("QUALITY", "Deblender's verdict on the blend (High/Medium/Low for peeling)"),
     "p_galaxy": ("P_GALAXY", "Probability that the component is a galaxy of its own, not a piece of its host "
-                             "(peeling's split verifier; blank where its stamp had one component)"),
+                             "(the model's split verifier; blank where its stamp had one component or the model has none)"),
 }
 #: The catalogue's first columns, in this order.
 LEADING = ("KIND", "ID", "PARENT", "NUMBER", "BLEND_ID", "BLEND_NDET", "COMPONENT", "DEBLEND_NCHILD", "IS_PRIMARY",

@@ -385,7 +385,7 @@ def measure_components(found: TileDetection, results: list[DeblendResult], info:
         table["parent_id"] = np.asarray(result.info["parents"], np.int32).reshape(len(table))
         # components summed into one because the deblender was not sure of the split (parents.confirm_split)
         table["split_refused"] = np.full(len(table), int(result.info.get("split_refused", 0)), np.int16)
-        if "p_galaxy" not in table.colnames:  # peeling's split verifier gives it (measure); NaN: not asked
+        if "p_galaxy" not in table.colnames:  # a split verifier gives it (measure); NaN: not asked or none
             table["p_galaxy"] = np.full(len(table), np.nan)
         # no galaxy of its own (parents.piece_children, set by group_children as in the viewer)
         table["piece"] = np.asarray(result.info.get("pieces", np.zeros(len(table), bool)), bool).reshape(len(table))

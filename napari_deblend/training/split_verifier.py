@@ -1,4 +1,4 @@
-"""Training the peeling deblender's split verifier (``napari-deblend train peeling-verifier``).
+"""Training a deblender's split verifier (``napari-deblend train peeling-verifier``, ``vae-verifier``, ``unet-verifier``).
 
 Data: blends of 1, 2 and 3 galaxies of the ``--morphology`` mix (and the
 ``--real-pool``'s ``train`` split; the run's validation rows come from its
@@ -14,6 +14,11 @@ perceptrons from different seeds) learns the log-odds with a cross-entropy
 loss; each member keeps its best epoch on the validation rows. The weights
 file written is the ``--init`` one with the verifier added (a flux calibration
 in it stays: it corrects whatever components it is given).
+
+``vae`` and ``unet`` take their sources from the learned source finder: their
+components' features are :data:`~napari_deblend.deblenders.split_verifier.SOURCE_SPLIT_FEATURE_NAMES`
+(the split features and the finder's map at the component), measured by the
+deblender itself (``keep_split_features``); the rest is the same.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ MULTIPLICITY_SHARES = {1: 0.4, 2: 0.4, 3: 0.2}
 
 @dataclass
 class VerifierTrainConfig(CalibrationTrainConfig):
-    """Options of ``napari-deblend train peeling-verifier`` (``init``: the peeling weights to verify).
+    """Options of ``napari-deblend train peeling-verifier`` / ``vae-verifier`` / ``unet-verifier``.
+
+    ``model`` names whose components are judged, ``init`` its weights (default: the shipped ones).
 
     As :class:`~napari_deblend.training.flux_calibration.CalibrationTrainConfig`, with
     other defaults: ``minutes`` bounds the fitting (the simulations and deblending come
@@ -58,6 +65,11 @@ class VerifierTrainConfig(CalibrationTrainConfig):
     n_train: int = 30_000
     epochs: int = 30
     width: int = 64
+    model: str = "peeling"  # whose components: peeling, vae or unet (the weights of ``init``, default shipped)
+
+
+#: Deblenders that can have a split verifier.
+VERIFIED_MODELS = ("peeling", "vae", "unet")
 
 
 def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
@@ -73,8 +85,11 @@ def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed:
     """
     from ..measurements import match_positions
 
-    saved = deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux
-    deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux = False, True, False
+    switches = {"give_back_pieces": False, "keep_split_features": True, "calibrate_flux": False}
+    switches = {name: value for name, value in switches.items() if hasattr(deblender, name)}
+    saved = {name: getattr(deblender, name) for name in switches}
+    for name, value in switches.items():
+        setattr(deblender, name, value)
     rows: dict[str, list] = {"features": [], "label": [], "n_galaxies": [], "stamp": []}
     try:
         for stamp, (k, result, true_positions, _flux) in enumerate(deblended_simulations(
@@ -90,10 +105,12 @@ def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed:
                 rows["n_galaxies"].append(k)
                 rows["stamp"].append(stamp)
     finally:
-        deblender.give_back_pieces, deblender.keep_split_features, deblender.calibrate_flux = saved
-    from ..deblenders.split_verifier import SPLIT_FEATURE_NAMES
+        for name, value in saved.items():
+            setattr(deblender, name, value)
+    from ..deblenders.split_verifier import SOURCE_SPLIT_FEATURE_NAMES, SPLIT_FEATURE_NAMES
 
-    return {"features": np.array(rows["features"], np.float64).reshape(-1, len(SPLIT_FEATURE_NAMES)),
+    n_features = len(SPLIT_FEATURE_NAMES if deblender.name == "peeling" else SOURCE_SPLIT_FEATURE_NAMES)
+    return {"features": np.array(rows["features"], np.float64).reshape(-1, n_features),
             "label": np.asarray(rows["label"], np.float64), "n_galaxies": np.asarray(rows["n_galaxies"], np.int64),
             "stamp": np.asarray(rows["stamp"], np.int64)}
 
@@ -118,14 +135,19 @@ def verifier_figures(data: dict[str, np.ndarray], probabilities: np.ndarray,
 
 def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callable[[str], None] = print,
                    progress: Callable[[float], None] | None = None) -> Path:
-    """Train the split verifier of the ``config.init`` peeling weights; return the new weights file.
+    """Train the split verifier of the ``config.model``'s ``config.init`` weights; return the new weights file.
 
     The simulated and deblended data are cached in ``OUT/cache``; ``OUT/history.jsonl``
     holds each member's validation loss and the validation figures of :func:`verifier_figures`.
     """
     from ..deblenders.split_verifier import SplitVerifier
 
-    out, preset, checkpoint, deblender, tag = start_perceptron_fit(config, out_dir)
+    if config.model not in VERIFIED_MODELS:
+        raise DeblendInputError(f"model {config.model!r}: a split verifier is made for {', '.join(VERIFIED_MODELS)}")
+    if config.model == "peeling":
+        out, preset, checkpoint, deblender, tag = start_perceptron_fit(config, out_dir)
+    else:
+        out, preset, checkpoint, deblender, tag = start_source_verifier_fit(config, out_dir)
     base = {k: v for k, v in checkpoint.items() if not k.startswith("split_verifier")}
     mix = data_mix(config)
     tag += f"_{mix.tag()}"
@@ -154,4 +176,38 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
         f.write(json.dumps(summary) + "\n")
     log(f"validation: {summary['validation']}")
     state = {k: v.detach().cpu() for k, v in verifier.state_dict().items()}
-    return save_weights(out / "peeling.pt", {**base, "split_verifier": state, "split_verifier_config": verifier.config})
+    return save_weights(out / f"{config.model}.pt",
+                        {**base, "split_verifier": state, "split_verifier_config": verifier.config})
+
+
+def start_source_verifier_fit(config: VerifierTrainConfig, out_dir: str | Path) -> tuple[Path, Any, dict, Any, str]:
+    """:func:`~napari_deblend.training.flux_calibration.start_perceptron_fit` for ``vae`` or ``unet`` weights.
+
+    Returns ``(out, preset, checkpoint, deblender, tag)``: the ``init`` checkpoint
+    (default: the shipped one), its deblender with its verifier switched off, and a
+    cache tag of the networks that make the samples (the finder's included).
+    """
+    import importlib
+
+    from .peeling import start_run
+    from .peeling_joint import _networks_hash
+
+    if config.members < 1 or config.epochs < 1:
+        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
+    module = importlib.import_module(f"napari_deblend.deblenders.{config.model}")
+    init = Path(config.init) if config.init else module.WEIGHTS_DIR / f"{config.model}.pt"
+    config.init = str(init)
+    out, _device, preset = start_run(config, out_dir)
+    checkpoint = module.load_checkpoint(init)
+    deblender = get_source_deblender(config.model, config.device, preset.name, init)
+    deblender.verifier = None  # the samples are the components as the deblender makes them, unverified
+    networks = [deblender.finder.net] + [net for net in (getattr(deblender, name, None)
+                                                         for name in ("net", "encoder", "decoder")) if net is not None]
+    return out, preset, checkpoint, deblender, f"{config.model}_{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
+
+
+def get_source_deblender(model: str, device: str, preset: str, weights: Path) -> Any:
+    """A ``vae`` or ``unet`` deblender of the given weights."""
+    from ..deblenders.base import _load_class
+
+    return _load_class(model)(device=device, preset=preset, weights=weights)
