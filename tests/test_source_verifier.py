@@ -84,3 +84,23 @@ def test_train_unet_verifier_command_names_its_weights_and_refuses_other_options
         capsys.readouterr().err)
     assert main(["train", "vae-verifier", "--n-train", "5", "--out", str(tmp_path)]) == 2
     assert "--n-train=5: expected at least 10 blends" in capsys.readouterr().err
+
+
+def test_field_like_verifier_stamps_move_their_galaxies_and_add_a_neighbours(capsys, tmp_path):
+    from napari_deblend.training.data_mix import DataMix
+    from napari_deblend.training.flux_calibration import deblended_simulations
+    from napari_deblend.training.split_verifier import field_like_deblended
+
+    model = VAEDeblender(device="cpu")
+    args = (model, {1: 6}, 48, "lsst-i", 123, 1, DataMix("parametric"), "train", lambda *a: None)
+    plain = list(deblended_simulations(*args))
+    composed = list(field_like_deblended(*args, share=1.0))
+    assert len(plain) == len(composed) == 6
+    moved = 0
+    for (_, plain_result, plain_truth, _), (_, result, truth, _) in zip(plain, composed):
+        assert truth.ndim == 2 and truth.shape[1] == 2 and ((truth >= 0) & (truth <= 47)).all()
+        moved += len(truth) != len(plain_truth) or not np.allclose(truth[0], plain_truth[0])
+        assert not np.array_equal(result.blend, plain_result.blend)  # other noise, galaxies moved
+    assert moved >= 5  # up to 12 px each way: a galaxy left where it was is rare
+    assert main(["train", "peeling-calibration", "--field-like", "0.5", "--out", str(tmp_path)]) == 2
+    assert "--field-like=0.5: only detector and the verifiers have it" in capsys.readouterr().err

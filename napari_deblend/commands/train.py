@@ -80,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="peeling-joint only: fine-tune the --init weights' joint refiner (e.g. with another "
                         "--flux-weight) instead of starting from their RDN sweep")
     p.add_argument("--field-like", type=float, default=0.0, metavar="SHARE",
-                   help="detector only: share of training stamps composed like a field run's (galaxies moved off "
-                        "the centre, a neighbour's galaxies at and across the border; default 0)")
+                   help="detector and the *-verifier models: share of training stamps composed like a field run's "
+                        "(galaxies moved off the centre, a neighbour's galaxies at and across the border; default 0)")
     p.add_argument("--morphology", default="realistic", metavar="MIX",
                    help="morphology mix of the simulated galaxies: realistic (default), parametric (bulge+disk only) "
                         "or weights such as 'bulge_disk=0.5,knots=0.5'")
@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if args.counter_residual_weight < 0:
         raise DeblendInputError(f"--counter-residual-weight={args.counter_residual_weight}: expected a weight >= 0")
     if args.field_like and (args.model != "detector" or not 0.0 <= args.field_like <= 1.0):
-        raise DeblendInputError(f"--field-like={args.field_like}: only detector has it, a share from 0 to 1")
+        raise DeblendInputError(f"--field-like={args.field_like}: only detector and the verifiers have it, "
+                                "a share from 0 to 1")
     if args.vae_share is not None and (args.model != "vae" or not 0.0 <= args.vae_share < 1.0):
         raise DeblendInputError(f"--vae-share={args.vae_share}: only vae has it, a share from 0 to below 1")
     if args.texture_leftover and args.model != "peeling":
@@ -249,6 +250,9 @@ def _run_peeling_perceptrons(args: argparse.Namespace) -> int:
     if given:
         raise DeblendInputError(f"{', '.join(given)}: not options of {args.model}, which fits the {what} "
                                 f"of the {owner} weights given by --init (default: the shipped ones)")
+    if args.field_like and (not verifier or not 0.0 <= args.field_like <= 1.0):
+        raise DeblendInputError(f"--field-like={args.field_like}: only detector and the verifiers have it, "
+                                "a share from 0 to 1")
     _check_budget(args)
     config_class = VerifierTrainConfig if verifier else CalibrationTrainConfig
     defaults = config_class()
@@ -262,7 +266,8 @@ def _run_peeling_perceptrons(args: argparse.Namespace) -> int:
                                     n_train=args.n_train, n_val=min(defaults.n_val, max(20, args.n_train // 20)),
                                     batch_size=args.batch_size, seed=args.seed,
                                     workers=args.workers, lr=args.lr, init=args.init, max_steps=args.steps,
-                                    **_mix_options(args), **({"model": owner} if verifier else {}))
+                                    **_mix_options(args),
+                                    **({"model": owner, "field_like": args.field_like} if verifier else {}))
     if verifier:
         weights = train_verifier(config, args.out)
     else:

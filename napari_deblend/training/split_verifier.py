@@ -24,7 +24,8 @@ deblender itself (``keep_split_features``); the rest is the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class VerifierTrainConfig(CalibrationTrainConfig):
     epochs: int = 30
     width: int = 64
     model: str = "peeling"  # whose components: peeling, vae or unet (the weights of ``init``, default shipped)
+    field_like: float = 0.0  # share of the stamps composed like a field run's (see field_like_deblended)
 
 
 #: Deblenders that can have a split verifier.
@@ -74,8 +76,11 @@ VERIFIED_MODELS = ("peeling", "vae", "unet")
 
 def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed: int, workers: int,
                      log: Callable[[str], None] = print, mix: DataMix | None = None,
-                     split: str = "train") -> dict[str, np.ndarray]:
+                     split: str = "train", field_like: float = 0.0) -> dict[str, np.ndarray]:
     """Simulate ``n`` blends, deblend them unverified, and label every fainter component galaxy (1) or piece (0).
+
+    With ``field_like``, that share of the stamps is composed like a field run's
+    (:func:`field_like_deblended`).
 
     Returns
     -------
@@ -92,14 +97,18 @@ def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed:
         setattr(deblender, name, value)
     rows: dict[str, list] = {"features": [], "label": [], "n_galaxies": [], "stamp": []}
     try:
-        for stamp, (k, result, true_positions, _flux) in enumerate(deblended_simulations(
+        make = field_like_deblended if field_like > 0 else deblended_simulations
+        extra = {"share": field_like} if field_like > 0 else {}
+        for stamp, (k, result, true_positions, _flux) in enumerate(make(
                 deblender, multiplicity_counts(n, MULTIPLICITY_SHARES), stamp_size, preset, seed, workers, mix, split,
-                lambda text: log(f"verifier data: {text}"))):
+                lambda text: log(f"verifier data: {text}"), **extra)):
             features = result.info.get("split_features")
             if features is None:
                 continue
             matched = {p for p, _ in match_positions(result.positions, true_positions)}
-            for p in range(1, len(features)):
+            for p in range(len(features)):
+                if p == brightest_component(deblender, result):  # never judged (its probability is 1)
+                    continue
                 rows["features"].append(features[p])
                 rows["label"].append(1.0 if p in matched else 0.0)
                 rows["n_galaxies"].append(k)
@@ -113,6 +122,68 @@ def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed:
     return {"features": np.array(rows["features"], np.float64).reshape(-1, n_features),
             "label": np.asarray(rows["label"], np.float64), "n_galaxies": np.asarray(rows["n_galaxies"], np.int64),
             "stamp": np.asarray(rows["stamp"], np.int64)}
+
+
+def field_like_deblended(deblender: Any, counts: dict[int, int], stamp_size: int, preset: str, seed: int,
+                         workers: int, mix: DataMix | None, split: str, log: Callable[[str], None],
+                         share: float = 0.5) -> Iterator[tuple[int, Any, np.ndarray, np.ndarray]]:
+    """:func:`~napari_deblend.training.flux_calibration.deblended_simulations` with stamps like a field run's.
+
+    In a run, a detection sep saw alone is deblended on a stamp cut around it,
+    with its neighbours and galaxies cut by the stamp's edge. ``share`` of the
+    stamps move their galaxies by up to :data:`~napari_deblend.training.detector.MAX_SHIFT`
+    pixels and take another stamp's galaxies
+    :data:`~napari_deblend.training.detector.NEIGHBOUR_OFFSET` pixels off the
+    centre, under fresh noise (sky and the sources' Poisson noise); the true
+    galaxies are those whose centre is on the stamp. Yields
+    ``(k, result, true_positions (M, 2), true_fluxes)`` (fluxes NaN: not used).
+    """
+    from ..simulate import simulate_blends
+    from .detector import MAX_SHIFT, NEIGHBOUR_OFFSET
+    from .testsets import _positions_from_truth
+
+    rng = np.random.default_rng(seed)
+    low, high = NEIGHBOUR_OFFSET
+    start = time.perf_counter()
+    for k, count in counts.items():
+        blends = simulate_blends(count, n_galaxies=k, stamp_size=stamp_size, preset=preset, seed=seed * 10 + k,
+                                 n_workers=workers, **(mix or DataMix("parametric")).simulate_kwargs(split))
+        positions = _positions_from_truth(blends.truth, count, k)
+        truths = [p[np.isfinite(p).all(axis=1)] for p in positions]
+        clean = blends.components.sum(axis=1)  # (count, C, S, S) noiseless
+        images, sigma = blends.images.copy(), float(np.mean(blends.noise_sigma))
+        for i in np.flatnonzero(rng.random(count) < share):
+            j = int(rng.integers(count))
+            own = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, 2)
+            neighbour = rng.integers(-high, high + 1, 2)
+            while np.abs(neighbour).max() < low:
+                neighbour = rng.integers(-high, high + 1, 2)
+            composed = _shifted(clean[i], *own) + _shifted(clean[j], *neighbour)
+            noise = rng.normal(size=composed.shape) * np.sqrt(sigma**2 + np.clip(composed, 0, None))
+            images[i] = (composed + noise).astype(images.dtype)
+            moved = np.concatenate([truths[i] + own, truths[j] + neighbour])
+            truths[i] = moved[((moved >= 0) & (moved <= stamp_size - 1)).all(axis=1)]
+        for lo in range(0, count, 256):
+            for offset, result in enumerate(deblender.deblend_batch(images[lo:lo + 256], noise=blends.noise_sigma)):
+                yield k, result, truths[lo + offset], np.full(len(truths[lo + offset]), np.nan)
+        log(f"{count} blends of {k} ({share:.0%} field-like) in {time.perf_counter() - start:.0f} s")
+
+
+def _shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` (``(C, S, S)``) moved by ``(dy, dx)`` pixels, zero where nothing moved in."""
+    out = np.zeros_like(image)
+    s = image.shape[-1]
+    ys, yd = (slice(0, s - dy), slice(dy, s)) if dy >= 0 else (slice(-dy, s), slice(0, s + dy))
+    xs, xd = (slice(0, s - dx), slice(dx, s)) if dx >= 0 else (slice(-dx, s), slice(0, s + dx))
+    out[..., yd, xd] = image[..., ys, xs]
+    return out
+
+
+def brightest_component(deblender: Any, result: Any) -> int:
+    """The component a verifier never judges: ``peeling``'s first (the first peeled), else the brightest."""
+    if deblender.name == "peeling":
+        return 0
+    return int(np.argmax(result.components.reshape(result.n_components, -1).sum(axis=1)))
 
 
 def verifier_figures(data: dict[str, np.ndarray], probabilities: np.ndarray,
@@ -150,11 +221,12 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
         out, preset, checkpoint, deblender, tag = start_source_verifier_fit(config, out_dir)
     base = {k: v for k, v in checkpoint.items() if not k.startswith("split_verifier")}
     mix = data_mix(config)
-    tag += f"_{mix.tag()}"
+    tag += f"_{mix.tag()}" + (f"_fieldlike{config.field_like:g}" if config.field_like > 0 else "")
     data, val = (
         cached_npz(out / "cache", f"verifier_{name}_{tag}_{n}_{seed}.npz",
                    lambda n=n, seed=seed, split=split: verifier_samples(
-                       deblender, n, config.stamp_size, preset.name, seed, config.workers, log, mix, split))
+                       deblender, n, config.stamp_size, preset.name, seed, config.workers, log, mix, split,
+                       config.field_like))
         for name, n, seed, split in (("train", config.n_train, VERIFIER_SEED + config.seed, "train"),
                                      ("val", config.n_val, VERIFIER_VALIDATION_SEED, "validation"))
     )
