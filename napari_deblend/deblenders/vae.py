@@ -96,8 +96,9 @@ class VAEDeblender(Deblender):
     # each component's flux is its share of the stamp's pixels (redistribution.py); False: the drawn flux
     redistribute_flux: bool = True
     redistribution_level: float = REDISTRIBUTION_LEVEL  # the footprint, in sky sigmas of the components' sum
-    # a detection deblended alone keeps a second source only where the source finder's map (on the stamp as
-    # given) reaches this (parents.confirm_split); chosen on a validation field (docs/evaluation/field/README.md)
+    # a detection deblended alone keeps a second source only where the split verifier (weights without one: the
+    # source finder's map on the stamp as given) reaches this (parents.confirm_split); chosen on a validation field
+    # (docs/evaluation/field/README.md)
     min_split_probability: float = 0.85
     # the split verifier (when the weights have one) gives each fainter component the probability that it is a
     # galaxy of its own (info["galaxy_probabilities"], the catalogue's P_GALAXY), which then decides a split in a
