@@ -257,6 +257,25 @@ def build_network(cls: Any, config: Any, state: Any, *, refusal: str, remedy: st
     return module
 
 
+def load_part(cls: Any, checkpoint: dict, key: str, *, owner: str, what: str, remedy: str,
+              n_features: int | None = None) -> Any:
+    """The network ``checkpoint[key]`` of ``cls`` built from ``checkpoint[key + "_config"]``.
+
+    A clear :class:`~napari_deblend.deblenders.base.DeblendError` beginning with
+    ``owner`` (e.g. ``"peeling weights X"``) and ending with ``remedy`` when the
+    config is missing, the tensors do not fit (:func:`build_network`), or, with
+    ``n_features``, a perceptron part takes another number of features.
+    """
+    if f"{key}_config" not in checkpoint:
+        raise DeblendError(f"{owner}: {what} has no {key}_config; {remedy}")
+    part = build_network(cls, checkpoint[f"{key}_config"], checkpoint[key],
+                         refusal=f"{owner}: {what} does not fit its network", remedy=remedy)
+    if n_features is not None and part.config["n_features"] != n_features:
+        raise DeblendError(f"{owner}: {what} takes {part.config['n_features']} features, "
+                           f"this version measures {n_features}; {remedy}")
+    return part
+
+
 def load_training_checkpoint(path: str | Path, required: set[str]) -> dict[str, Any]:
     """A resumable training checkpoint (tensors, optimiser states, numbers, strings), loaded without running code.
 

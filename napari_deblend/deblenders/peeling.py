@@ -68,7 +68,7 @@ import numpy as np
 
 from ..measurements import MATCH_RADIUS
 from .base import Deblender, DeblendError, DeblendResult
-from .checkpoints import build_network, deblender_version, load_weights
+from .checkpoints import deblender_version, load_part, load_weights
 from .flux_calibration import FEATURE_NAMES, FluxCalibrator, PeelHistory, component_features
 from .inference import FLIPS, autocast_dtype_for, flip_outputs, fold_batchnorm, memory_format_for
 from .refit import refit_component
@@ -159,22 +159,16 @@ class PeelingDeblender(Deblender):
         self.version = str(checkpoint.get("version", "1"))
         self.train_stamp_size = int(checkpoint.get("stamp_size", 48))
 
-    def _load_part(self, cls, checkpoint: dict, key: str, what: str, remedy: str):
+    def _load_part(self, cls, checkpoint: dict, key: str, what: str, remedy: str, n_features: int | None = None):
         """``cls(**checkpoint[key + "_config"])`` with ``checkpoint[key]`` loaded; a clear error if they don't fit."""
-        if f"{key}_config" not in checkpoint:
-            raise DeblendError(f"peeling weights {self.weights}: {what} has no {key}_config; {remedy}")
-        return build_network(cls, checkpoint[f"{key}_config"], checkpoint[key],
-                             refusal=f"peeling weights {self.weights}: {what} does not fit its network", remedy=remedy)
+        return load_part(cls, checkpoint, key, owner=f"peeling weights {self.weights}", what=what, remedy=remedy,
+                         n_features=n_features)
 
     def _load_perceptrons(self, cls, checkpoint: dict, key: str, what: str, n_features: int, remedy: str):
         """The part ``key`` of the weights (None when absent), checked to take the ``n_features`` measured here."""
         if key not in checkpoint:
             return None
-        part = self._load_part(cls, checkpoint, key, what, remedy)
-        if part.config["n_features"] != n_features:
-            raise DeblendError(f"peeling weights {self.weights}: {what} takes {part.config['n_features']} features, "
-                               f"this version measures {n_features}; {remedy}")
-        return part.eval()
+        return self._load_part(cls, checkpoint, key, what, remedy, n_features).eval()
 
     def precision_in_use(self) -> str:
         """The floating-point type the networks run in here: ``"float16"``, ``"bfloat16"`` or ``"float32"``."""

@@ -108,6 +108,12 @@ def split_features(stamp: np.ndarray, components: np.ndarray, positions: np.ndar
                            host_features(components, sigma, count_probabilities)], axis=1)
 
 
+def brightest_component(components: np.ndarray) -> int:
+    """Index of the brightest of ``(K, ...)`` components (by the sum of their pixels)."""
+    comps = np.asarray(components)
+    return int(np.argmax(comps.reshape(len(comps), -1).sum(axis=1)))
+
+
 def source_split_features(stamp: np.ndarray, components: np.ndarray, positions: np.ndarray, sigma: float,
                           source_probabilities: np.ndarray) -> np.ndarray:
     """:data:`SOURCE_SPLIT_FEATURE_NAMES` of every component of one stamp of a source-finder deblender.
@@ -123,9 +129,9 @@ def source_split_features(stamp: np.ndarray, components: np.ndarray, positions: 
     flux = comps.reshape(k, -1).sum(axis=1, dtype=np.float64)
     history = PeelHistory([k], "High", flux.copy(), flux.copy(), flux.copy(), np.zeros(k))
     scores = np.asarray(source_probabilities, np.float64).reshape(k)
-    brightest = int(np.argmax(flux)) if k else 0
+    host_score = scores[brightest_component(comps)] if k else 0.0
     return np.concatenate([split_features(stamp, comps, positions, sigma, history, None),
-                           np.c_[scores, np.full(k, scores[brightest] if k else 0.0)]], axis=1)
+                           np.c_[scores, np.full(k, host_score)]], axis=1)
 
 
 def verify_sources(verifier: SplitVerifier | None, results: list, keep_features: bool = False) -> None:
@@ -154,7 +160,7 @@ def verify_sources(verifier: SplitVerifier | None, results: list, keep_features:
     probabilities = np.split(verifier.probabilities(np.concatenate(features)),  # one call for the batch
                              np.cumsum([len(f) for f in features])[:-1])
     for result, p in zip(judged, probabilities):
-        p[int(np.argmax(result.components.reshape(result.n_components, -1).sum(axis=1)))] = 1.0
+        p[brightest_component(result.components)] = 1.0
         result.info["galaxy_probabilities"] = p
 
 
@@ -221,18 +227,9 @@ def load_source_verifier(checkpoint: dict, weights: Path, model: str, remedy: st
     when its configuration is missing, its tensors do not fit, or it takes other
     features than :data:`SOURCE_SPLIT_FEATURE_NAMES`; ``remedy`` ends the message.
     """
-    from .base import DeblendError
-    from .checkpoints import build_network
+    from .checkpoints import load_part
 
     if "split_verifier" not in checkpoint:
         return None
-    if "split_verifier_config" not in checkpoint:
-        raise DeblendError(f"{model} weights {weights}: the split verifier has no split_verifier_config; {remedy}")
-    verifier = build_network(SplitVerifier, checkpoint["split_verifier_config"], checkpoint["split_verifier"],
-                             refusal=f"{model} weights {weights}: the split verifier does not fit its network",
-                             remedy=remedy)
-    if verifier.config["n_features"] != len(SOURCE_SPLIT_FEATURE_NAMES):
-        raise DeblendError(f"{model} weights {weights}: the split verifier takes {verifier.config['n_features']} "
-                           f"features, this version measures {len(SOURCE_SPLIT_FEATURE_NAMES)}; {remedy}")
-    return verifier.eval()
-
+    return load_part(SplitVerifier, checkpoint, "split_verifier", owner=f"{model} weights {weights}",
+                     what="the split verifier", remedy=remedy, n_features=len(SOURCE_SPLIT_FEATURE_NAMES)).eval()

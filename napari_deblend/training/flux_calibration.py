@@ -203,23 +203,38 @@ def fit_member(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: to
 
 
 def start_perceptron_fit(config: CalibrationTrainConfig, out_dir: str | Path) -> tuple[Path, Any, dict, Any, str]:
-    """The common start of fitting a perceptron part of the ``config.init`` peeling weights.
+    """The common start of fitting a perceptron part of the ``config.init`` weights of ``config.model``.
 
-    Checks the ensemble options, resolves ``init`` (default: the shipped weights) and
-    starts the run directory. Returns ``(out, preset, checkpoint, deblender, tag)``:
-    the ``init`` checkpoint, its deblender, and a cache tag of its networks.
+    ``config.model`` is ``peeling`` (a calibration config has none) or, for a split
+    verifier, ``vae`` or ``unet``. Checks the ensemble options, resolves ``init``
+    (default: the shipped weights) and starts the run directory. Returns
+    ``(out, preset, checkpoint, deblender, tag)``: the ``init`` checkpoint, its
+    deblender (a verifier it already has switched off: the samples are its
+    components as it makes them), and a cache tag of the networks that make them.
     """
-    from ..deblenders.peeling import WEIGHTS_DIR, PeelingDeblender, load_checkpoint
+    import importlib
+
+    from ..deblenders.base import _load_class
     from .peeling_joint import _networks_hash
 
     if config.members < 1 or config.epochs < 1:
         raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
-    init = Path(config.init) if config.init else WEIGHTS_DIR / "peeling.pt"
+    model = getattr(config, "model", "peeling")
+    module = importlib.import_module(f"napari_deblend.deblenders.{model}")
+    init = Path(config.init) if config.init else module.WEIGHTS_DIR / f"{model}.pt"
     config.init = str(init)
     out, _device, preset = start_run(config, out_dir)
-    deblender = PeelingDeblender(device=config.device, preset=preset.name, weights=init)
-    networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
-    return out, preset, load_checkpoint(init), deblender, f"{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
+    deblender = _load_class(model)(device=config.device, preset=preset.name, weights=init)
+    if model == "peeling":
+        networks = [deblender.rdn, deblender.counter] + ([deblender.joint] if deblender.joint is not None else [])
+        prefix = ""  # the tag of the cached peeling data, as before other models had verifiers
+    else:
+        deblender.verifier = None
+        networks = [deblender.finder.net] + [getattr(deblender, name) for name in ("net", "encoder", "decoder")
+                                             if hasattr(deblender, name)]
+        prefix = f"{model}_"
+    tag = f"{prefix}{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
+    return out, preset, module.load_checkpoint(init), deblender, tag
 
 
 def fit_members(model: Any, tensors: list[torch.Tensor], config: CalibrationTrainConfig, log: Callable[[str], None],

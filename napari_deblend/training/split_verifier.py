@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..deblenders.split_verifier import brightest_component
 from ..errors import DeblendInputError
 from .data_mix import DataMix, data_mix
 from .flux_calibration import (
@@ -106,8 +107,10 @@ def verifier_samples(deblender: Any, n: int, stamp_size: int, preset: str, seed:
             if features is None:
                 continue
             matched = {p for p, _ in match_positions(result.positions, true_positions)}
+            # never judged (its probability is 1): peeling's first (the first peeled), else the brightest
+            skipped = 0 if deblender.name == "peeling" else brightest_component(result.components)
             for p in range(len(features)):
-                if p == brightest_component(deblender, result):  # never judged (its probability is 1)
+                if p == skipped:
                     continue
                 rows["features"].append(features[p])
                 rows["label"].append(1.0 if p in matched else 0.0)
@@ -139,7 +142,7 @@ def field_like_deblended(deblender: Any, counts: dict[int, int], stamp_size: int
     ``(k, result, true_positions (M, 2), true_fluxes)`` (fluxes NaN: not used).
     """
     from ..simulate import simulate_blends
-    from .detector import MAX_SHIFT, NEIGHBOUR_OFFSET
+    from .detector import MAX_SHIFT, NEIGHBOUR_OFFSET, _shifted
     from .testsets import _positions_from_truth
 
     rng = np.random.default_rng(seed)
@@ -150,7 +153,7 @@ def field_like_deblended(deblender: Any, counts: dict[int, int], stamp_size: int
                                  n_workers=workers, **(mix or DataMix("parametric")).simulate_kwargs(split))
         positions = _positions_from_truth(blends.truth, count, k)
         truths = [p[np.isfinite(p).all(axis=1)] for p in positions]
-        clean = blends.components.sum(axis=1)  # (count, C, S, S) noiseless
+        clean = torch.from_numpy(blends.components.sum(axis=1))  # (count, C, S, S) noiseless
         images, sigma = blends.images.copy(), float(np.mean(blends.noise_sigma))
         for i in np.flatnonzero(rng.random(count) < share):
             j = int(rng.integers(count))
@@ -158,7 +161,7 @@ def field_like_deblended(deblender: Any, counts: dict[int, int], stamp_size: int
             neighbour = rng.integers(-high, high + 1, 2)
             while np.abs(neighbour).max() < low:
                 neighbour = rng.integers(-high, high + 1, 2)
-            composed = _shifted(clean[i], *own) + _shifted(clean[j], *neighbour)
+            composed = (_shifted(clean[i], *map(int, own)) + _shifted(clean[j], *map(int, neighbour))).numpy()
             noise = rng.normal(size=composed.shape) * np.sqrt(sigma**2 + np.clip(composed, 0, None))
             images[i] = (composed + noise).astype(images.dtype)
             moved = np.concatenate([truths[i] + own, truths[j] + neighbour])
@@ -167,23 +170,6 @@ def field_like_deblended(deblender: Any, counts: dict[int, int], stamp_size: int
             for offset, result in enumerate(deblender.deblend_batch(images[lo:lo + 256], noise=blends.noise_sigma)):
                 yield k, result, truths[lo + offset], np.full(len(truths[lo + offset]), np.nan)
         log(f"{count} blends of {k} ({share:.0%} field-like) in {time.perf_counter() - start:.0f} s")
-
-
-def _shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``image`` (``(C, S, S)``) moved by ``(dy, dx)`` pixels, zero where nothing moved in."""
-    out = np.zeros_like(image)
-    s = image.shape[-1]
-    ys, yd = (slice(0, s - dy), slice(dy, s)) if dy >= 0 else (slice(-dy, s), slice(0, s + dy))
-    xs, xd = (slice(0, s - dx), slice(dx, s)) if dx >= 0 else (slice(-dx, s), slice(0, s + dx))
-    out[..., yd, xd] = image[..., ys, xs]
-    return out
-
-
-def brightest_component(deblender: Any, result: Any) -> int:
-    """The component a verifier never judges: ``peeling``'s first (the first peeled), else the brightest."""
-    if deblender.name == "peeling":
-        return 0
-    return int(np.argmax(result.components.reshape(result.n_components, -1).sum(axis=1)))
 
 
 def verifier_figures(data: dict[str, np.ndarray], probabilities: np.ndarray,
@@ -215,10 +201,7 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
 
     if config.model not in VERIFIED_MODELS:
         raise DeblendInputError(f"model {config.model!r}: a split verifier is made for {', '.join(VERIFIED_MODELS)}")
-    if config.model == "peeling":
-        out, preset, checkpoint, deblender, tag = start_perceptron_fit(config, out_dir)
-    else:
-        out, preset, checkpoint, deblender, tag = start_source_verifier_fit(config, out_dir)
+    out, preset, checkpoint, deblender, tag = start_perceptron_fit(config, out_dir)
     base = {k: v for k, v in checkpoint.items() if not k.startswith("split_verifier")}
     mix = data_mix(config)
     tag += f"_{mix.tag()}" + (f"_fieldlike{config.field_like:g}" if config.field_like > 0 else "")
@@ -251,35 +234,3 @@ def train_verifier(config: VerifierTrainConfig, out_dir: str | Path, log: Callab
     return save_weights(out / f"{config.model}.pt",
                         {**base, "split_verifier": state, "split_verifier_config": verifier.config})
 
-
-def start_source_verifier_fit(config: VerifierTrainConfig, out_dir: str | Path) -> tuple[Path, Any, dict, Any, str]:
-    """:func:`~napari_deblend.training.flux_calibration.start_perceptron_fit` for ``vae`` or ``unet`` weights.
-
-    Returns ``(out, preset, checkpoint, deblender, tag)``: the ``init`` checkpoint
-    (default: the shipped one), its deblender with its verifier switched off, and a
-    cache tag of the networks that make the samples (the finder's included).
-    """
-    import importlib
-
-    from .peeling import start_run
-    from .peeling_joint import _networks_hash
-
-    if config.members < 1 or config.epochs < 1:
-        raise DeblendInputError(f"members={config.members}, epochs={config.epochs}: expected at least 1 of each")
-    module = importlib.import_module(f"napari_deblend.deblenders.{config.model}")
-    init = Path(config.init) if config.init else module.WEIGHTS_DIR / f"{config.model}.pt"
-    config.init = str(init)
-    out, _device, preset = start_run(config, out_dir)
-    checkpoint = module.load_checkpoint(init)
-    deblender = get_source_deblender(config.model, config.device, preset.name, init)
-    deblender.verifier = None  # the samples are the components as the deblender makes them, unverified
-    networks = [deblender.finder.net] + [net for net in (getattr(deblender, name, None)
-                                                         for name in ("net", "encoder", "decoder")) if net is not None]
-    return out, preset, checkpoint, deblender, f"{config.model}_{preset.name}_{config.stamp_size}_{_networks_hash(networks)}"
-
-
-def get_source_deblender(model: str, device: str, preset: str, weights: Path) -> Any:
-    """A ``vae`` or ``unet`` deblender of the given weights."""
-    from ..deblenders.base import _load_class
-
-    return _load_class(model)(device=device, preset=preset, weights=weights)
